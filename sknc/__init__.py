@@ -1,0 +1,55 @@
+"""sknc: neural-collapse research tools for the scikit-learn world."""
+
+from .geometry import etf_alignment_error, etf_gram, gram_etf_error, multilabel_prototypes, simplex_etf
+from .metrics import (
+    NCAccumulator,
+    TagwiseResult,
+    bias_collapse,
+    cdnv,
+    class_mean_norms,
+    class_means,
+    equiangularity,
+    equinorm,
+    mean_orthogonality,
+    minority_collapse,
+    nc1,
+    nc1_trace_quotient,
+    nc2_h,
+    nc2_w,
+    nc3,
+    nc4,
+    nc_report,
+    ncc_agreement,
+    tagwise_angle_ratio,
+    tagwise_average,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NCAccumulator",
+    "TagwiseResult",
+    "bias_collapse",
+    "cdnv",
+    "class_mean_norms",
+    "class_means",
+    "equiangularity",
+    "equinorm",
+    "etf_alignment_error",
+    "etf_gram",
+    "gram_etf_error",
+    "mean_orthogonality",
+    "minority_collapse",
+    "multilabel_prototypes",
+    "nc1",
+    "nc1_trace_quotient",
+    "nc2_h",
+    "nc2_w",
+    "nc3",
+    "nc4",
+    "nc_report",
+    "ncc_agreement",
+    "simplex_etf",
+    "tagwise_angle_ratio",
+    "tagwise_average",
+]

@@ -1,0 +1,141 @@
+"""Simplex equiangular tight frames (ETFs) and multi-label prototypes.
+
+A simplex ETF is a set of ``K`` vectors of equal norm whose pairwise cosines
+all equal ``-1/(K-1)``; it spans ``K-1`` dimensions and sums to zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from ._validation import as_float64_matrix
+
+__all__ = [
+    "simplex_etf",
+    "etf_gram",
+    "gram_etf_error",
+    "etf_alignment_error",
+    "multilabel_prototypes",
+]
+
+
+def _check_n_classes(n_classes) -> int:
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+        raise TypeError(f"n_classes must be an integer; got {type(n_classes).__name__}.")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be at least 2; got {n_classes}.")
+    return int(n_classes)
+
+
+def simplex_etf(n_classes, dim=None, *, norm=1.0, random_state=None):
+    """Build a ``K x d`` simplex ETF with rows of norm ``norm``.
+
+    The frame ``sqrt(K/(K-1)) (I - 11^T/K)`` is written in an orthonormal basis of
+    the sum-zero subspace (``K-1`` coordinates) and embedded into ``R^d`` by a
+    random orthonormal map, so any ``d >= K-1`` works.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of vectors ``K >= 2``.
+    dim : int, optional
+        Ambient dimension ``d``; defaults to ``K``. Must satisfy ``d >= K-1``.
+    norm : float, default=1.0
+        Norm of every row.
+    random_state : int, RandomState or None
+        Seeds the orthonormal embedding. With ``random_state=None`` and
+        ``dim == K`` the canonical centred frame ``sqrt(K/(K-1)) (I - 11^T/K)``
+        is returned (no randomness).
+
+    Returns
+    -------
+    etf : ndarray of shape (n_classes, dim)
+    """
+    k = _check_n_classes(n_classes)
+    d = k if dim is None else int(dim)
+    if d < k - 1:
+        raise ValueError(f"A simplex ETF of {k} vectors needs dim >= K-1 = {k - 1}; got dim={d}.")
+    if not np.isfinite(norm) or norm <= 0:
+        raise ValueError(f"norm must be a positive finite number; got {norm}.")
+    centred = np.sqrt(k / (k - 1)) * (np.eye(k) - np.full((k, k), 1.0 / k))
+    if random_state is None and d == k:
+        return norm * centred
+    # Orthonormal basis of the sum-zero subspace: the last K-1 left singular vectors.
+    basis = np.linalg.svd(centred)[0][:, : k - 1]  # K x (K-1)
+    coords = centred @ basis  # K x (K-1), rows of unit norm
+    rng = check_random_state(random_state)
+    q, r = np.linalg.qr(rng.standard_normal((d, k - 1)))
+    q *= np.sign(np.diag(r))  # Haar-distributed orthonormal columns
+    return norm * coords @ q.T
+
+
+def etf_gram(n_classes) -> np.ndarray:
+    """The simplex-ETF Gram target ``(I - 11^T/K)/sqrt(K-1)`` (unit Frobenius norm)."""
+    k = _check_n_classes(n_classes)
+    return (np.eye(k) - np.full((k, k), 1.0 / k)) / np.sqrt(k - 1)
+
+
+def _normalised(m: np.ndarray, what: str) -> np.ndarray:
+    scale = np.linalg.norm(m)
+    if scale == 0 or not np.isfinite(scale):
+        raise ValueError(f"{what} is zero, so its distance to a simplex ETF is undefined.")
+    return m / scale
+
+
+def gram_etf_error(vectors) -> float:
+    """Frobenius distance of the normalised Gram matrix to the simplex-ETF Gram.
+
+    ``|| V V^T / ||V V^T||_F - (I - 11^T/K)/sqrt(K-1) ||_F`` for the ``K`` rows of
+    ``V``: 0 exactly for a simplex ETF of any scale, at most 2.
+    """
+    v = as_float64_matrix(vectors, "vectors")
+    gram = v @ v.T
+    return float(np.linalg.norm(_normalised(gram, "the Gram matrix") - etf_gram(v.shape[0])))
+
+
+def etf_alignment_error(W, means) -> float:
+    """Self-duality in Gram form: ``|| W M^T / ||W M^T||_F - E_K ||_F``.
+
+    ``W`` and ``means`` are both ``K x d``; the rows of ``means`` should be centred.
+    """
+    w = as_float64_matrix(W, "W")
+    m = as_float64_matrix(means, "means")
+    if w.shape != m.shape:
+        raise ValueError(f"W has shape {w.shape} but the class means have shape {m.shape}.")
+    cross = w @ m.T
+    return float(np.linalg.norm(_normalised(cross, "W M^T") - etf_gram(w.shape[0])))
+
+
+def multilabel_prototypes(means, label_sets, scales=None) -> np.ndarray:
+    """Tag-wise prototypes ``c_|S| * sum_{k in S} mu_k`` for each label set.
+
+    Parameters
+    ----------
+    means : array-like of shape (n_classes, d)
+        Single-label (ideally centred) class means.
+    label_sets : array-like of shape (n_sets, n_classes)
+        0/1 indicator of each label set.
+    scales : mapping or array-like, optional
+        Scale per multiplicity: ``scales[m]`` multiplies the *sum* of the tag means
+        of every set of size ``m``. Default: 1 (plain sums).
+
+    Returns
+    -------
+    prototypes : ndarray of shape (n_sets, d)
+    """
+    m = as_float64_matrix(means, "means")
+    sets = np.asarray(label_sets)
+    if sets.ndim != 2 or sets.shape[1] != m.shape[0]:
+        raise ValueError(
+            f"label_sets must have shape (n_sets, {m.shape[0]}) to match the means; got {sets.shape}."
+        )
+    if not np.isin(sets, (0, 1)).all():
+        raise ValueError("label_sets must be a 0/1 indicator matrix.")
+    sets = sets.astype(np.float64)
+    protos = sets @ m
+    if scales is not None:
+        mult = sets.sum(axis=1).astype(int)
+        factor = np.array([float(scales[int(q)]) for q in mult])
+        protos *= factor[:, None]
+    return protos

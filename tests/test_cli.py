@@ -1,0 +1,80 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sknc
+from sknc.cli import main
+
+
+@pytest.fixture
+def saved(tmp_path, rng):
+    k, d = 4, 6
+    M = sknc.simplex_etf(k, d, norm=3.0, random_state=0)
+    y = np.repeat(np.arange(k), 25)
+    H = M[y] + 0.1 * rng.standard_normal((len(y), d))
+    np.savez(tmp_path / "f.npz", features=H, labels=y, W=M, b=np.zeros(k))
+    np.save(tmp_path / "f.npy", H)
+    np.save(tmp_path / "y.npy", y)
+    pd.DataFrame(H, columns=[f"h{i}" for i in range(d)]).to_csv(tmp_path / "f.csv", index=False)
+    pd.DataFrame(H, columns=[f"h{i}" for i in range(d)]).to_parquet(tmp_path / "f.parquet")
+    pd.DataFrame({"label": y}).to_csv(tmp_path / "y.csv", index=False)
+    return tmp_path, H, y, M
+
+
+def test_metrics_npz_writes_csv_and_json(saved, capsys):
+    path, H, y, M = saved
+    assert main(["metrics", str(path / "f.npz"), "--out", str(path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "nc1" in out and "nc3" in out
+    table = pd.read_csv(path / "r.csv").set_index("metric")["value"]
+    expected = sknc.nc_report(H, y, M, np.zeros(4))
+    assert table["nc1"] == pytest.approx(expected["nc1"], rel=1e-12)
+    assert main(["metrics", str(path / "f.npz"), "--out", str(path / "r.json")]) == 0
+    data = json.loads((path / "r.json").read_text())
+    assert data["nc3"] == pytest.approx(expected["nc3"], rel=1e-12)
+
+
+@pytest.mark.parametrize("features,labels", [("f.npy", "y.npy"), ("f.csv", "y.csv"), ("f.parquet", "y.csv")])
+def test_metrics_other_formats(saved, capsys, features, labels):
+    path, H, y, _ = saved
+    assert main(["metrics", str(path / features), "--labels", str(path / labels)]) == 0
+    out = capsys.readouterr().out
+    value = float(next(line.split()[1] for line in out.splitlines() if line.startswith("nc1 ")))
+    assert value == pytest.approx(sknc.nc1(H, y), rel=1e-5)
+    assert "nc3" not in out  # no classifier given
+
+
+def test_metrics_errors(saved, capsys):
+    path, *_ = saved
+    assert main(["metrics", str(path / "missing.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["metrics", str(path / "f.npy")]) == 2
+    assert "no labels" in capsys.readouterr().err
+    (path / "f.txt").write_text("1 2")
+    assert main(["metrics", str(path / "f.txt"), "--labels", str(path / "y.npy")]) == 2
+    np.save(path / "bad.npy", np.zeros(10))
+    assert main(["metrics", str(path / "f.npy"), "--labels", str(path / "bad.npy")]) == 1
+    assert "10 labels" in capsys.readouterr().err
+    assert main(["metrics", str(path / "f.npz"), "--out", str(path / "r.txt")]) == 2
+    assert main(["nonsense"]) == 2
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "sknc.cli", "metrics", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for option in ("--labels", "--weights", "--out", "--global-mean", "--between"):
+        assert option in out.stdout
+
+
+def test_shipped_example_file_runs(capsys):
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "data" / "digits_mlp_features.npz"
+    assert main(["metrics", str(example)]) == 0
+    out = capsys.readouterr().out
+    nc4 = float(next(line.split()[1] for line in out.splitlines() if line.startswith("nc4 ")))
+    assert 0 <= nc4 < 0.2  # a trained MLP's NCC rule mostly agrees with its classifier
