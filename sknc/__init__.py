@@ -53,3 +53,8 @@ __all__ = [
     "tagwise_angle_ratio",
     "tagwise_average",
 ]
+
+from . import theory  # noqa: E402
+from .ufm import UFMSolver  # noqa: E402
+
+__all__ += ["UFMSolver", "theory"]
