@@ -58,3 +58,9 @@ from . import theory  # noqa: E402
 from .ufm import UFMSolver  # noqa: E402
 
 __all__ += ["UFMSolver", "theory"]
+
+from .callbacks import NCTracker  # noqa: E402
+from .classifier import PALClassifier  # noqa: E402
+from .losses import PALLoss  # noqa: E402
+
+__all__ += ["NCTracker", "PALClassifier", "PALLoss"]

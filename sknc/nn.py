@@ -1,0 +1,190 @@
+"""Torch modules: feature backbones, classification heads, and their composition.
+
+A backbone maps inputs to features ``h``; a head maps features to logits. The
+composed :class:`FeatureClassifier` returns ``(logits, features)`` so that the
+training loss can regularise the features and NC metrics can read them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .geometry import simplex_etf
+
+__all__ = ["MLP", "SmallCNN", "ResNet18", "LinearHead", "ETFHead", "FeatureClassifier", "etf_weight"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
+
+
+def _activation(name):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}; got {name!r}.")
+    return _ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """Fully connected backbone: ``Linear -> [BatchNorm] -> activation`` per layer.
+
+    The output of the last layer (width ``hidden_sizes[-1]``) is the feature.
+    """
+
+    def __init__(self, in_features, hidden_sizes=(256, 256), activation="relu", batch_norm=False):
+        super().__init__()
+        if len(hidden_sizes) == 0:
+            raise ValueError("hidden_sizes must name at least one layer.")
+        layers, width = [], int(in_features)
+        for size in hidden_sizes:
+            layers.append(nn.Linear(width, int(size), bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(int(size)))
+            layers.append(_activation(activation))
+            width = int(size)
+        self.layers = nn.Sequential(*layers)
+        self.out_features = width
+
+    def forward(self, x):
+        return self.layers(x.flatten(1))
+
+
+class SmallCNN(nn.Module):
+    """Two-block CNN for small images: ``(conv-BN-ReLU) x 2`` per block, then a linear feature layer."""
+
+    def __init__(self, in_channels=1, feature_dim=128, width=32):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            )
+
+        self.body = nn.Sequential(block(in_channels, width), nn.MaxPool2d(2), block(width, 2 * width))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(2 * width, feature_dim), nn.ReLU())
+        self.out_features = feature_dim
+
+    def forward(self, x):
+        return self.fc(self.pool(self.body(x)).flatten(1))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:  # 1x1 projection, also used to shrink to feature_dim
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18: 3x3 stem, stride 1, no max-pool, four stages of two blocks.
+
+    ``feature_dim`` sets the output channels of the last block (512 by default;
+    ``K`` for the parameter-efficient ``fix_dim`` setting), reached through a
+    1x1-conv shortcut.
+    """
+
+    def __init__(self, in_channels=3, feature_dim=512, width=64):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        blocks, cin = [], width
+        for stage, cout in enumerate(widths):
+            stride = 1 if stage == 0 else 2
+            last = stage == 3
+            blocks.append(_BasicBlock(cin, cout, stride))
+            blocks.append(_BasicBlock(cout, feature_dim if last else cout, 1))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_features = feature_dim
+
+    def forward(self, x):
+        return self.pool(self.blocks(self.stem(x))).flatten(1)
+
+
+def etf_weight(n_classes, feature_dim):
+    """The fixed simplex-ETF classifier: unit-norm rows ``sqrt(K/(K-1))(I - 11^T/K)``.
+
+    Embedded in the first ``K`` coordinates when ``feature_dim >= K`` (as in the
+    published parameter-efficient code); for ``feature_dim = K-1`` a fixed
+    orthonormal embedding (``random_state=0``) is used.
+    """
+    if feature_dim < n_classes - 1:
+        raise ValueError(f"a simplex-ETF head needs feature_dim >= K-1 = {n_classes - 1}; got {feature_dim}.")
+    if feature_dim >= n_classes:
+        weight = np.zeros((n_classes, feature_dim))
+        weight[:, :n_classes] = simplex_etf(n_classes)
+    else:
+        weight = simplex_etf(n_classes, feature_dim, random_state=0)
+    return torch.as_tensor(weight, dtype=torch.float32)
+
+
+class LinearHead(nn.Linear):
+    """Learned linear classifier ``W h + b``."""
+
+
+class ETFHead(nn.Module):
+    """Fixed simplex-ETF classifier: the weight is a buffer (never trained), the bias is learned."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.register_buffer("weight", etf_weight(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, h):
+        return nn.functional.linear(h, self.weight, self.bias)
+
+
+class FeatureClassifier(nn.Module):
+    """``backbone -> head``; ``forward`` returns ``(logits, features)``."""
+
+    def __init__(self, backbone, head, input_shape=None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+
+    def forward(self, x):
+        if self.input_shape is not None:
+            x = x.reshape(x.shape[0], *self.input_shape)
+        features = self.backbone(x)
+        if features.ndim != 2:
+            raise ValueError(f"the backbone must return (batch, feature_dim) features; got shape {tuple(features.shape)}.")
+        return self.head(features), features
+
+
+def infer_out_features(backbone, example):
+    """Feature width of a user backbone: its ``out_features`` or one forward pass."""
+    width = getattr(backbone, "out_features", None)
+    if isinstance(width, int):
+        return width
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(example[:2])
+    backbone.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(f"the backbone must return (batch, feature_dim) features; got shape {tuple(out.shape)}.")
+    return int(out.shape[1])
+
+
+def count_parameters(module, trainable_only=True):
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only))
+
+
+__all__ += ["infer_out_features", "count_parameters"]
