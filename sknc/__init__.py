@@ -64,3 +64,9 @@ from .classifier import PALClassifier  # noqa: E402
 from .losses import PALLoss  # noqa: E402
 
 __all__ += ["NCTracker", "PALClassifier", "PALLoss"]
+
+from . import datasets  # noqa: E402
+from .datasets import load_multilabel_digits, make_multilabel_images  # noqa: E402
+from .decision import TagWiseAverageClassifier  # noqa: E402
+
+__all__ += ["TagWiseAverageClassifier", "datasets", "load_multilabel_digits", "make_multilabel_images"]

@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .callbacks import CosineLR, NCTracker, head_parameters
+from .decision import TagWiseAverageClassifier
 from .losses import PALLoss
 from .nn import ETFHead, FeatureClassifier, LinearHead, MLP, ResNet18, SmallCNN, count_parameters, infer_out_features
 
@@ -94,6 +95,13 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     normalisation of :mod:`sknc.theory`, so theory comparisons need no
     conversion).
 
+    The defaults (a 256-256 ReLU MLP with a linear 64-d feature layer, SGD at
+    lr 0.1 with cosine annealing over 500 epochs, ``lambda_W=5e-4``,
+    ``lambda_H=6e-4``) were tuned on :func:`sknc.datasets.load_multilabel_digits`
+    to reach multi-label neural collapse (NC1, NC2 < 0.1; tag-wise angle < 10
+    degrees) while beating a BCE ``MLPClassifier`` on held-out subset accuracy
+    and Jaccard (``examples/multilabel_digits.py``).
+
     Parameters
     ----------
     module : {'mlp', 'cnn', 'resnet18'} or torch.nn.Module class or instance, default='mlp'
@@ -101,8 +109,9 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         A class is instantiated without arguments; an instance is deep-copied.
     hidden_sizes : tuple of int, default=(256, 256)
         Widths of the MLP layers ('mlp' only).
-    feature_dim : int, optional
-        Feature width. For 'mlp' an extra layer of this width is appended; for
+    feature_dim : int or None, default=64
+        Feature width. For 'mlp' a *linear* feature layer of this width is
+        appended to the hidden layers (sign-unconstrained features); for
         'cnn'/'resnet18' it is the width of the last layer (default 128 / 512).
     input_shape : tuple, optional
         Shape ``(C, H, W)`` of one sample: flat ``X`` is reshaped for CNNs.
@@ -114,23 +123,31 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Summed pick-all-labels CE, or the sum divided by ``|S|``.
     lambda_W : float, default=5e-4
         Weight decay on every trainable parameter (``(lambda_W/2)||theta||^2``).
-    lambda_H : float, default=1e-4
+    lambda_H : float, default=6e-4
         Feature decay in the UFM normalisation (a per-sample penalty
         ``N lambda_H / 2 ||h||^2`` on the batch features, with a real gradient).
     optimizer : {'sgd', 'adam'} or torch optimizer class, default='sgd'
-    lr : float, default=0.05
+    lr : float, default=0.1
     momentum : float, default=0.9
         SGD momentum (ignored by other optimizers).
     lr_schedule : {'cosine', None}, default='cosine'
         Cosine annealing to ``lr/1000`` over ``max_epochs``.
-    max_epochs : int, default=60
+    max_epochs : int, default=500
     batch_size : int, default=128
-    decision_rule : {'auto', 'threshold', 'mean_logit'}, default='auto'
-        Multi-label prediction rule: ``'threshold'`` keeps labels whose softmax
-        probability is at least ``threshold``; ``'mean_logit'`` keeps labels whose
-        logit exceeds the sample's mean logit. ``'auto'`` is ``'threshold'``.
+    decision_rule : {'auto', 'tagwise', 'threshold', 'mean_logit', 'topk'}, default='auto'
+        Multi-label prediction rule. ``'tagwise'``: the nearest tag-wise prototype
+        of the penultimate feature (:class:`sknc.decision.TagWiseAverageClassifier`,
+        fitted on the training features); ``'threshold'``: labels whose softmax
+        probability is at least ``threshold``; ``'mean_logit'``: labels whose logit
+        exceeds the sample's mean logit; ``'topk'``: the ``top_k`` largest logits.
+        ``'auto'`` is ``'tagwise'``. Multi-class ``y`` always uses the argmax.
     threshold : float or array-like of shape (K,), default=0.2
         Probability threshold(s) of the ``'threshold'`` rule.
+    top_k : int, optional
+        Labels predicted by ``'topk'``; default the most common training multiplicity.
+    tagwise_metric : {'cosine', 'euclidean'}, default='euclidean'
+        Distance of the ``'tagwise'`` rule. Euclidean uses the fitted scale ``c_m``
+        and so tells a pair from a single label by the feature's length too.
     track_nc : int, default=0
         Record NC metrics every this many epochs (0: off).
     callbacks : list of skorch callbacks, optional
@@ -181,8 +198,10 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "lr_schedule": [StrOptions({"cosine"}), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "decision_rule": [StrOptions({"auto", "threshold", "mean_logit"})],
+        "decision_rule": [StrOptions({"auto", "tagwise", "threshold", "mean_logit", "topk"})],
         "threshold": [Interval(Real, 0, 1, closed="neither"), "array-like"],
+        "top_k": [Interval(Integral, 1, None, closed="left"), None],
+        "tagwise_metric": [StrOptions({"cosine", "euclidean"})],
         "track_nc": [Interval(Integral, 0, None, closed="left")],
         "callbacks": [list, None],
         "device": [str],
@@ -194,21 +213,23 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self,
         module="mlp",
         hidden_sizes=(256, 256),
-        feature_dim=None,
+        feature_dim=64,
         input_shape=None,
         fixed_etf=False,
         bias=True,
         loss="pal",
         lambda_W=5e-4,
-        lambda_H=1e-4,
+        lambda_H=6e-4,
         optimizer="sgd",
-        lr=0.05,
+        lr=0.1,
         momentum=0.9,
         lr_schedule="cosine",
-        max_epochs=60,
+        max_epochs=500,
         batch_size=128,
         decision_rule="auto",
         threshold=0.2,
+        top_k=None,
+        tagwise_metric="euclidean",
         track_nc=0,
         callbacks=None,
         device="auto",
@@ -232,6 +253,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.decision_rule = decision_rule
         self.threshold = threshold
+        self.top_k = top_k
+        self.tagwise_metric = tagwise_metric
         self.track_nc = track_nc
         self.callbacks = callbacks
         self.device = device
@@ -284,8 +307,9 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"input_shape={shape} holds {int(np.prod(shape))} values but X has {n_features} features.")
         if isinstance(module, str):
             if module == "mlp":
-                sizes = tuple(self.hidden_sizes) + ((self.feature_dim,) if self.feature_dim else ())
-                return MLP(n_features, sizes), None
+                if self.feature_dim:  # a linear feature layer on top of the hidden layers
+                    return MLP(n_features, tuple(self.hidden_sizes) + (self.feature_dim,), feature_activation=False), None
+                return MLP(n_features, tuple(self.hidden_sizes)), None
             if shape is None or len(shape) != 3:
                 raise ValueError(f"module={module!r} needs input_shape=(channels, height, width); got {self.input_shape!r}.")
             if module == "cnn":
@@ -370,6 +394,11 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             )
             self.net_.fit(Xf, target)
         self._set_fitted_attributes()
+        if self.multilabel_:
+            # The tag-wise rule lives on the training features of the trained network.
+            sizes = target.sum(axis=1).astype(int)
+            self._default_top_k = int(np.bincount(sizes).argmax())
+            self.decision_ = TagWiseAverageClassifier(metric=self.tagwise_metric).fit(self.transform(X), target)
         return self
 
     def _set_fitted_attributes(self):
@@ -415,10 +444,17 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         return np.asarray([f"palclassifier{i}" for i in range(self._n_features_out)], dtype=object)
 
-    def _multilabel_predict(self, logits):
-        rule = "threshold" if self.decision_rule == "auto" else self.decision_rule
+    def _multilabel_predict(self, logits, features):
+        rule = "tagwise" if self.decision_rule == "auto" else self.decision_rule
+        if rule == "tagwise":
+            self.decision_.set_params(metric=self.tagwise_metric)
+            return self.decision_.predict(features).astype(bool)
         if rule == "mean_logit":
             chosen = logits > logits.mean(axis=1, keepdims=True)
+        elif rule == "topk":
+            k = self._default_top_k if self.top_k is None else min(int(self.top_k), logits.shape[1])
+            chosen = np.zeros(logits.shape, dtype=bool)
+            np.put_along_axis(chosen, np.argsort(-logits, axis=1)[:, :k], True, axis=1)
         else:
             z = logits - logits.max(axis=1, keepdims=True)
             p = np.exp(z)
@@ -434,7 +470,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def predict(self, X):
         """Class labels, or an indicator matrix of the fitted ``y``'s dtype (multi-label)."""
-        logits = self.decision_function(X)
+        logits, features = self._forward(X)
         if not self.multilabel_:
             return self.classes_[np.argmax(logits, axis=1)]
-        return self._multilabel_predict(logits).astype(self._y_dtype)
+        return self._multilabel_predict(logits, features).astype(self._y_dtype)

@@ -28,14 +28,23 @@ class MLP(nn.Module):
     """Fully connected backbone: ``Linear -> [BatchNorm] -> activation`` per layer.
 
     The output of the last layer (width ``hidden_sizes[-1]``) is the feature.
+    With ``feature_activation=False`` the last layer is linear (no batch norm or
+    activation): sign-unconstrained features, which the centred M-lab ETF needs
+    (a pair mean ``c_2/2 (h_i + h_j)`` with ``c_2 > 1`` leaves the positive orthant).
     """
 
-    def __init__(self, in_features, hidden_sizes=(256, 256), activation="relu", batch_norm=False):
+    def __init__(self, in_features, hidden_sizes=(256, 256), activation="relu", batch_norm=False,
+                 feature_activation=True):
         super().__init__()
         if len(hidden_sizes) == 0:
             raise ValueError("hidden_sizes must name at least one layer.")
         layers, width = [], int(in_features)
-        for size in hidden_sizes:
+        for i, size in enumerate(hidden_sizes):
+            last = i == len(hidden_sizes) - 1
+            if last and not feature_activation:
+                layers.append(nn.Linear(width, int(size)))
+                width = int(size)
+                break
             layers.append(nn.Linear(width, int(size), bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(int(size)))

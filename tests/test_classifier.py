@@ -221,3 +221,41 @@ def test_multilabel_problem_reaches_collapse():
     clf = PALClassifier(hidden_sizes=(128, 128), max_epochs=60, lambda_H=1e-4, device="cpu", random_state=0).fit(X, Y)
     rep = nc_report(clf.transform(X), Y, clf.coef_, clf.intercept_)
     assert rep["nc1"] < 0.2
+
+
+def test_tagwise_is_the_default_multilabel_rule(multilabel):
+    X, Y = multilabel
+    clf = small(max_epochs=15).fit(X, Y)
+    feats = clf.transform(X)
+    assert np.array_equal(clf.predict(X), clf.decision_.predict(feats))
+    clf.set_params(decision_rule="topk", top_k=2)
+    assert np.all(clf.predict(X).sum(1) == 2)
+    clf.set_params(top_k=None)
+    assert np.all(clf.predict(X).sum(1) == np.bincount(Y.sum(1)).argmax())
+
+
+@pytest.mark.slow
+def test_acceptance_default_pal_on_multilabel_digits():
+    """Issue acceptance: multi-label NC on train and a better test score than sklearn's MLP."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import jaccard_score
+    from sklearn.neural_network import MLPClassifier
+
+    from sknc import load_multilabel_digits, tagwise_average
+
+    data = load_multilabel_digits(random_state=0)
+    clf = PALClassifier(device="cpu", random_state=0).fit(data.X_train, data.Y_train)
+    H = clf.transform(data.X_train)
+    rep = nc_report(H, data.Y_train, clf.coef_, clf.intercept_)
+    assert rep["nc1"] < 0.1 and rep["nc2_h"] < 0.1 and rep["tagwise_angle"] < 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=300, random_state=0).fit(data.X_train, data.Y_train)
+    pal_pred, mlp_pred = clf.predict(data.X_test), mlp.predict(data.X_test)
+    assert accuracy_score(data.Y_test, pal_pred) > accuracy_score(data.Y_test, mlp_pred)
+    assert jaccard_score(data.Y_test, pal_pred, average="samples") > jaccard_score(data.Y_test, mlp_pred, average="samples")
+    summary = tagwise_average(H, data.Y_train, regularization={"lambda_W": clf.lambda_W, "lambda_H": clf.lambda_H}).summary
+    row = summary.set_index("multiplicity").loc[2]
+    assert row["scale_mean"] == pytest.approx(row["scale_theory"], rel=0.05)  # theory and practice meet

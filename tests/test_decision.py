@@ -1,0 +1,82 @@
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from sknc import TagWiseAverageClassifier, simplex_etf
+
+
+def _etf_data(k=6, d=8, scales={1: 1.0, 2: 1.7, 3: 2.3}, sets=None, per_set=2, seed=0):
+    M = simplex_etf(k, d, norm=3.0, random_state=seed)
+    sets = sets or [(c,) for c in range(k)] + list(combinations(range(k), 2)) + list(combinations(range(k), 3))
+    H, Y = [], []
+    for s in sets:
+        for _ in range(per_set):
+            H.append(5.0 + scales[len(s)] * M[list(s)].mean(0))  # translated prototypes
+            row = np.zeros(k, dtype=np.int64)
+            row[list(s)] = 1
+            Y.append(row)
+    return np.array(H), np.array(Y), M
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("search", ["fast", "exhaustive"])
+def test_exact_prototypes_are_recovered(metric, search):
+    H, Y, _ = _etf_data()
+    rule = TagWiseAverageClassifier(metric=metric, search=search).fit(H, Y)
+    assert rule.scales_[2] == pytest.approx(1.7) and rule.scales_[3] == pytest.approx(2.3)
+    pred = rule.predict(H)
+    assert pred.dtype == Y.dtype
+    assert np.array_equal(pred, Y)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_fast_search_equals_exhaustive_on_etf_means(metric):
+    H, Y, M = _etf_data()
+    rule = TagWiseAverageClassifier(metric=metric).fit(H, Y)
+    rng = np.random.default_rng(1)
+    probes = 5.0 + rng.standard_normal((500, H.shape[1])) * 2  # arbitrary features, not near prototypes
+    assert rule.search_disagreement(probes) == 0.0
+    fast = rule.predict(probes)
+    rule.set_params(search="exhaustive")
+    assert np.array_equal(fast, rule.predict(probes))
+
+
+def test_unseen_set_with_seen_tags_is_predicted():
+    k = 5
+    train_sets = [(c,) for c in range(k)] + [(0, 1), (2, 3)]
+    H, Y, M = _etf_data(k=k, sets=train_sets)
+    rule = TagWiseAverageClassifier(metric="euclidean").fit(H, Y)
+    unseen = 5.0 + 1.7 * M[[1, 4]].mean(0)
+    expected = np.zeros(k, dtype=np.int64)
+    expected[[1, 4]] = 1
+    assert np.array_equal(rule.predict(unseen[None])[0], expected)
+
+
+def test_max_multiplicity_extends_candidates():
+    H, Y, M = _etf_data(k=5, sets=[(c,) for c in range(5)] + [(0, 1)])
+    rule = TagWiseAverageClassifier(max_multiplicity=3).fit(H, Y)
+    assert list(rule.multiplicities_) == [1, 2, 3]
+    triple = 5.0 + M[[0, 2, 4]].sum(0)
+    assert rule.predict(triple[None])[0].tolist() == [1, 0, 1, 0, 1]
+
+
+def test_one_d_labels_give_nearest_class_mean():
+    rng = np.random.default_rng(0)
+    M = simplex_etf(4, 6, norm=2.0, random_state=0)
+    y = np.repeat(np.array(["a", "b", "c", "d"]), 10)
+    H = M[np.repeat(np.arange(4), 10)] + 0.1 * rng.standard_normal((40, 6))
+    rule = TagWiseAverageClassifier(metric="euclidean").fit(H, y)
+    assert np.array_equal(rule.predict(H), y)
+
+
+def test_bad_input():
+    H, Y, _ = _etf_data(k=4, sets=[(0,), (1,), (2,), (0, 3), (1, 3)])
+    with pytest.raises(ValueError, match=r"class\(es\) 3 have no multiplicity-1 sample"):
+        TagWiseAverageClassifier().fit(H, Y)
+    H, Y, _ = _etf_data(k=4)
+    rule = TagWiseAverageClassifier().fit(H, Y)
+    with pytest.raises(ValueError, match="features"):
+        rule.predict(H[:, :3])
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        TagWiseAverageClassifier().fit(np.full_like(H, np.nan), Y)
