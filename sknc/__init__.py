@@ -70,3 +70,9 @@ from .datasets import load_multilabel_digits, make_multilabel_images  # noqa: E4
 from .decision import TagWiseAverageClassifier  # noqa: E402
 
 __all__ += ["TagWiseAverageClassifier", "datasets", "load_multilabel_digits", "make_multilabel_images"]
+
+from .model_selection import MultilabelStratifiedKFold  # noqa: E402
+from .scoring import multilabel_scorers, nc_report_scorer, nc_scorer, nc_scorers  # noqa: E402
+from .transformers import NCMetrics  # noqa: E402
+
+__all__ += ["MultilabelStratifiedKFold", "NCMetrics", "multilabel_scorers", "nc_report_scorer", "nc_scorer", "nc_scorers"]

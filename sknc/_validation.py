@@ -184,7 +184,8 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
         classes, codes = np.unique(y, return_inverse=True)
         k = len(classes)
         if k < min_classes:
-            raise ValueError(f"y has {k} distinct class(es); at least {min_classes} are needed.")
+            what = "only one class" if k == 1 else f"{k} distinct classes"
+            raise ValueError(f"y has {what}; at least {min_classes} are needed.")
         return LabelGroups(
             classes=classes,
             multilabel=False,

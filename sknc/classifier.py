@@ -421,8 +421,15 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return logits.double().numpy(), features.double().numpy()
 
     def decision_function(self, X):
-        """Logits ``W h + b`` of shape (n_samples, K)."""
-        return self._forward(X)[0]
+        """Logits ``W h + b`` of shape (n_samples, K).
+
+        For a binary (two-class, 1-D ``y``) problem, scikit-learn's convention of
+        one score per sample is followed: ``z_1 - z_0`` (positive for ``classes_[1]``).
+        """
+        logits = self._forward(X)[0]
+        if not self.multilabel_ and logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
 
     def predict_proba(self, X):
         """Softmax probabilities (n_samples, K), clipped to the open interval (0, 1).
@@ -430,7 +437,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Under PAL each of the ``m`` true labels of a multi-label sample gets
         about ``1/m`` of the mass.
         """
-        logits = self.decision_function(X)
+        logits = self._forward(X)[0]
         z = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._validation import group_labels, require_singletons
+from ._validation import group_labels
 from .metrics import tagwise_average
 
 __all__ = ["TagWiseAverageClassifier"]
@@ -54,7 +54,10 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray
     means_ : ndarray (K, d)
-        Centred multiplicity-1 class means.
+        Centred multiplicity-1 class means. When some class never occurs alone,
+        all means come from a least-squares fit of every sample as
+        ``c + mean_{k in S} mu_k`` instead (``means_estimated_by_``).
+    means_estimated_by_ : {'singletons', 'least_squares'}
     center_ : ndarray (d,)
         Mean of the multiplicity-1 class means.
     scales_ : dict {m: c_m}
@@ -98,14 +101,17 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
             y = column_or_1d(y, warn=True)
             self.multilabel_ = False
         groups = group_labels(Y if self.multilabel_ else y, X.shape[0])
-        require_singletons(groups)
         self.classes_ = groups.classes
         k = groups.n_classes
-        single = groups.multiplicity[groups.group] == 1
-        cls = groups.sample_class()[single]
-        sums = np.zeros((k, X.shape[1]))
-        np.add.at(sums, cls, X[single])
-        means = sums / np.bincount(cls, minlength=k)[:, None]
+        self.means_estimated_by_ = "singletons" if np.all(groups.class_group >= 0) else "least_squares"
+        if self.means_estimated_by_ == "singletons":
+            single = groups.multiplicity[groups.group] == 1
+            cls = groups.sample_class()[single]
+            sums = np.zeros((k, X.shape[1]))
+            np.add.at(sums, cls, X[single])
+            means = sums / np.bincount(cls, minlength=k)[:, None]
+        else:
+            means = self._least_squares_means(X, groups)
         self.center_ = means.mean(axis=0)
         self.means_ = means - self.center_
         seen = np.unique(groups.multiplicity)
@@ -116,12 +122,44 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
         self.scales_ = {int(m): float(m) for m in self.multiplicities_}
         self.scales_[1] = 1.0
         if self.multilabel_ and np.any((groups.multiplicity >= 2) & (groups.multiplicity < k)):
-            summary = tagwise_average(X, Y).summary
-            for m, c in zip(summary["multiplicity"], summary["scale_mean"]):
-                self.scales_[int(m)] = float(c)
+            if self.means_estimated_by_ == "singletons":
+                summary = tagwise_average(X, Y).summary
+                for m, c in zip(summary["multiplicity"], summary["scale_mean"]):
+                    self.scales_[int(m)] = float(c)
+            else:
+                self.scales_.update(self._least_squares_scales(X, groups))
         if k in self.scales_:
             self.scales_[k] = 0.0  # the sum of all centred means is 0
         return self
+
+    @staticmethod
+    def _least_squares_means(X, groups):
+        """Class means when some class never occurs alone.
+
+        Fits ``h_i ~ c + sum_{k in S_i} mu_k / |S_i|`` (all samples, least squares);
+        the class means are ``c + mu_k``. Raises when the label sets cannot
+        separate two classes (e.g. they always occur together).
+        """
+        sets = groups.sets[groups.group].astype(np.float64)
+        design = np.hstack([np.ones((len(sets), 1)), sets / sets.sum(axis=1, keepdims=True)])
+        coef, _, rank, _ = np.linalg.lstsq(design, X, rcond=None)
+        if rank < design.shape[1] - 1:
+            raise ValueError(
+                "the label sets do not determine every class mean (some classes always occur together "
+                "and none occurs alone); the tag-wise rule cannot be fitted."
+            )
+        return coef[0] + coef[1:]
+
+    def _least_squares_scales(self, X, groups):
+        scales = {}
+        centred = X - self.center_
+        for m in np.unique(groups.multiplicity):
+            if m < 2 or m >= groups.n_classes:
+                continue
+            rows = groups.multiplicity[groups.group] == m
+            avg = (groups.sets[groups.group[rows]].astype(np.float64) @ self.means_) / m
+            scales[int(m)] = float(np.sum(centred[rows] * avg) / np.sum(avg * avg))
+        return scales
 
     # ------------------------------------------------------------------ scoring
     def _score(self, H, protos):

@@ -35,3 +35,21 @@ def cross_design(means, a, basis=None, scales=None):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def multilabel_blobs(k=4, d=12, per_single=30, per_pair=8, noise=0.5, seed=0):
+    """Multi-label data with every class alone and every pair: X = sum of the set's prototypes + noise."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((k, d)) * 2
+    sets = [((c,), per_single) for c in range(k)] + [(s, per_pair) for s in combinations(range(k), 2)]
+    X, Y = [], []
+    for s, count in sets:
+        for _ in range(count):
+            X.append(protos[list(s)].sum(0) + noise * rng.standard_normal(d))
+            row = np.zeros(k, dtype=np.int64)
+            row[list(s)] = 1
+            Y.append(row)
+    order = rng.permutation(len(X))
+    return np.asarray(X, dtype=np.float32)[order], np.asarray(Y)[order]

@@ -70,10 +70,20 @@ def test_one_d_labels_give_nearest_class_mean():
     assert np.array_equal(rule.predict(H), y)
 
 
+def test_class_never_alone_uses_least_squares_means():
+    # class 3 never occurs alone: its mean comes from the pairs it is in
+    H, Y, M = _etf_data(k=4, sets=[(0,), (1,), (2,), (0, 3), (1, 3), (2, 3), (0, 1)], scales={1: 1.0, 2: 1.0})
+    rule = TagWiseAverageClassifier(metric="euclidean").fit(H, Y)
+    assert rule.means_estimated_by_ == "least_squares"
+    assert np.allclose(rule.means_ + rule.center_, 5.0 + M, atol=1e-8)
+    assert rule.scales_[2] == pytest.approx(1.0)
+    assert np.array_equal(rule.predict(H), Y)
+    together = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1], [1, 1, 1]])
+    with pytest.raises(ValueError, match="do not determine every class mean"):
+        TagWiseAverageClassifier().fit(np.random.default_rng(0).standard_normal((4, 3)), together)
+
+
 def test_bad_input():
-    H, Y, _ = _etf_data(k=4, sets=[(0,), (1,), (2,), (0, 3), (1, 3)])
-    with pytest.raises(ValueError, match=r"class\(es\) 3 have no multiplicity-1 sample"):
-        TagWiseAverageClassifier().fit(H, Y)
     H, Y, _ = _etf_data(k=4)
     rule = TagWiseAverageClassifier().fit(H, Y)
     with pytest.raises(ValueError, match="features"):

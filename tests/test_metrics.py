@@ -325,7 +325,7 @@ def test_accumulator_torch_and_multilabel(rng):
         (np.array([[np.nan, 1.0], [0.0, 1.0]]), [0, 1], "NaN or infinity"),
         (np.array([[np.inf, 1.0], [0.0, 1.0]]), [0, 1], "NaN or infinity"),
         (np.zeros((0, 3)), [], "empty"),
-        (np.ones((4, 2)), [1, 1, 1, 1], "at least 2"),
+        (np.ones((4, 2)), [1, 1, 1, 1], "only one class; at least 2"),
         (np.ones((3, 2)), [0, 1], "3 rows"),
         (np.ones(5), [0, 1, 0, 1, 0], "2-D"),
         (np.ones((3, 2)), np.array([[1, 0], [0, 0], [0, 1]]), "all-zero label row"),

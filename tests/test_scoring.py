@@ -1,0 +1,113 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import hamming_loss, jaccard_score, label_ranking_average_precision_score
+from sklearn.model_selection import KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sknc import (
+    MultilabelStratifiedKFold,
+    NCMetrics,
+    PALClassifier,
+    TagWiseAverageClassifier,
+    multilabel_scorers,
+    nc_report,
+    nc_report_scorer,
+    nc_scorer,
+    nc_scorers,
+    simplex_etf,
+)
+
+from .conftest import multilabel_blobs
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, Y = multilabel_blobs(seed=1)
+    clf = PALClassifier(hidden_sizes=(32,), feature_dim=8, max_epochs=10, device="cpu", random_state=0).fit(X, Y)
+    return clf, X, Y
+
+
+def test_nc_scorers_equal_negated_report(fitted):
+    clf, X, Y = fitted
+    rep = nc_report(clf.transform(X), Y, clf.coef_, clf.intercept_)
+    scores = nc_report_scorer(clf, X, Y)
+    for key in ("nc1", "nc2_h", "nc2_w", "nc3", "nc4", "tagwise_angle"):
+        assert scores[f"neg_{key}"] == pytest.approx(-rep[key])
+    assert scores["ncc_agreement"] == pytest.approx(rep["ncc_agreement"])
+    assert nc_scorer("nc1")(clf, X, Y) == pytest.approx(-rep["nc1"])
+    assert set(nc_scorers()) == {"neg_nc1", "neg_nc2_h", "neg_nc2_w", "neg_nc3", "neg_nc4"}
+    with pytest.raises(ValueError, match="unknown NC metric"):
+        nc_scorer("nc9")
+
+
+def test_scorers_in_pipelines(fitted):
+    _, X, Y = fitted
+    pipe = make_pipeline(StandardScaler(), PALClassifier(hidden_sizes=(32,), feature_dim=8, max_epochs=3,
+                                                         device="cpu", random_state=0)).fit(X, Y)
+    inner = pipe[-1]
+    expected = nc_report(inner.transform(pipe[0].transform(X)), Y, inner.coef_, inner.intercept_)
+    assert nc_scorer("nc3")(pipe, X, Y) == pytest.approx(-expected["nc3"])
+    with pytest.raises(TypeError, match="no feature extractor"):
+        nc_scorer("nc1")(make_pipeline(StandardScaler()).fit(X), X, Y)
+
+
+def test_multilabel_quality_scorers_match_sklearn(fitted):
+    clf, X, Y = fitted
+    pred = clf.predict(X)
+    s = multilabel_scorers()
+    assert s["jaccard_samples"](clf, X, Y) == pytest.approx(jaccard_score(Y, pred, average="samples"))
+    assert s["neg_hamming_loss"](clf, X, Y) == pytest.approx(-hamming_loss(Y, pred))
+    assert s["subset_accuracy"](clf, X, Y) == pytest.approx(np.mean(np.all(pred == Y, axis=1)))
+    assert s["label_ranking_average_precision"](clf, X, Y) == pytest.approx(
+        label_ranking_average_precision_score(Y, clf.decision_function(X)))
+
+
+def test_nc_metrics_transformer_projects_onto_the_simplex(rng):
+    k, d = 4, 7
+    M = simplex_etf(k, d, norm=2.0, random_state=0)
+    y = np.repeat(np.arange(k), 20)
+    H = 3.0 + M[y] + 0.01 * rng.standard_normal((len(y), d))
+    nc = NCMetrics().fit(H, y)
+    assert nc.report_["nc1"] == pytest.approx(nc_report(H, y)["nc1"])
+    Z = nc.transform(H)
+    assert Z.shape == (len(y), k - 1)
+    means = np.stack([Z[y == c].mean(0) for c in range(k)])
+    emp = np.stack([H[y == c].mean(0) for c in range(k)])
+    emp -= emp.mean(0)
+    assert np.allclose(means @ means.T, emp @ emp.T, atol=1e-10)  # the projection keeps the simplex exactly
+    assert np.allclose(means @ means.T, M @ M.T, atol=0.05)  # which is the ETF up to the noise
+    assert list(nc.get_feature_names_out()) == ["ncmetrics0", "ncmetrics1", "ncmetrics2"]
+    out = make_pipeline(NCMetrics()).set_output(transform="pandas").fit(H, y).transform(H)
+    assert isinstance(out, pd.DataFrame) and out.shape == (len(y), 3)
+
+
+def test_multilabel_stratified_kfold_balances_rare_labels():
+    rng = np.random.default_rng(0)
+    Y = (rng.random((300, 6)) < [0.5, 0.3, 0.2, 0.1, 0.05, 0.03]).astype(int)
+    cv = MultilabelStratifiedKFold(n_splits=5)
+    tests = [t for _, t in cv.split(np.zeros((300, 1)), Y)]
+    assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(300))  # a partition
+    ideal = Y.sum(0) / 5
+    per_fold = np.array([Y[t].sum(0) for t in tests])
+    assert np.all(np.abs(per_fold - ideal) <= 1.0)  # every label within one sample of its share
+    kfold = np.array([Y[t].sum(0) for _, t in KFold(5).split(Y)])
+    assert np.abs(kfold - ideal).max() > 1.0  # plain K-fold does worse on this data
+    sizes = [len(t) for t in tests]
+    assert max(sizes) - min(sizes) <= 3
+
+
+def test_multilabel_stratified_kfold_shuffle_and_1d():
+    Y = (np.random.default_rng(1).random((60, 3)) < 0.4).astype(int)
+    a = [t.tolist() for _, t in MultilabelStratifiedKFold(3, shuffle=True, random_state=0).split(Y, Y)]
+    b = [t.tolist() for _, t in MultilabelStratifiedKFold(3, shuffle=True, random_state=0).split(Y, Y)]
+    c = [t.tolist() for _, t in MultilabelStratifiedKFold(3, shuffle=True, random_state=1).split(Y, Y)]
+    assert a == b and a != c
+    y = np.repeat([0, 1, 2], [30, 6, 3])
+    for _, t in MultilabelStratifiedKFold(3).split(y, y):
+        assert np.bincount(y[t], minlength=3).tolist() == [10, 2, 1]
+    with pytest.raises(ValueError, match="random_state"):
+        MultilabelStratifiedKFold(3, random_state=0)
+    with pytest.raises(ValueError, match="needs y"):
+        list(MultilabelStratifiedKFold(3).split(Y, None))
