@@ -78,3 +78,48 @@ def test_shipped_example_file_runs(capsys):
     out = capsys.readouterr().out
     nc4 = float(next(line.split()[1] for line in out.splitlines() if line.startswith("nc4 ")))
     assert 0 <= nc4 < 0.2  # a trained MLP's NCC rule mostly agrees with its classifier
+
+
+def test_demo_quick_writes_outputs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--epochs", "3", "--device", "cpu", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NC checkpoint" in text and "Test metrics" in text and "scale_theory" in text
+    for name in ("history.csv", "report.json", "tagwise_summary.csv", "nc_history.png", "class_means_2d.png",
+                 "class_means_3d.png", "tagwise.png"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text())
+    assert 0 <= report["test"]["subset_accuracy"] <= 1 and report["train_nc"]["nc1"] > 0
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 3 and history["nc1"].notna().sum() >= 1
+    assert main(["demo", "--epochs", "0"]) == 2
+
+
+def test_ufm_command_reports_theory_gap(capsys):
+    assert main(["ufm", "--classes", "3", "--per-class", "4", "--lambda-W", "5e-3", "--lambda-H", "5e-3"]) == 0
+    out = capsys.readouterr().out
+    gap = float(next(line.split()[-1] for line in out.splitlines() if "gap objective" in line))
+    assert gap < 1e-8
+    assert main(["ufm", "--classes", "3", "--sizes", "1,2"]) == 2
+    assert main(["ufm", "--loss", "pal", "--sets", "1:x"]) == 2
+    assert main(["ufm", "--loss", "hinge"]) == 2
+
+
+def test_study_command(tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"lambda_H": [1e-4, 6e-4]}))
+    assert main(["study", "--grid", str(grid), "--epochs", "2", "--cv", "2", "--out", str(tmp_path / "s")]) == 0
+    table = pd.read_csv(tmp_path / "s" / "study.csv")
+    assert len(table) == 2 and np.isfinite(table["mean_test_neg_nc1"]).all()
+    assert (tmp_path / "s" / "study.png").exists()
+    grid.write_text("{not json")
+    assert main(["study", "--grid", str(grid)]) == 2
+    grid.write_text(json.dumps({"bogus": [1]}))
+    assert main(["study", "--grid", str(grid)]) == 2
+    assert "unknown PALClassifier parameter" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["demo", "ufm", "study", "metrics"])
+def test_every_command_has_help(command):
+    out = subprocess.run([sys.executable, "-m", "sknc.cli", command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: sknc" in out.stdout and "--" in out.stdout

@@ -1,0 +1,76 @@
+"""Plots are checked by what they draw (Agg backend, no display)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sknc import UFMSolver, simplex_etf, tagwise_average
+from sknc.plotting import plot_class_means, plot_nc_history, plot_study, plot_tagwise, plot_ufm_dynamics
+
+from .test_metrics import _multilabel_fixture
+
+
+def test_nc_history_draws_the_recorded_values():
+    hist = pd.DataFrame({"epoch": [1, 2, 3, 4], "nc1": [np.nan, 0.5, np.nan, 0.1], "nc4": [np.nan, 0.2, np.nan, 0.0],
+                         "tagwise_angle": [np.nan, 20.0, np.nan, 5.0]})
+    fig = plot_nc_history(hist)
+    left, right = fig.axes
+    lines = {line.get_label(): line for line in left.get_lines()}
+    assert np.allclose(lines["nc1"].get_ydata(), [0.5, 0.1]) and np.allclose(lines["nc1"].get_xdata(), [2, 4])
+    assert np.allclose(lines["nc4 (zeros not shown)"].get_ydata(), [0.2])  # the exact zero is left out
+    assert left.get_yscale() == "log"
+    assert np.allclose(right.get_lines()[0].get_ydata(), [20.0, 5.0])
+    with pytest.raises(ValueError, match="no NC metric"):
+        plot_nc_history(pd.DataFrame({"epoch": [1], "train_loss": [0.3]}))
+
+
+def test_class_means_projection_keeps_the_simplex(rng):
+    k, d = 3, 6
+    M = simplex_etf(k, d, norm=2.0, random_state=0)
+    y = np.repeat(np.arange(k), 10)
+    H = 5 + M[y] + 0.01 * rng.standard_normal((len(y), d))
+    fig = plot_class_means(H, y, W=M, dims=2)
+    pts = fig.axes[0].collections[0].get_offsets()
+    means = np.stack([H[y == c].mean(0) for c in range(k)])
+    drawn = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    true = np.linalg.norm(means[:, None] - means[None], axis=-1)
+    assert np.allclose(drawn, true, atol=1e-8)  # K=3 lies in 2-D: distances are exact
+    assert len(fig.axes[0].collections) == 2  # means and classifier rows
+    fig3 = plot_class_means(np.vstack([H, H[:3] + 1]), np.r_[y, [0, 1, 2]], dims=2)
+    assert fig3 is not None
+    with pytest.raises(ValueError, match="span 2 dimension"):
+        plot_class_means(H, y, dims=3)
+
+
+def test_tagwise_plot_draws_every_set_and_theory(rng):
+    H, Y, *_ = _multilabel_fixture(rng, noise=0.1)
+    result = tagwise_average(H, Y, regularization={"lambda_W": 5e-3, "lambda_H": 5e-3})
+    fig = plot_tagwise(result)
+    ax_angle, ax_scale = fig.axes
+    points = [c for c in ax_angle.collections if c.__class__.__name__ == "PathCollection"]
+    assert sum(len(c.get_offsets()) for c in points) == len(result.sets)
+    scales = np.concatenate([c.get_offsets()[:, 1] for c in ax_scale.collections
+                             if c.__class__.__name__ == "PathCollection"])
+    assert np.allclose(np.sort(scales), np.sort(result.sets["scale"]))
+    segments = [c for c in ax_scale.collections if c.__class__.__name__ == "LineCollection"]
+    assert np.allclose(sorted(s[0][1] for c in segments for s in c.get_segments()),
+                       sorted(result.summary["scale_theory"]))
+
+
+def test_ufm_dynamics_and_study_plots():
+    y = np.repeat(np.arange(3), 3)
+    ufm = UFMSolver(lambda_W=5e-3, lambda_H=5e-3, feature_dim=3, record_every=2, random_state=0).fit(y)
+    fig = plot_ufm_dynamics(ufm.history_)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert np.allclose(lines["objective"].get_ydata(), ufm.history_["objective"])
+    cv = {"param_lambda_H": [1e-4, 1e-3, 1e-4, 1e-3], "param_fixed_etf": [True, True, False, False],
+          "mean_test_acc": [0.5, 0.6, 0.55, 0.7], "std_test_acc": [0.01, 0.02, 0.03, 0.04]}
+    fig = plot_study(cv, "lambda_H", "acc")
+    ys = sorted(tuple(np.round(np.asarray(c[0].get_ydata(), dtype=float), 12)) for c in fig.axes[0].containers)
+    assert ys == [(0.5, 0.6), (0.55, 0.7)]
+    with pytest.raises(ValueError, match="no score"):
+        plot_study(cv, "lambda_H", "f1")
