@@ -101,9 +101,8 @@ class CosineLR(Callback):
         self.eta_min_ratio = eta_min_ratio
 
     def on_train_begin(self, net, **kwargs):
-        self._base = [group.get("initial_lr", group["lr"]) for group in net.optimizer_.param_groups]
-        for group, base in zip(net.optimizer_.param_groups, self._base):
-            group["initial_lr"] = base
+        for group in net.optimizer_.param_groups:
+            group.setdefault("initial_lr", group["lr"])
 
     def on_epoch_begin(self, net, **kwargs):
         epoch = len(net.history) - 1  # history already holds the current epoch's row

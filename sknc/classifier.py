@@ -265,7 +265,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
-        tags.non_deterministic = _resolve_device(self.device) != "cpu" if self.device != "auto" else torch.cuda.is_available()
+        # CUDA kernels are not bitwise reproducible; tags must never raise, so no device validation here.
+        tags.non_deterministic = str(self.device) != "cpu" and torch.cuda.is_available()
         tags.transformer_tags.preserves_dtype = []
         return tags
 

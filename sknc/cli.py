@@ -20,7 +20,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 class _UsageError(Exception):
-    pass
+    """Bad arguments or files: reported with exit code 2."""
 
 
 def _format_value(v) -> str:
@@ -61,8 +61,8 @@ def _cmd_metrics(args) -> int:
             summary = tagwise_average(bundle["features"], labels).summary
             print("\nTag-wise average per multiplicity")
             print(summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-        except ValueError:
-            pass
+        except ValueError as exc:  # e.g. no label set of size 2..K-1 in the data
+            print(f"\n(no tag-wise summary: {exc})")
     if args.out:
         try:
             path = _io.write_report(report, args.out)
@@ -333,7 +333,7 @@ def _cmd_study(args) -> int:
     try:
         from .plotting import plot_study
     except ImportError:
-        pass
+        print("matplotlib is not installed: skipping study.png (pip install 'sknc[plot]').")
     else:
         first = next(iter(grid if isinstance(grid, dict) else grid[0]))
         plot_study(search.cv_results_, first, ["neg_nc1", args.refit]).savefig(out / "study.png", dpi=110)
