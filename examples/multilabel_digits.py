@@ -23,7 +23,6 @@ import argparse
 import time
 import warnings
 
-import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, jaccard_score
 from sklearn.neural_network import MLPClassifier

@@ -112,7 +112,6 @@ class _CheckpointTable(Callback):
 
 
 def _cmd_demo(args) -> int:
-    import pandas as pd
     from sklearn.metrics import accuracy_score, hamming_loss, jaccard_score, label_ranking_average_precision_score
 
     from .classifier import PALClassifier

@@ -31,9 +31,7 @@ are centred at the (unweighted) mean of the multiplicity-1 class means.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 import pandas as pd

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from sknc import simplex_etf
 from sknc.nn import ETFHead, FeatureClassifier, MLP, ResNet18, SmallCNN, etf_weight
 
 

@@ -10,7 +10,6 @@ from sknc import (
     MultilabelStratifiedKFold,
     NCMetrics,
     PALClassifier,
-    TagWiseAverageClassifier,
     multilabel_scorers,
     nc_report,
     nc_report_scorer,
