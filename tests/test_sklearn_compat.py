@@ -1,5 +1,7 @@
 """scikit-learn API compliance, GridSearchCV with NC scorers, and the Dask backend."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -91,9 +93,14 @@ def _search_data():
     return multilabel_blobs(seed=3)
 
 
+def _torch_threads(estimator, X, y):
+    """A 'score' that reports how many threads torch uses where the scoring runs (the worker)."""
+    return float(torch.get_num_threads())
+
+
 def _search(n_jobs):
     X, Y = _search_data()
-    scoring = nc_scorers() | multilabel_scorers()
+    scoring = nc_scorers() | multilabel_scorers() | {"torch_threads": _torch_threads}
     gs = GridSearchCV(
         PALClassifier(hidden_sizes=(32,), feature_dim=8, max_epochs=6, device="cpu", random_state=0),
         {"lambda_H": [1e-4, 1e-3], "fixed_etf": [True, False]},
@@ -114,6 +121,8 @@ def test_grid_search_with_nc_and_quality_scorers_n_jobs_2():
         assert values.shape == (4,) and np.isfinite(values).all(), name
     assert np.all(np.asarray(res["mean_test_neg_nc1"]) < 0)
     assert hasattr(gs.best_estimator_, "coef_")
+    # loky workers: one torch thread each (2 cores / 2 jobs), so fits do not oversubscribe the CPU
+    assert np.all(np.asarray(res["mean_test_torch_threads"]) == max(1, (os.cpu_count() or 2) // 2))
 
 
 @pytest.mark.slow
@@ -126,8 +135,9 @@ def test_dask_backend_equals_sequential():
         with distributed.Client(cluster):
             with joblib.parallel_config(backend="dask"):
                 remote = _search(n_jobs=-1).cv_results_
+    assert np.all(np.asarray(remote["mean_test_torch_threads"]) == 1)  # dask's nanny pins one thread
     for key in sequential:
-        if key.startswith(("mean_test_", "split")) and "time" not in key:
+        if key.startswith(("mean_test_", "split")) and "time" not in key and "torch_threads" not in key:
             assert np.allclose(np.asarray(remote[key], float), np.asarray(sequential[key], float), rtol=1e-4,
                                atol=1e-5), key
     assert list(remote["params"]) == list(sequential["params"])
