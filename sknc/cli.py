@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train PALClassifier (tuned defaults) on multi-label digits built from scikit-learn's bundled "
             "8x8 digits, with live progress, NC tables at checkpoints, final test metrics and the tag-wise "
-            "scale against UFM theory; writes plots, CSV and JSON to --out. About two minutes on 2 CPU cores."
+            "scale against UFM theory; writes plots, CSV and JSON to --out. About 30 seconds on 2 CPU cores."
         ),
     )
     d.add_argument("--epochs", type=int, help="training epochs (default 500; 60 with --quick)")
