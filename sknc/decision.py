@@ -12,7 +12,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ._validation import group_labels
-from .metrics import tagwise_average
+from .metrics import class_means, tagwise_average
 
 __all__ = ["TagWiseAverageClassifier"]
 
@@ -105,11 +105,7 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
         k = groups.n_classes
         self.means_estimated_by_ = "singletons" if np.all(groups.class_group >= 0) else "least_squares"
         if self.means_estimated_by_ == "singletons":
-            single = groups.multiplicity[groups.group] == 1
-            cls = groups.sample_class()[single]
-            sums = np.zeros((k, X.shape[1]))
-            np.add.at(sums, cls, X[single])
-            means = sums / np.bincount(cls, minlength=k)[:, None]
+            means = class_means(X, Y if self.multilabel_ else y)
         else:
             means = self._least_squares_means(X, groups)
         self.center_ = means.mean(axis=0)

@@ -781,6 +781,15 @@ def nc_report(
         ``tagwise_angle``, ``tagwise_angle_max``, ``tagwise_residual``,
         ``tagwise_scale_m<m>`` per multiplicity and ``tagwise_angle_ratio``.
     """
+    return _report_and_geometry(
+        features, y, W, b, global_mean=global_mean, between=between, normalize=normalize, rtol=rtol,
+        nc3_squared=nc3_squared, cdnv_power=cdnv_power,
+    )[0]
+
+
+def _report_and_geometry(features, y, W=None, b=None, *, global_mean="class", between="class", normalize=True,
+                         rtol=None, nc3_squared=False, cdnv_power=1.0):
+    """The report and the between-class geometry it used (shared with :class:`sknc.NCMetrics`)."""
     stats = _ArrayStats(features, y)
     geom = _between_geometry(stats.means, stats.counts, global_mean, between, rtol, stats.eps)
     w = bias = None
@@ -788,7 +797,7 @@ def nc_report(
         w, bias = _check_classifier(W, b, stats.H.shape[1], stats.means.shape[0])
     # A single second pass serves NC1 (projection on the basis) and NC4 (needs W).
     stats.run_pass(geom.basis, w, bias)
-    return _report(
+    report = _report(
         stats,
         geom,
         w,
@@ -798,6 +807,7 @@ def nc_report(
         cdnv_power=cdnv_power,
         agreement=stats.agreement,
     )
+    return report, geom
 
 
 # --------------------------------------------------------------------- streaming

@@ -7,8 +7,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._validation import group_labels, require_singletons
-from .metrics import class_means, nc_report
+from .metrics import _report_and_geometry
 
 __all__ = ["NCMetrics"]
 
@@ -32,7 +31,10 @@ class NCMetrics(TransformerMixin, BaseEstimator):
     report_ : pandas.Series
     center_ : ndarray (d,)
     components_ : ndarray (r, d)
-        Orthonormal rows spanning the centred class means, ordered by singular value.
+        Orthonormal rows spanning the centred class means, ordered by singular value;
+        ``r`` is the report's ``nc1_rank``.
+    singular_values_ : ndarray (r,)
+        Singular values of the centred class-mean matrix along ``components_``.
     n_features_in_ : int
     """
 
@@ -52,19 +54,12 @@ class NCMetrics(TransformerMixin, BaseEstimator):
         if y is None:
             raise ValueError("NCMetrics requires y to be passed, but the target y is None.")
         X, y = validate_data(self, X, y, multi_output=True, dtype=np.float64)
-        self.report_ = nc_report(X, y, global_mean=self.global_mean)
-        means = class_means(X, y)
-        groups = group_labels(y, X.shape[0])
-        require_singletons(groups)
-        counts = groups.counts()[groups.class_group].astype(float)
-        if self.global_mean == "class":
-            self.center_ = means.mean(axis=0)
-        else:
-            self.center_ = counts @ means / counts.sum()
-        _, sing, vt = np.linalg.svd(means - self.center_, full_matrices=False)
-        rank = int(self.report_["nc1_rank"])
-        self.components_ = vt[:rank]
-        self.singular_values_ = sing[:rank]
+        # One pass gives the report and the basis it used, so rank and centre agree with report_.
+        self.report_, geom = _report_and_geometry(X, y, global_mean=self.global_mean)
+        self.center_ = geom.global_mean
+        self.components_ = geom.basis.T
+        # Sigma_B eigenvalues are sigma_r^2 / K for the unweighted centred means.
+        self.singular_values_ = np.sqrt(geom.sigma_b_eig * geom.centred.shape[0])
         return self
 
     def transform(self, X):
