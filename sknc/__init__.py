@@ -1,5 +1,14 @@
-"""sknc: neural-collapse research tools for the scikit-learn world."""
+"""sknc: neural-collapse research tools for the scikit-learn world.
 
+``import sknc`` loads the metrics, the geometry helpers and the warnings only
+(numpy, scipy, pandas). Everything else (the torch-backed estimators, the
+callbacks, the scorers, the datasets, ...) is imported on first use, so
+measuring saved features never loads torch.
+"""
+
+from importlib import import_module
+
+from .exceptions import NCWarning, TrainingDivergedError, UndefinedMetricError
 from .geometry import etf_alignment_error, etf_gram, gram_etf_error, multilabel_prototypes, simplex_etf
 from .metrics import (
     NCAccumulator,
@@ -24,11 +33,34 @@ from .metrics import (
     tagwise_average,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# public name -> module that defines it (imported lazily by __getattr__)
+_LAZY = {
+    "theory": None,
+    "datasets": None,
+    "plotting": None,
+    "UFMSolver": "ufm",
+    "NCTracker": "callbacks",
+    "PALClassifier": "classifier",
+    "PALLoss": "losses",
+    "load_multilabel_digits": "datasets",
+    "make_multilabel_images": "datasets",
+    "TagWiseAverageClassifier": "decision",
+    "MultilabelStratifiedKFold": "model_selection",
+    "multilabel_scorers": "scoring",
+    "nc_report_scorer": "scoring",
+    "nc_scorer": "scoring",
+    "nc_scorers": "scoring",
+    "NCMetrics": "transformers",
+}
 
 __all__ = [
     "NCAccumulator",
+    "NCWarning",
     "TagwiseResult",
+    "TrainingDivergedError",
+    "UndefinedMetricError",
     "bias_collapse",
     "cdnv",
     "class_mean_norms",
@@ -52,27 +84,21 @@ __all__ = [
     "simplex_etf",
     "tagwise_angle_ratio",
     "tagwise_average",
+    *sorted(_LAZY),
 ]
 
-from . import theory  # noqa: E402
-from .ufm import UFMSolver  # noqa: E402
 
-__all__ += ["UFMSolver", "theory"]
+def __getattr__(name):
+    if name in _LAZY:
+        module = _LAZY[name]
+        if module is None:
+            value = import_module(f".{name}", __name__)
+        else:
+            value = getattr(import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sknc' has no attribute {name!r}")
 
-from .callbacks import NCTracker  # noqa: E402
-from .classifier import PALClassifier  # noqa: E402
-from .losses import PALLoss  # noqa: E402
 
-__all__ += ["NCTracker", "PALClassifier", "PALLoss"]
-
-from . import datasets  # noqa: E402
-from .datasets import load_multilabel_digits, make_multilabel_images  # noqa: E402
-from .decision import TagWiseAverageClassifier  # noqa: E402
-
-__all__ += ["TagWiseAverageClassifier", "datasets", "load_multilabel_digits", "make_multilabel_images"]
-
-from .model_selection import MultilabelStratifiedKFold  # noqa: E402
-from .scoring import multilabel_scorers, nc_report_scorer, nc_scorer, nc_scorers  # noqa: E402
-from .transformers import NCMetrics  # noqa: E402
-
-__all__ += ["MultilabelStratifiedKFold", "NCMetrics", "multilabel_scorers", "nc_report_scorer", "nc_scorer", "nc_scorers"]
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,46 +1,72 @@
 """Input conversion and validation shared by every layer of sknc.
 
-Nothing here imports torch: tensors are recognised by duck typing so that the
-metrics and theory layers stay free of deep-learning dependencies.
+One set of rules for the metrics, the accumulator, the estimators, the scorers
+and the command line: features, labels, classifiers and devices are checked
+here, before any expensive work, and every error names the argument and the
+problem.
+
+Nothing here imports torch at module level: tensors are recognised by duck
+typing so that the metrics and theory layers stay free of deep-learning
+dependencies. Device checks import torch lazily (only the torch-backed
+estimators call them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 from scipy import sparse
 
-__all__ = ["as_float64_matrix", "is_torch_tensor", "LabelGroups", "group_labels"]
+__all__ = [
+    "is_torch_tensor",
+    "as_float64_matrix",
+    "as_feature_array",
+    "untensor",
+    "LabelGroups",
+    "group_labels",
+    "label_kind",
+    "check_device",
+    "check_layer_sizes",
+]
 
 
 def is_torch_tensor(x) -> bool:
     """Return True for a ``torch.Tensor`` without importing torch."""
-    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "device")
 
 
-def _tensor_to_numpy(x) -> np.ndarray:
-    x = x.detach()
-    if x.is_complex():
-        raise TypeError("Complex-valued tensors are not supported.")
-    # bfloat16/float16 have no numpy counterpart worth keeping: go to float64 on
-    # the tensor's own device first, then copy once to the host.
-    if x.is_floating_point():
-        x = x.to(dtype=_torch_float64(x))
-    return x.cpu().numpy()
+def untensor(x):
+    """A torch tensor as a host numpy array (detached, so ``requires_grad`` is fine); anything else unchanged."""
+    if is_torch_tensor(x):
+        t = x.detach()
+        if t.is_complex():
+            raise TypeError("complex-valued tensors are not supported.")
+        if t.dtype.is_floating_point and t.element_size() < 4:  # float16/bfloat16: no faithful numpy twin
+            t = t.float()
+        return t.cpu().numpy()
+    return x
 
 
-def _torch_float64(x):
-    import torch  # only reached when the caller already passed a tensor
-
-    return torch.float64
+def _check_numeric(arr, name):
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be numeric; got an object array that is not.") from exc
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real-valued; got complex dtype {arr.dtype}.")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be numeric; got dtype {arr.dtype}.")
+    return arr
 
 
 def as_float64_matrix(x, name: str = "features", *, allow_empty: bool = False, check_finite: bool = True) -> np.ndarray:
     """Convert ``x`` (numpy, list, torch tensor on any device) to a finite float64 2-D array.
 
-    ``check_finite=False`` skips the scan for NaN/inf (for callers that detect
-    them more cheaply on a reduction of the data).
+    For small arrays (classifier weights, class means, vectors). Large feature
+    matrices go through :func:`as_feature_array`, which avoids a float64 copy.
 
     Raises
     ------
@@ -51,23 +77,11 @@ def as_float64_matrix(x, name: str = "features", *, allow_empty: bool = False, c
     """
     if sparse.issparse(x):
         raise TypeError(f"{name} must be a dense array; sparse input is not supported.")
-    if is_torch_tensor(x):
-        arr = _tensor_to_numpy(x)
-    else:
-        arr = np.asarray(x)
-    if arr.dtype == object:
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be numeric; got an object array that is not.") from exc
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name} must be real-valued; got complex dtype {arr.dtype}.")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be numeric; got dtype {arr.dtype}.")
+    arr = _check_numeric(np.asarray(untensor(x)), name)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_dims); got shape {arr.shape}.")
+        raise ValueError(f"{name} must be a 2-D array; got shape {arr.shape}.")
     if not allow_empty and (arr.shape[0] == 0 or arr.shape[1] == 0):
-        raise ValueError(f"{name} is empty (shape {arr.shape}); at least one sample and one dimension are needed.")
+        raise ValueError(f"{name} is empty (shape {arr.shape}).")
     arr = np.asarray(arr, dtype=np.float64)
     if check_finite and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(axis=1).sum())
@@ -75,6 +89,71 @@ def as_float64_matrix(x, name: str = "features", *, allow_empty: bool = False, c
     return arr
 
 
+def _stored_eps(dtype) -> float:
+    """Machine epsilon of the precision the caller stored values in (float64 for integers)."""
+    try:
+        return float(np.finfo(dtype).eps)
+    except (TypeError, ValueError):
+        return float(np.finfo(np.float64).eps)
+
+
+def as_feature_array(x, name: str = "features"):
+    """A 2-D feature matrix in the precision it was stored in, without a float64 copy.
+
+    Returns
+    -------
+    array : ndarray or torch.Tensor
+        numpy float32/float64 arrays are returned as they are; other numeric
+        numpy dtypes are converted (integers and booleans to float64, float16
+        to float32). Tensors are detached: CPU tensors become numpy arrays that
+        share their memory, CUDA (and other accelerator) tensors stay tensors on
+        their device, float16/bfloat16 are widened to float32.
+    eps : float
+        Machine epsilon of the stored dtype (what the data can resolve).
+
+    Raises
+    ------
+    TypeError
+        Sparse, complex, non-numeric input.
+    ValueError
+        Not 2-D, or empty. (NaN and infinity are detected by the passes over
+        the data, which read every value anyway.)
+    """
+    if sparse.issparse(x):
+        raise TypeError(f"{name} must be a dense array; sparse input is not supported.")
+    if is_torch_tensor(x):
+        t = x.detach()
+        if t.is_complex():
+            raise TypeError(f"{name} must be real-valued; got a complex tensor.")
+        if not t.dtype.is_floating_point:
+            eps = _stored_eps(np.float64)
+            t = t.double()
+        else:
+            import torch
+
+            eps = float(torch.finfo(t.dtype).eps)
+            if t.element_size() < 4:
+                t = t.float()
+        if t.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_dims); got shape {tuple(t.shape)}.")
+        if t.shape[0] == 0 or t.shape[1] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); at least one sample and one dimension are needed.")
+        if t.device.type == "cpu":
+            return t.numpy(), eps
+        return t, eps
+    arr = _check_numeric(np.asarray(x), name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_dims); got shape {arr.shape}.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); at least one sample and one dimension are needed.")
+    if arr.dtype in (np.float32, np.float64):
+        return arr, _stored_eps(arr.dtype)
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32), _stored_eps(np.float16)
+    return arr.astype(np.float64), _stored_eps(np.float64)
+
+
+# ------------------------------------------------------------------------ labels
 @dataclass(frozen=True)
 class LabelGroups:
     """Samples grouped by label set.
@@ -82,17 +161,19 @@ class LabelGroups:
     Attributes
     ----------
     classes : ndarray of shape (n_classes,)
-        Class labels (for an indicator matrix, the column indices ``0..K-1``).
+        Class labels (for an indicator matrix, its column names or ``0..K-1``).
     multilabel : bool
         True when ``y`` was an indicator matrix.
     sets : ndarray of bool, shape (n_groups, n_classes)
-        The distinct label sets present, one row each.
+        The distinct label sets present, one row each (an all-False row is the
+        empty set of label-free samples).
     group : ndarray of int, shape (n_samples,)
         Index into ``sets`` of each sample's label set.
     multiplicity : ndarray of int, shape (n_groups,)
         ``|S|`` of each label set.
     class_group : ndarray of int, shape (n_classes,)
-        Row of ``sets`` holding the singleton ``{k}`` for each class.
+        Row of ``sets`` holding the singleton ``{k}`` for each class, -1 when
+        class ``k`` never occurs alone.
     """
 
     classes: np.ndarray
@@ -113,39 +194,88 @@ class LabelGroups:
     def counts(self) -> np.ndarray:
         return np.bincount(self.group, minlength=self.n_groups)
 
-    def singleton_mask(self) -> np.ndarray:
-        """Per-sample mask of multiplicity-1 samples."""
-        return self.multiplicity[self.group] == 1
-
     def sample_class(self) -> np.ndarray:
         """Class index of each multiplicity-1 sample, -1 for the others."""
         lookup = np.full(self.n_groups, -1, dtype=np.intp)
-        lookup[self.class_group] = np.arange(self.n_classes)
+        have = self.class_group >= 0
+        lookup[self.class_group[have]] = np.flatnonzero(have)
         return lookup[self.group]
 
+    def missing_singletons(self) -> np.ndarray:
+        """Classes (indices) that never occur alone, so their class mean is undefined."""
+        return np.flatnonzero(self.class_group < 0)
 
-def _indicator(y) -> np.ndarray | None:
-    """Return y as a boolean indicator matrix if it is one, else None."""
+
+def label_kind(values: np.ndarray) -> str:
+    """``'number'``, ``'string'`` or ``'other'``: labels of different kinds never name the same class."""
+    if values.dtype.kind in "biuf":
+        return "number"
+    if values.dtype.kind in "US":
+        return "string"
+    return "other"
+
+
+def _label_array(y, name="y"):
+    """``y`` as a numpy array, with clear errors for ragged and mixed-type label lists."""
     if sparse.issparse(y):
         y = y.toarray()
-    if is_torch_tensor(y):
-        y = y.detach().cpu().numpy()
-    y = np.asarray(y)
-    if y.ndim != 2:
-        return None
-    if y.shape[1] == 1:
+    columns = None
+    if hasattr(y, "columns") and hasattr(y, "to_numpy"):  # pandas DataFrame: keep the label names
+        columns = np.asarray(y.columns)
+        y = y.to_numpy()
+    elif hasattr(y, "to_numpy"):  # pandas Series
+        y = y.to_numpy()
+    y = untensor(y)
+    if isinstance(y, (list, tuple)):
+        flat = [v for v in y if not isinstance(v, (list, tuple, np.ndarray, set, frozenset))]
+        if len(flat) != len(y):
+            sizes = {len(v) for v in y if hasattr(v, "__len__") and not isinstance(v, str)}
+            if flat or len(sizes) > 1 or any(isinstance(v, (set, frozenset)) for v in y):
+                raise ValueError(
+                    f"{name} looks like a list of label lists of different lengths; pass a 0/1 indicator "
+                    "matrix of shape (n_samples, n_classes), e.g. sklearn.preprocessing.MultiLabelBinarizer()"
+                    ".fit_transform(y)."
+                )
+        else:
+            kinds = {"string" if isinstance(v, str) else "number" for v in flat if v is not None}
+            if len(kinds) > 1:
+                raise TypeError(
+                    f"{name} mixes string and numeric labels (e.g. 0 and '0'); use one type for every label."
+                )
+    try:
+        arr = np.asarray(y)
+    except ValueError as exc:
+        raise ValueError(
+            f"{name} could not be read as an array ({exc}); pass 1-D class labels or a 0/1 indicator matrix."
+        ) from exc
+    if arr.dtype == object:
+        values = arr.ravel().tolist()
+        kinds = {"string" if isinstance(v, str) else "number" for v in values if v is not None}
+        if len(kinds) > 1:
+            raise TypeError(f"{name} mixes string and numeric labels; use one type for every label.")
+        if any(isinstance(v, (list, tuple, np.ndarray, set, frozenset)) for v in values):
+            raise ValueError(
+                f"{name} holds sequences of labels; pass a 0/1 indicator matrix of shape (n_samples, n_classes)."
+            )
+    return arr, columns
+
+
+def _indicator(arr):
+    """``arr`` as a boolean indicator matrix if it is 2-D with several columns, else None."""
+    if arr.ndim != 2 or arr.shape[1] == 1:
         return None  # a column vector is treated as 1-D class labels
-    if y.dtype == object or not np.issubdtype(y.dtype, np.number) and y.dtype != bool:
-        raise TypeError(f"A 2-D y must be a numeric 0/1 indicator matrix; got dtype {y.dtype}.")
-    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"A 2-D y must be a numeric 0/1 indicator matrix; got dtype {arr.dtype}.")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise ValueError("The label indicator matrix contains NaN or infinity.")
-    values = np.unique(y)
-    if not np.isin(values, (0, 1)).all():
+    values = np.unique(arr)
+    bad = values[~np.isin(values, (0, 1))]
+    if bad.size:
         raise ValueError(
             "A 2-D y must be a 0/1 indicator matrix (n_samples, n_classes); "
-            f"found values {values[~np.isin(values, (0, 1))][:5].tolist()}."
+            f"found values {bad[:5].tolist()}."
         )
-    return y.astype(bool)
+    return arr.astype(bool)
 
 
 def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> LabelGroups:
@@ -154,7 +284,9 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
     Parameters
     ----------
     y : array-like of shape (n_samples,) or (n_samples, n_classes)
-        Class labels, or a 0/1 indicator matrix for multi-label data.
+        Class labels, or a 0/1 indicator matrix for multi-label data (a pandas
+        DataFrame's column names become the classes). All-zero indicator rows
+        (label-free samples) form the empty label set.
     n_samples : int, optional
         Expected number of samples; a mismatch raises ``ValueError``.
     min_classes : int, default=2
@@ -163,25 +295,28 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
     Raises
     ------
     ValueError
-        Length mismatch, fewer than ``min_classes`` classes, NaN labels, or an
-        all-zero row of an indicator matrix.
+        Length mismatch, fewer than ``min_classes`` classes, NaN labels, ragged
+        label lists, indicator values other than 0/1.
+    TypeError
+        Mixed string and numeric labels, a non-numeric indicator.
     """
-    ind = _indicator(y)
+    arr, columns = _label_array(y)
+    ind = _indicator(arr)
     if ind is None:
-        if is_torch_tensor(y):
-            y = y.detach().cpu().numpy()
-        y = np.asarray(y)
-        if y.ndim == 2:
-            y = y.ravel()
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D class labels or a 2-D indicator matrix; got shape {y.shape}.")
-        if n_samples is not None and y.shape[0] != n_samples:
-            raise ValueError(f"y has {y.shape[0]} labels but features have {n_samples} rows.")
-        if y.shape[0] == 0:
+        if arr.ndim == 2:
+            arr = arr.ravel()
+        if arr.ndim != 1:
+            raise ValueError(f"y must be 1-D class labels or a 2-D indicator matrix; got shape {arr.shape}.")
+        if n_samples is not None and arr.shape[0] != n_samples:
+            raise ValueError(f"y has {arr.shape[0]} labels but features have {n_samples} rows.")
+        if arr.shape[0] == 0:
             raise ValueError("y is empty.")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ValueError("y contains NaN or infinity.")
-        classes, codes = np.unique(y, return_inverse=True)
+        try:
+            classes, codes = np.unique(arr, return_inverse=True)
+        except TypeError as exc:
+            raise TypeError(f"y holds labels that cannot be ordered ({exc}); use one label type.") from exc
         k = len(classes)
         if k < min_classes:
             what = "only one class" if k == 1 else f"{k} distinct classes"
@@ -202,13 +337,6 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
         raise ValueError("y is empty.")
     if k < min_classes:
         raise ValueError(f"y has {k} label column(s); at least {min_classes} are needed.")
-    empty = ~ind.any(axis=1)
-    if empty.any():
-        rows = np.flatnonzero(empty)
-        raise ValueError(
-            f"y has {len(rows)} all-zero label row(s) (first at index {rows[0]}); "
-            "every sample needs at least one label."
-        )
     # Group identical rows: pack bits so that np.unique compares short byte strings.
     packed = np.packbits(ind, axis=1)
     keys = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
@@ -219,7 +347,7 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
     singles = np.flatnonzero(multiplicity == 1)
     class_group[sets[singles].argmax(axis=1)] = singles
     return LabelGroups(
-        classes=np.arange(k),
+        classes=np.arange(k) if columns is None else columns,
         multilabel=True,
         sets=sets,
         group=group.astype(np.intp).ravel(),
@@ -228,12 +356,67 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
     )
 
 
-def require_singletons(groups: LabelGroups) -> None:
-    """Raise if some class has no multiplicity-1 sample (its mean is undefined)."""
-    missing = np.flatnonzero(groups.class_group < 0)
-    if missing.size:
-        names = ", ".join(str(groups.classes[i]) for i in missing[:10])
-        raise ValueError(
-            f"class(es) {names} have no multiplicity-1 sample, so their class mean is undefined; "
-            "NC metrics of multi-label data need at least one single-label sample per class."
-        )
+def missing_singletons_message(groups: LabelGroups) -> str:
+    missing = groups.missing_singletons()
+    names = ", ".join(str(groups.classes[i]) for i in missing[:10])
+    more = f" (and {missing.size - 10} more)" if missing.size > 10 else ""
+    return (
+        f"class(es) {names}{more} have no multiplicity-1 sample, so their class mean is undefined; "
+        "NC metrics of multi-label data need at least one single-label sample per class"
+    )
+
+
+# ----------------------------------------------------------------------- devices
+def check_device(device, *, allow_auto: bool = True) -> str:
+    """Validate a torch device (a string or a ``torch.device``) and return it as a string.
+
+    ``'auto'`` resolves to ``'cuda'`` when CUDA is available and ``'cpu'``
+    otherwise. An unknown name, or an accelerator that is not available,
+    raises ``ValueError`` naming the devices that are.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', or a torch.device; got {device!r}.")
+    available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        available.append("mps")
+    if device == "auto":
+        if not allow_auto:
+            raise ValueError("device='auto' is not accepted here; name a device such as 'cpu' or 'cuda'.")
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"device={device!r} is not a valid torch device; available here: {available}.") from exc
+    kind = parsed.type
+    if kind == "cpu":
+        return device
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} requested but CUDA is not available; use 'cpu' or 'auto'.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
+        return device
+    if kind not in available:
+        raise ValueError(f"device={device!r} is not available on this machine; available here: {available}.")
+    return device
+
+
+def check_layer_sizes(sizes, name="hidden_sizes", *, allow_empty=False) -> tuple:
+    """A tuple of positive integer layer widths (rejects 0, negatives, floats and booleans)."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"{name} must be a tuple of positive integers; got {sizes!r}.")
+    out = []
+    for s in sizes:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (Integral, np.integer)):
+            raise TypeError(f"{name} must hold integers; got {s!r} in {tuple(sizes)!r}.")
+        if s < 1:
+            raise ValueError(f"{name} must hold positive widths; got {s} in {tuple(sizes)!r}.")
+        out.append(int(s))
+    if not out and not allow_empty:
+        raise ValueError(f"{name} must name at least one layer.")
+    return tuple(out)

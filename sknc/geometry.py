@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._validation import as_float64_matrix
+from .exceptions import UndefinedMetricError
 
 __all__ = [
     "simplex_etf",
@@ -76,11 +77,30 @@ def etf_gram(n_classes) -> np.ndarray:
     return (np.eye(k) - np.full((k, k), 1.0 / k)) / np.sqrt(k - 1)
 
 
-def _normalised(m: np.ndarray, what: str) -> np.ndarray:
-    scale = np.linalg.norm(m)
-    if scale == 0 or not np.isfinite(scale):
-        raise ValueError(f"{what} is zero, so its distance to a simplex ETF is undefined.")
-    return m / scale
+def _scaled(a):
+    """``a`` divided by a power of two so that its largest entry is below 1 (products cannot overflow)."""
+    top = float(np.max(np.abs(a))) if a.size else 0.0
+    if top == 0.0 or not np.isfinite(top):
+        return a
+    return np.ldexp(a, -int(np.frexp(top)[1]))
+
+
+def _gram_error(vectors, what="the vectors"):
+    """ETF distance of the normalised Gram of (already validated) float64 rows."""
+    v = _scaled(vectors)
+    gram = v @ v.T
+    norm = np.linalg.norm(gram)
+    if norm == 0:
+        raise UndefinedMetricError(f"{what} are all zero, so their distance to a simplex ETF is undefined")
+    return float(np.linalg.norm(gram / norm - etf_gram(v.shape[0])))
+
+
+def _alignment_error(W, means):
+    cross = _scaled(W) @ _scaled(means).T
+    norm = np.linalg.norm(cross)
+    if norm == 0:
+        raise UndefinedMetricError("W M^T is zero (W orthogonal to the centred means), so NC3 is undefined")
+    return float(np.linalg.norm(cross / norm - etf_gram(W.shape[0])))
 
 
 def gram_etf_error(vectors) -> float:
@@ -88,10 +108,16 @@ def gram_etf_error(vectors) -> float:
 
     ``|| V V^T / ||V V^T||_F - (I - 11^T/K)/sqrt(K-1) ||_F`` for the ``K`` rows of
     ``V``: 0 exactly for a simplex ETF of any scale, at most 2.
+
+    Raises
+    ------
+    sknc.UndefinedMetricError
+        If every row is zero.
     """
     v = as_float64_matrix(vectors, "vectors")
-    gram = v @ v.T
-    return float(np.linalg.norm(_normalised(gram, "the Gram matrix") - etf_gram(v.shape[0])))
+    if v.shape[0] < 2:
+        raise ValueError(f"a simplex ETF needs at least 2 vectors; got {v.shape[0]}.")
+    return _gram_error(v)
 
 
 def etf_alignment_error(W, means) -> float:
@@ -103,8 +129,7 @@ def etf_alignment_error(W, means) -> float:
     m = as_float64_matrix(means, "means")
     if w.shape != m.shape:
         raise ValueError(f"W has shape {w.shape} but the class means have shape {m.shape}.")
-    cross = w @ m.T
-    return float(np.linalg.norm(_normalised(cross, "W M^T") - etf_gram(w.shape[0])))
+    return _alignment_error(w, m)
 
 
 def multilabel_prototypes(means, label_sets, scales=None) -> np.ndarray:

@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .metrics import _report_and_geometry
+from .metrics._report import report_from, statistics_and_geometry
 
 __all__ = ["NCMetrics"]
 
@@ -54,12 +54,15 @@ class NCMetrics(TransformerMixin, BaseEstimator):
         if y is None:
             raise ValueError("NCMetrics requires y to be passed, but the target y is None.")
         X, y = validate_data(self, X, y, multi_output=True, dtype=np.float64)
-        # One pass gives the report and the basis it used, so rank and centre agree with report_.
-        self.report_, geom = _report_and_geometry(X, y, global_mean=self.global_mean)
+        # The report and the projection share one geometry, so rank and centre agree with report_.
+        stats, geom, _, _ = statistics_and_geometry(X, y, global_mean=self.global_mean)
+        self.report_ = report_from(stats, geom, None, None, source="NCMetrics.fit")
+        if geom is None:
+            stats.require_class_means()  # raises, naming the classes without single-label samples
         self.center_ = geom.global_mean
         self.components_ = geom.basis.T
-        # Sigma_B eigenvalues are sigma_r^2 / K for the unweighted centred means.
-        self.singular_values_ = np.sqrt(geom.sigma_b_eig * geom.centred.shape[0])
+        # singular values of the unweighted centred means (the geometry holds those of M / sqrt(K), scaled)
+        self.singular_values_ = np.ldexp(geom.singular_values * np.sqrt(geom.centred.shape[0]), geom.exp)
         return self
 
     def transform(self, X):

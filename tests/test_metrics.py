@@ -314,7 +314,6 @@ def test_accumulator_torch_and_multilabel(rng):
     acc = sknc.NCAccumulator()
     for p in np.array_split(rng.permutation(len(H)), 4):
         acc.update(torch.as_tensor(H[p], dtype=torch.float64), torch.as_tensor(Y[p]))
-    assert acc._sum.__class__.__name__ == "Tensor"  # stays a tensor until report()
     _assert_reports_equal(full, acc.report(M), skip=("nc4", "ncc_agreement"))
 
 
@@ -328,7 +327,6 @@ def test_accumulator_torch_and_multilabel(rng):
         (np.ones((4, 2)), [1, 1, 1, 1], "only one class; at least 2"),
         (np.ones((3, 2)), [0, 1], "3 rows"),
         (np.ones(5), [0, 1, 0, 1, 0], "2-D"),
-        (np.ones((3, 2)), np.array([[1, 0], [0, 0], [0, 1]]), "all-zero label row"),
         (np.ones((3, 2)), np.array([[1, 0], [0, 2], [0, 1]]), "0/1 indicator"),
     ],
 )
@@ -369,27 +367,11 @@ def test_accumulator_bad_input():
         acc.merge(object())
 
 
-def test_fast_path_equals_exact_centred_pass(rng):
-    k, d, n = 5, 12, 600
-    y = rng.integers(0, k, n)
-    H = 3 * rng.standard_normal((k, d))[y] + 0.05 * rng.standard_normal((n, d))
-    stats = metrics._ArrayStats(H, y)
-    basis = np.linalg.qr(rng.standard_normal((d, 4)))[0]
-    fast = stats.run_pass(basis)
-    within, projected = stats._exact_pass(basis)
-    assert np.allclose(fast["within"], within, rtol=1e-10)
-    assert np.allclose(fast["projected"], projected, rtol=1e-10)
-
-
-def test_exact_pass_used_when_sums_cancel(rng, monkeypatch):
-    # Far from the origin and tightly collapsed: sum||h||^2 dwarfs the within scatter.
+def test_far_from_origin_and_tightly_collapsed(rng):
+    # Far from the origin and tightly collapsed: sum||h||^2 dwarfs the within scatter by 1e18.
     k, d = 4, 6
     M = etf_rows(k, d, 1.0, rng)
     H, y = cross_design(M + 1e4, 1e-5)
-    calls = []
-    original = metrics._ArrayStats._exact_pass
-    monkeypatch.setattr(metrics._ArrayStats, "_exact_pass", lambda self, b: calls.append(1) or original(self, b))
     expected = (1e-5) ** 2 * (k - 1) ** 2 / (d * 1.0 * k)
     assert sknc.nc1(H, y) == pytest.approx(expected, rel=1e-6)
     assert sknc.nc1_trace_quotient(H, y) == pytest.approx(1e-10, rel=1e-6)
-    assert calls

@@ -180,7 +180,6 @@ def test_random_state_and_invariances():
     [
         (np.array([]), {}, "empty"),
         (np.zeros(5, dtype=int), {}, "at least 2"),
-        (np.array([[1, 0], [0, 0]]), {"loss": "pal"}, "all-zero label row"),
         (np.repeat(np.arange(5), 2), {"feature_dim": 3}, r"feature_dim=3 < K-1=4"),
         (np.repeat(np.arange(3), 2), {"feature_dim": 2, "nonnegative": True}, "non-negative features need d >= K"),
         (np.repeat(np.arange(3), 2), {"lambda_W": -1.0}, "lambda_W"),

@@ -1,0 +1,477 @@
+"""NCAccumulator: NC statistics of data that arrive in batches (one or two passes, any device)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import (
+    LabelGroups,
+    _indicator,
+    _label_array,
+    as_feature_array,
+    label_kind,
+    missing_singletons_message,
+)
+from . import _collapse as C
+from ._backend import backend_for
+from ._report import _CONVENTIONS, _check_conventions, check_classifier, report_from
+from ._stats import FirstPass, SecondPass, Statistics, _block_rows, make_plan
+from ._stats import _give_back as _stats_give_back
+
+__all__ = ["NCAccumulator"]
+
+_MODES = ("auto", "one_pass", "two_pass")
+
+
+class NCAccumulator:
+    """Streaming NC statistics: memory independent of the number of samples.
+
+    **First pass** (:meth:`update`): per label set, a count, a shift (a sample
+    of the set), the float64 sum of the shifted features and of their squared
+    norms. Shifting keeps sums and squares free of cancellation however far the
+    data sit from the origin; shards merge exactly (Chan et al.'s update).
+
+    **Second pass** (:meth:`update_second_pass`, over the same data): every
+    multiplicity-1 row is centred on its final class mean and projected onto the
+    span of the centred class means, with one product ``(h - mu) [U | W^T]``.
+    That gives NC1 exactly and, with ``W``, NC4 in the same pass; no ``d x d``
+    matrix is formed.
+
+    In ``mode='one_pass'`` the first pass also keeps the ``d x d`` scatter of
+    the shifted multiplicity-1 features, so NC1 is available after a single
+    read; NC4 still needs the second pass, because the nearest-class-mean rule
+    needs the final means.
+
+    Parameters
+    ----------
+    n_classes : int, optional
+        Number of classes (indicator width). Needed only to tell an
+        all-singleton multi-label stream from a multi-class one; inferred
+        otherwise, and used by ``mode='auto'``.
+    mode : {'auto', 'one_pass', 'two_pass'}, default='auto'
+        ``'auto'`` keeps the ``d x d`` scatter only when it costs less than a
+        second pass's projection, i.e. when ``d <= 2 K`` (``K`` from
+        ``n_classes``, the indicator width, or the first batch); otherwise
+        NC1 waits for the second pass.
+    global_mean, between : {'class', 'sample'}, default='class'
+        The NC1 conventions the second pass measures (see :func:`sknc.nc1`);
+        :meth:`report` computes NC1 for these (any convention in one-pass
+        mode). Every other key accepts any convention at report time.
+
+    Notes
+    -----
+    Torch tensors on an accelerator are reduced on their device in float64;
+    nothing of size ``n x d`` is copied to the host. CPU tensors are read
+    through numpy without a copy. Features of any scale (1e-300 to 1e300) give
+    the same metrics (squares are taken after scaling by a power of two).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import NCAccumulator, simplex_etf
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat(np.arange(3), 50)
+    >>> M = simplex_etf(3, 5, random_state=0)
+    >>> H = M[y] + 0.01 * rng.standard_normal((150, 5))
+    >>> batches = np.array_split(np.arange(150), 4)
+    >>> acc = NCAccumulator(mode="two_pass")
+    >>> for part in batches:
+    ...     _ = acc.update(H[part], y[part])
+    >>> for part in batches:                      # the second pass: NC1 and NC4
+    ...     _ = acc.update_second_pass(H[part], y[part], W=M)
+    >>> report = acc.report(W=M)
+    >>> bool(report["nc1"] < 1e-3), report["nc4"]
+    (True, 0.0)
+    """
+
+    def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class"):
+        self.n_classes = n_classes
+        self.mode = mode
+        self.global_mean = global_mean
+        self.between = between
+
+    # ------------------------------------------------------------------ state
+    def _start(self, be, d, multilabel, width, kind, k_first):
+        if self.mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}; got {self.mode!r}.")
+        _check_conventions(self.global_mean, self.between, 1.0, None)
+        if self.n_classes is not None and (isinstance(self.n_classes, bool) or int(self.n_classes) < 2):
+            raise ValueError(f"n_classes must be an integer >= 2; got {self.n_classes!r}.")
+        k_est = int(self.n_classes or width or max(k_first, 2))
+        mode = self.mode
+        if mode == "auto":
+            mode = "one_pass" if d <= 2 * k_est else "two_pass"
+        self.mode_ = mode
+        self._be = be
+        self._d = d
+        self._multilabel = multilabel
+        self._width = width
+        self._kind = kind
+        self._keys = {}  # label-set key -> group id
+        self._key_list = []  # label value (1-D) or bool row (indicator), per group
+        self._first = FirstPass(be, d, with_squares=True, with_scatter=mode == "one_pass")
+        self._eps = 0.0
+        self._second = None
+        self._plan_key = None
+
+    @property
+    def _started(self):
+        return hasattr(self, "_first")
+
+    def _labels(self, y, n):
+        """``(multilabel, width, kind, unique_keys, inverse, raw_uniques, first_rows)`` of a batch's labels."""
+        arr, _ = _label_array(y)
+        ind = _indicator(arr)
+        if ind is not None:
+            if ind.shape[0] != n:
+                raise ValueError(f"y has {ind.shape[0]} rows but the feature batch has {n}.")
+            packed = np.ascontiguousarray(np.packbits(ind, axis=1))
+            keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+            uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            return True, ind.shape[1], "indicator", [u.tobytes() for u in uniq], inverse.ravel(), ind[first], first
+        lab = arr.ravel() if arr.ndim == 2 else arr
+        if lab.ndim != 1:
+            raise ValueError(f"y must be 1-D class labels or a 2-D indicator matrix; got shape {arr.shape}.")
+        if lab.shape[0] != n:
+            raise ValueError(f"y has {lab.shape[0]} labels but the feature batch has {n} rows.")
+        if lab.dtype.kind == "f" and not np.isfinite(lab).all():
+            raise ValueError("y contains NaN or infinity.")
+        uniq, first, inverse = np.unique(lab, return_index=True, return_inverse=True)
+        return False, None, label_kind(lab), uniq.tolist(), inverse.ravel(), list(uniq), first
+
+    def _check_batch(self, features_batch, y_batch):
+        x, eps = as_feature_array(features_batch, "features batch")
+        be = backend_for(x)
+        multilabel, width, kind, keys, inverse, raw, first = self._labels(y_batch, x.shape[0])
+        if self._started:
+            if be.name != self._be.name or str(be.device) != str(self._be.device):
+                raise TypeError(
+                    f"this batch lives on {be.device or 'the host (numpy)'} but earlier batches on "
+                    f"{self._be.device or 'the host (numpy)'}; keep one device per accumulator."
+                )
+            if x.shape[1] != self._d:
+                raise ValueError(f"feature batch has {x.shape[1]} dims; earlier batches had {self._d}.")
+            if multilabel != self._multilabel or width != self._width:
+                raise ValueError("y format changed between batches (1-D labels vs indicator, or its width).")
+            if kind != self._kind:
+                raise TypeError(
+                    f"this batch has {kind} labels but earlier batches had {self._kind} labels "
+                    "(e.g. 0 and '0' would silently be two classes); use one label type."
+                )
+        elif self.n_classes is not None and width is not None and width != self.n_classes:
+            raise ValueError(f"y has {width} columns but n_classes={self.n_classes}.")
+        return x, eps, be, multilabel, width, kind, keys, inverse, raw, first
+
+    def update(self, features_batch, y_batch):
+        """Add a batch (first pass).
+
+        Parameters
+        ----------
+        features_batch : array-like or torch.Tensor of shape (n_batch, d)
+        y_batch : array-like of shape (n_batch,) or (n_batch, K)
+
+        Returns
+        -------
+        self
+        """
+        x, eps, be, multilabel, width, kind, keys, inverse, raw, first = self._check_batch(features_batch, y_batch)
+        if self._started and self._second is not None:
+            raise ValueError("the second pass has started; update() belongs to the first pass only.")
+        if not self._started:
+            self._start(be, x.shape[1], multilabel, width, kind, len(keys))
+        # map the batch's label sets to group ids, registering new ones (their shift: their first row here)
+        gids = np.empty(len(keys), dtype=np.intp)
+        new = []
+        for i, key in enumerate(keys):
+            gid = self._keys.get(key)
+            if gid is None:
+                gid = len(self._key_list) + len(new)
+                new.append(i)
+            gids[i] = gid
+        ids_np = gids[inverse]
+        fp = self._first
+        if new:
+            shift = be.to_float64(be.take(x, be.index(first[new])))
+            if not be.all_finite(shift):
+                raise ValueError(f"features contain NaN or infinity in {be.bad_rows(x)} row(s).")
+            fp.grow(shift)
+        single = None
+        if fp.scatter is not None:
+            mult = self._multiplicities(raw, multilabel)
+            single_np = (mult == 1)[inverse] if multilabel else None
+            single = None if single_np is None else (single_np if be.name == "numpy" else be.torch.as_tensor(
+                single_np, device=be.device))
+        # the batch goes into a child pass in row blocks, absorbed only once all of it is valid
+        child = fp.child()
+        try:
+            for s, e in self._chunks(x.shape[0]):
+                ids_c = ids_np[s:e]
+                sing = None if single is None else single[s:e]
+                child.add(be.rows(x, s, e), ids_c if be.name == "numpy" else be.index(ids_c), ids_c, sing)
+        except ValueError:
+            _stats_give_back(child)
+            if new:  # roll back the groups registered for this batch
+                self._shrink(len(self._key_list))
+            raise
+        fp.absorb(child)
+        for i in new:
+            self._keys[keys[i]] = len(self._key_list)
+            self._key_list.append(raw[i])
+        self._eps = max(self._eps, eps)
+        return self
+
+    def _chunks(self, n):
+        k = self._width or max(len(self._key_list), 2)
+        block = _block_rows(self._d, k, 4) if self._be.name == "numpy" else 1 << 16
+        return [(s, min(s + block, n)) for s in range(0, n, block)]
+
+    def _shrink(self, n_groups):
+        fp = self._first
+        fp.counts = fp.counts[:n_groups]
+        fp.shift, fp.sums, fp.sq = fp.shift[:n_groups], fp.sums[:n_groups], fp.sq[:n_groups]
+
+    @staticmethod
+    def _multiplicities(raw, multilabel):
+        if not multilabel:
+            return np.ones(len(raw), dtype=int)
+        return np.array([int(np.sum(r)) for r in raw])
+
+    # ------------------------------------------------------------- groups, sorted
+    def _groups(self):
+        """LabelGroups of the accumulated stream (sorted like group_labels) and the group order."""
+        if self._multilabel:
+            sets = np.array(self._key_list, dtype=bool).reshape(len(self._key_list), self._width)
+            packed = np.ascontiguousarray(np.packbits(sets, axis=1))
+            order = np.argsort(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), kind="stable")
+            sets = sets[order]
+            classes = np.arange(self._width)
+        else:
+            raw = np.array(self._key_list)
+            order = np.argsort(raw, kind="stable")
+            classes = raw[order]
+            sets = np.eye(len(classes), dtype=bool)
+        k = sets.shape[1]
+        if k < 2:
+            raise ValueError(f"the stream holds {k} class(es); at least 2 are needed.")
+        multiplicity = sets.sum(axis=1).astype(np.intp)
+        class_group = np.full(k, -1, dtype=np.intp)
+        singles = np.flatnonzero(multiplicity == 1)
+        class_group[sets[singles].argmax(axis=1)] = singles
+        groups = LabelGroups(classes=classes, multilabel=self._multilabel, sets=sets,
+                             group=np.zeros(0, dtype=np.intp), multiplicity=multiplicity, class_group=class_group)
+        return groups, order
+
+    def _check_started(self):
+        if not self._started or not self._key_list:
+            raise ValueError("the accumulator is empty: call update() with at least one batch first.")
+
+    # ------------------------------------------------------------------ second pass
+    def update_second_pass(self, features_batch, y_batch, W=None, b=None):
+        """Add a batch of the second pass over the same data.
+
+        Centres each multiplicity-1 row on its final class mean: gives NC1 (and
+        exact within-class sums) without the ``d x d`` scatter and, when ``W``
+        is given, the NCC agreement behind ``nc4``. Pass the same ``W``/``b``
+        with every batch and to :meth:`report`.
+
+        Returns
+        -------
+        self
+        """
+        self._check_started()
+        x, eps, be, multilabel, width, kind, keys, inverse, raw, _ = self._check_batch(features_batch, y_batch)
+        groups, order = self._groups()
+        if self._second is None:
+            if groups.missing_singletons().size:
+                raise ValueError(missing_singletons_message(groups) + ".")
+            w, bias = check_classifier(W, b, self._d, groups.n_classes)
+            means = self._first.means()[order][groups.class_group]
+            counts = self._first.counts[order][groups.class_group]
+            geom = C.between_geometry(means, counts, self.global_mean, self.between, None, self._eps)
+            plan = make_plan(means, geom.span, self._first.amax, be.work_dtype_np(x), W=w, b=bias, full_gram=False)
+            self._second = SecondPass(be, plan)
+            self._plan_key = (None if w is None else w.copy(), None if bias is None else bias.copy())
+        else:
+            self._same_classifier(W, b, groups.n_classes)
+        # class index (position in the sorted classes) of every multiplicity-1 row
+        rank_of_group = np.empty(len(order), dtype=np.intp)
+        rank_of_group[order] = np.arange(len(order))
+        lookup = np.full(groups.n_groups, -1, dtype=np.intp)
+        have = groups.class_group >= 0
+        lookup[groups.class_group[have]] = np.flatnonzero(have)
+        cls_of_key = np.empty(len(keys), dtype=np.intp)
+        for i, key in enumerate(keys):
+            gid = self._keys.get(key)
+            if gid is None:
+                raise ValueError(f"the second pass holds a label (set) never seen in the first pass: {raw[i]!r}.")
+            cls_of_key[i] = lookup[rank_of_group[gid]]
+        cls_np = cls_of_key[inverse]
+        rows = np.flatnonzero(cls_np >= 0)
+        if rows.size == 0:
+            return self
+        if rows.size < len(cls_np):
+            x = be.take(x, be.index(rows))
+            cls_np = cls_np[rows]
+        child = self._second.child()
+        try:
+            for s, e in self._chunks(len(cls_np)):
+                c_np = cls_np[s:e]
+                child.add(be.rows(x, s, e), c_np if be.name == "numpy" else be.index(c_np), c_np, strict=True)
+        except ValueError:
+            _stats_give_back(child)
+            raise
+        self._second.merge(child)
+        _stats_give_back(child)
+        return self
+
+    def update_agreement(self, features_batch, y_batch, W, b=None):
+        """Second pass with a classifier (kept for sknc 0.1 code): same as :meth:`update_second_pass`."""
+        if W is None:
+            raise ValueError("update_agreement needs the classifier weights W.")
+        return self.update_second_pass(features_batch, y_batch, W, b)
+
+    def _same_classifier(self, W, b, k):
+        w0, b0 = self._plan_key
+        if W is None and w0 is None:
+            return
+        w, bias = check_classifier(W, b, self._d, k) if W is not None else (None, None)
+        if (w is None) != (w0 is None) or (w is not None and (not np.array_equal(w, w0) or not np.array_equal(bias, b0))):
+            raise ValueError("every batch of the second pass needs the same W and b (the ones of its first batch).")
+
+    # ------------------------------------------------------------------- merge
+    def merge(self, other):
+        """Fold another accumulator (e.g. a shard) into this one; returns self.
+
+        Before the second pass, first-pass statistics add up. Shards that ran
+        their second pass from the same merged first pass (the sharded two-pass
+        workflow: merge, broadcast, second pass per shard, merge) add their
+        second-pass statistics.
+        """
+        if not isinstance(other, NCAccumulator):
+            raise TypeError(f"can only merge an NCAccumulator; got {type(other).__name__}.")
+        if not other._started:
+            return self
+        if not self._started:  # adopt the other's layout
+            self._start(other._be, other._d, other._multilabel, other._width, other._kind, 2)
+            self.mode_ = other.mode_
+            self._first = FirstPass(self._be, self._d, with_squares=True, with_scatter=other._first.scatter is not None)
+        if other._d != self._d or other._multilabel != self._multilabel or other._width != self._width:
+            raise ValueError("cannot merge accumulators of different feature width or label format.")
+        if other._kind != self._kind:
+            raise TypeError(f"cannot merge {other._kind} labels into {self._kind} labels.")
+        if self._second is not None or other._second is not None:
+            return self._merge_second(other)
+        be = self._be
+        order = np.empty(len(other._key_list), dtype=np.intp)
+        new_shift = []
+        for og, raw in enumerate(other._key_list):
+            key = np.packbits(raw).tobytes() if self._multilabel else raw
+            gid = self._keys.get(key)
+            if gid is None:
+                gid = len(self._key_list)
+                self._keys[key] = gid
+                self._key_list.append(raw)
+                new_shift.append(og)
+            order[og] = gid
+        if new_shift:
+            self._first.grow(be.take(be.asarray(other._first.shift), be.index(np.asarray(new_shift))))
+        single = self._multiplicities(other._key_list, other._multilabel) == 1
+        if (self._first.scatter is None) != (other._first.scatter is None):
+            self._first.scatter = None  # one side has no scatter: the merged stream needs the second pass
+            self.mode_ = "two_pass"
+        self._first.merge(_as_backend(other._first, be), order, single)
+        self._eps = max(self._eps, other._eps)
+        return self
+
+    def _merge_second(self, other):
+        if self._second is None or other._second is None:
+            raise ValueError("merge shards in the same pass: both before the second pass, or both in it.")
+        if not np.array_equal(self._first.counts, other._first.counts) or not np.allclose(
+            self._first.means(), other._first.means(), rtol=0, atol=0
+        ):
+            raise ValueError(
+                "second-pass shards must start from the same (merged) first pass; merge the first passes, "
+                "give every shard a copy, then run the second pass per shard."
+            )
+        self._second.merge(other._second)
+        return self
+
+    # ------------------------------------------------------------------ report
+    def _statistics(self):
+        self._check_started()
+        groups, order = self._groups()
+        fp = self._first
+        be = self._be
+        counts = fp.counts[order]
+        means = fp.means()[order]
+        stats = Statistics(groups, counts, means, self._eps or float(np.finfo(np.float64).eps))
+        if not stats.has_class_means:
+            return stats
+        cg = groups.class_group
+        n = counts[cg].astype(np.float64)
+        shift = be.to_numpy(fp.shift)[order]
+        own = np.ldexp(1.0, -fp.exp)
+        delta = (means[cg] - shift[cg]) * own
+        sq = be.to_numpy(fp.sq)[order][cg]
+        stats._within = np.maximum(sq - n * np.einsum("ij,ij->i", delta, delta), 0.0)
+        stats._within_exp = fp.exp
+        if fp.scatter is not None:
+            stats._scatter, stats._scatter_exp, stats._shift = be.to_numpy(fp.scatter), fp.exp, shift
+        if self._second is not None:
+            sp = self._second
+            complete = np.array_equal(sp.counts, n.astype(np.int64))
+            if not complete:
+                raise ValueError(
+                    f"the second pass has seen {int(sp.counts.sum())} multiplicity-1 samples, the first pass "
+                    f"{int(n.sum())} (per class {sp.counts.tolist()} vs {n.astype(int).tolist()}); feed the same "
+                    "data to both passes before report()."
+                )
+            within, Q, agree = sp.finish()
+            stats._within, stats._within_exp = within, sp.plan.scale_exp
+            stats._gram, stats._gram_basis, stats._gram_exp = Q, sp.plan.basis, sp.plan.scale_exp
+            stats.gram_conventions = f"global_mean={self.global_mean!r}, between={self.between!r}"
+            if sp.plan.W is not None:
+                stats.agree, stats.n_agree = agree, int(n.sum())
+        return stats
+
+    def report(self, W=None, b=None, **conventions):
+        """The NC report of everything seen so far (keyword conventions as in :func:`sknc.nc_report`).
+
+        Keys that need the second pass (``nc1`` in two-pass mode, ``nc4`` and
+        ``ncc_agreement``) are NaN, with an :class:`sknc.NCWarning` saying so,
+        until it has run.
+        """
+        unknown = set(conventions) - set(_CONVENTIONS)
+        if unknown:
+            raise TypeError(f"unknown report option(s): {sorted(unknown)}; choose from {sorted(_CONVENTIONS)}.")
+        opts = {**_CONVENTIONS, **conventions}
+        _check_conventions(opts["global_mean"], opts["between"], opts["cdnv_power"], opts["rtol"])
+        stats = self._statistics()
+        w, bias = check_classifier(W, b, self._d, stats.groups.n_classes)
+        if self._second is not None and w is not None:
+            w0, b0 = self._plan_key
+            if w0 is not None and (not np.array_equal(w, w0) or not np.array_equal(bias, b0)):
+                raise ValueError("report(W, b) must use the W and b of the second pass.")
+            if w0 is None:
+                stats.agree = None
+        geom = None
+        if stats.has_class_means:
+            geom = C.between_geometry(stats.means, stats.counts, opts["global_mean"], opts["between"], opts["rtol"],
+                                      stats.eps)
+        return report_from(stats, geom, w, bias, normalize=opts["normalize"], nc3_squared=opts["nc3_squared"],
+                           cdnv_power=opts["cdnv_power"], source="NCAccumulator.report")
+
+
+def _as_backend(fp, be):
+    """A view of another FirstPass's arrays on backend ``be`` (for merges across devices)."""
+    if fp.be.name == be.name and str(fp.be.device) == str(be.device):
+        return fp
+    out = FirstPass(be, fp.d, with_squares=fp.with_squares, with_scatter=fp.scatter is not None)
+    out.counts = fp.counts.copy()
+    out.shift, out.sums = be.asarray(fp.be.to_numpy(fp.shift)), be.asarray(fp.be.to_numpy(fp.sums))
+    if fp.sq is not None:
+        out.sq = be.asarray(fp.be.to_numpy(fp.sq))
+    if fp.scatter is not None:
+        out.scatter = be.asarray(fp.be.to_numpy(fp.scatter))
+    out.exp, out.amax, out.seen_squares = fp.exp, fp.amax, fp.seen_squares
+    return out

@@ -1,0 +1,297 @@
+"""NC1-NC4 from sufficient statistics: between-class geometry and the collapse formulas.
+
+Every function here reads a :class:`~sknc.metrics._stats.Statistics` (and a
+:class:`Geometry`), never raw features, so in-memory reports, streamed
+accumulators, training callbacks and scorers compute the same numbers. A
+quantity that is undefined on the data raises
+:class:`~sknc.exceptions.UndefinedMetricError` whose message names the
+degeneracy; the report turns it into NaN for that key.
+
+Scale: squared quantities carry power-of-two exponents (see ``_stats``), and
+vectors are divided by a power of two before any product, so the formulas give
+the same values for features of any magnitude.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..exceptions import UndefinedMetricError
+from ..geometry import _alignment_error, _gram_error
+
+__all__ = ["Geometry", "between_geometry", "check_choice"]
+
+
+def check_choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}; got {value!r}.")
+
+
+def max_exponent(a) -> int:
+    """Exponent ``e`` with ``max|a| < 2^e`` (0 for an all-zero or empty array)."""
+    a = np.asarray(a)
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    return int(np.frexp(m)[1]) if m > 0 and np.isfinite(m) else 0
+
+
+def scaled(a, exp=None):
+    """``(a / 2^exp, exp)`` with ``exp`` from ``max|a|`` unless given: products of the result cannot overflow."""
+    a = np.asarray(a, dtype=np.float64)
+    exp = max_exponent(a) if exp is None else exp
+    if exp == 0:
+        return a, 0
+    if abs(exp) < 1000:  # a power of two: multiplying is exact and faster than ldexp
+        return a * np.ldexp(1.0, -exp), exp
+    return np.ldexp(a, -exp), exp
+
+
+def _row_norms(a):
+    """Row norms without overflow or underflow, and without a full-size temporary in the usual range."""
+    top = float(np.max(np.abs(a))) if a.size else 0.0
+    if top == 0.0:
+        return np.zeros(a.shape[0])
+    if 1e-150 < top < 1e150:
+        return np.sqrt(np.einsum("ij,ij->i", a, a))
+    e = int(np.frexp(top)[1])
+    b = np.ldexp(a, -e)
+    return np.ldexp(np.sqrt(np.einsum("ij,ij->i", b, b)), e)
+
+
+def _right_singular(A):
+    """Singular values (descending) and right singular vectors (rows) of a K x d matrix.
+
+    For K >= 32 columns-rich matrices whose non-null singular values are within
+    a factor 1e3 of the largest, the K x K Gram's eigendecomposition is exact to
+    ~1e-10 and several times faster than an SVD; otherwise an SVD.
+    """
+    k, d = A.shape
+    if k >= 32 and d >= k:
+        lam, u = np.linalg.eigh(A @ A.T)
+        lam, u = lam[::-1], u[:, ::-1]
+        top = lam[0]
+        # centred means have one null direction by construction (rounding-level eigenvalue)
+        if top > 0 and np.all(lam[:-1] >= 1e-6 * top) and abs(lam[-1]) <= 1e-12 * top:
+            sing = np.sqrt(lam[:-1])
+            vt = (u[:, :-1] / sing).T @ A
+            return sing, vt  # the null direction is left out
+    _, sing, vt = np.linalg.svd(A, full_matrices=False)
+    return sing, vt
+
+
+@dataclass
+class Geometry:
+    """Between-class geometry of the class means under a convention.
+
+    ``centred`` and the singular values are divided by ``2**exp``; ``basis``
+    holds the retained right singular vectors of the weighted centred means
+    (``r = rank`` columns, ``r <= K - 1``).
+    """
+
+    global_mean: np.ndarray  # (d,) original units
+    exp: int
+    centred: np.ndarray  # (K, d) / 2**exp
+    weights: np.ndarray  # (K,)
+    basis: np.ndarray  # (d, r)
+    span: np.ndarray  # (d, r0 >= r): every direction with a non-zero singular value
+    singular_values: np.ndarray  # (r,) / 2**exp
+    tolerance: float  # / 2**exp
+    trace_sigma_b: float  # / 4**exp
+
+    @property
+    def rank(self) -> int:
+        return int(self.basis.shape[1])
+
+
+def between_geometry(means, counts, global_mean="class", between="class", rtol=None, eps=None) -> Geometry:
+    """Centre, weight and decompose the class means.
+
+    The rank ``r`` keeps the singular values of the weighted centred means above
+    a tolerance. With ``rtol=None`` the tolerance is the largest of
+
+    * ``max(K, d) * eps64 * sigma_1`` (float64 rounding of the decomposition),
+    * ``max(K, d) * eps64 * ||M||_w`` (float64 rounding of means far from the
+      origin; ``||M||_w^2 = sum_k w_k ||mu_k||^2`` over the uncentred means),
+    * ``eps_stored * sqrt(sum_k w_k ||mu_k||^2 / n_k)``: what the stored dtype
+      can resolve after averaging ``n_k`` rounded samples per class (float32
+      features 1e5 from the origin resolve their class means to ~1e-3, not to
+      1e5 * 6e-8 per sample).
+
+    An explicit ``rtol`` keeps the directions above ``rtol`` times the larger of
+    ``sigma_1`` and the largest weighted uncentred mean norm.
+    """
+    check_choice("global_mean", global_mean, ("class", "sample"))
+    check_choice("between", between, ("class", "sample"))
+    means = np.asarray(means, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    k, d = means.shape
+    if global_mean == "class":
+        mu_g = means.mean(axis=0)
+    else:
+        mu_g = counts @ means / counts.sum()
+    centred = means - mu_g
+    exp = max_exponent(centred)
+    if exp:
+        centred *= np.ldexp(1.0, -exp)
+    weights = np.full(k, 1.0 / k) if between == "class" else counts / counts.sum()
+    sqrt_w = np.sqrt(weights)
+    if between == "class":  # equal weights scale the singular values only: no weighted copy
+        sing, vt = _right_singular(centred)
+        sing = sing * sqrt_w[0]
+    else:
+        sing, vt = _right_singular(sqrt_w[:, None] * centred)
+    unc_norms = _row_norms(means) * np.ldexp(1.0, -exp)
+    top = float(sing[0]) if sing.size else 0.0
+    eps64 = float(np.finfo(np.float64).eps)
+    if rtol is None:
+        eps_stored = eps64 if eps is None else float(eps)
+        weighted = sqrt_w * unc_norms
+        tol = max(
+            max(k, d) * eps64 * top,
+            max(k, d) * eps64 * float(np.sqrt(np.sum(weighted**2))),
+            eps_stored * float(np.sqrt(np.sum(weighted**2 / np.maximum(counts, 1.0)))),
+        )
+    else:
+        tol = float(rtol) * max(top, float(np.max(sqrt_w * unc_norms)) if k else 0.0)
+    rank = int(np.sum(sing > tol)) if top > 0 else 0
+    return Geometry(
+        global_mean=mu_g,
+        exp=exp,
+        centred=centred,
+        weights=weights,
+        basis=vt[:rank].T,
+        span=vt[: int(np.sum(sing > top * 1e-13))].T,
+        singular_values=sing[:rank],
+        tolerance=tol,
+        trace_sigma_b=float(np.sum(weights * np.einsum("ij,ij->i", centred, centred))),
+    )
+
+
+def _require_rank(geom, what):
+    if geom.rank == 0:
+        raise UndefinedMetricError(
+            f"all class means coincide (between-class rank 0 at tolerance {np.ldexp(geom.tolerance, geom.exp):.3g}), "
+            f"so {what} is undefined"
+        )
+
+
+# ----------------------------------------------------------------------------- NC1
+def nc1_value(stats, geom, normalize=True):
+    _require_rank(geom, "NC1")
+    proj, pexp = stats.projected_within(geom.basis)
+    ratio = float(np.sum(proj / geom.singular_values**2)) / stats.n_singletons
+    value = float(np.ldexp(ratio, 2 * (pexp - geom.exp)))
+    k = stats.means.shape[0]
+    return value / k if normalize else value
+
+
+def trace_quotient_value(stats, geom):
+    within, wexp = stats.within_trace()
+    if geom.trace_sigma_b == 0:
+        raise UndefinedMetricError("all class means coincide (tr Sigma_B = 0), so the trace quotient is undefined")
+    ratio = float(within.sum()) / stats.n_singletons / geom.trace_sigma_b
+    return float(np.ldexp(ratio, 2 * (wexp - geom.exp)))
+
+
+def pairwise_sq_distances(vectors):
+    """``||v_i - v_j||^2`` for all pairs: a Gram product, with cancelling pairs recomputed from differences."""
+    gram = vectors @ vectors.T
+    sq = np.diag(gram).copy()
+    dist = sq[:, None] + sq[None, :] - 2.0 * gram
+    # the expanded square loses ~eps * (|a|^2 + |b|^2) / |a - b|^2 relative digits; redo the close pairs exactly
+    suspect = dist <= 1e-6 * (sq[:, None] + sq[None, :])
+    np.fill_diagonal(suspect, False)
+    i, j = np.nonzero(np.triu(suspect))
+    step = max(1, (1 << 22) // max(1, vectors.shape[1]))  # bounded temporaries however many pairs
+    for start in range(0, i.size, step):
+        a, b = i[start : start + step], j[start : start + step]
+        diff = vectors[a] - vectors[b]
+        exact = np.einsum("ij,ij->i", diff, diff)
+        dist[a, b] = exact
+        dist[b, a] = exact
+    np.fill_diagonal(dist, 0.0)
+    return np.maximum(dist, 0.0)
+
+
+def cdnv_value(stats, geom, power=1.0, classes=None):
+    within, wexp = stats.within_trace()
+    counts = stats.counts
+    variances = within / counts
+    dist = pairwise_sq_distances(geom.centred)
+    iu = np.triu_indices(dist.shape[0], 1)
+    d2 = dist[iu]
+    if np.any(d2 == 0):
+        a, b = iu[0][np.argmax(d2 == 0)], iu[1][np.argmax(d2 == 0)]
+        names = (a, b) if classes is None else (classes[a], classes[b])
+        raise UndefinedMetricError(
+            f"the means of classes {names[0]!r} and {names[1]!r} coincide, so the CDNV is undefined"
+        )
+    terms = (variances[iu[0]] + variances[iu[1]]) / (2.0 * d2**power)
+    # terms carry 4^wexp / 4^(power * exp)
+    return float(np.mean(terms) * np.exp2(2.0 * (wexp - power * geom.exp)))
+
+
+# ------------------------------------------------------------------------- NC2, NC3
+def gram_error(vectors, what):
+    """``||V V^T / ||V V^T||_F - E_K||_F`` of the rows of ``vectors``."""
+    return _gram_error(np.asarray(vectors, dtype=np.float64), what)
+
+
+def alignment_error(W, centred):
+    return _alignment_error(np.asarray(W, dtype=np.float64), np.asarray(centred, dtype=np.float64))
+
+
+def equinorm_value(vectors, ddof=1, what="vectors"):
+    v, _ = scaled(vectors)
+    norms = np.linalg.norm(v, axis=1)
+    mean = norms.mean()
+    if mean == 0:
+        raise UndefinedMetricError(f"{what} are all zero, so the coefficient of variation of their norms is undefined")
+    if norms.size <= ddof:
+        raise UndefinedMetricError(f"{norms.size} norm(s) cannot give a standard deviation with ddof={ddof}")
+    return float(norms.std(ddof=ddof) / mean)
+
+
+def equiangularity_value(vectors, what="vectors"):
+    v, _ = scaled(vectors)
+    k = v.shape[0]
+    norms = np.linalg.norm(v, axis=1)
+    if np.any(norms == 0):
+        raise UndefinedMetricError(f"one of the {what} is zero, so its angles are undefined")
+    unit = v / norms[:, None]
+    cos = unit @ unit.T
+    off = ~np.eye(k, dtype=bool)
+    return float(np.mean(np.abs(cos[off] + 1.0 / (k - 1))))
+
+
+def difference_error(W, centred, squared=False):
+    w, _ = scaled(W)
+    m, _ = scaled(centred)
+    nw, nm = np.linalg.norm(w), np.linalg.norm(m)
+    if nw == 0 or nm == 0:
+        raise UndefinedMetricError("W or the centred class means are zero, so NC3 (difference form) is undefined")
+    value = float(np.linalg.norm(w / nw - m / nm))
+    return value**2 if squared else value
+
+
+def bias_collapse_value(W, b, global_mean):
+    """``||W mu_G + b||`` computed without overflow for features of any scale."""
+    w, we = scaled(W)
+    g, ge = scaled(global_mean)
+    z = np.ldexp(w @ g, we + ge) + (0.0 if b is None else b)
+    z_s, ze = scaled(z)
+    return float(np.ldexp(np.linalg.norm(z_s), ze))
+
+
+def max_abs_cos(means):
+    """Largest ``|cos|`` between distinct non-zero (uncentred) class means."""
+    v, _ = scaled(means)
+    norms = np.linalg.norm(v, axis=1)
+    alive = norms > 0
+    if alive.sum() < 2:
+        raise UndefinedMetricError("fewer than two class means are non-zero, so their angles are undefined")
+    unit = v[alive] / norms[alive, None]
+    cos = unit @ unit.T
+    np.fill_diagonal(cos, 0.0)
+    return float(np.max(np.abs(cos)))

@@ -1,0 +1,687 @@
+"""The NC report and the single-metric functions.
+
+:func:`nc_report` computes every key that applies; a key that is undefined on
+the data is NaN, and one :class:`~sknc.NCWarning` per report names those keys
+and why. The single-metric functions raise
+:class:`~sknc.UndefinedMetricError` (a ``ValueError``) instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import NCWarning, UndefinedMetricError
+from .._validation import as_feature_array, as_float64_matrix, group_labels, missing_singletons_message, untensor
+from . import _collapse as C
+from ._imbalance import mean_norms, minority_groups
+from ._multilabel import TagwiseResult, angle_ratio_value, tagwise_tables
+from ._stats import array_statistics
+
+__all__ = [
+    "nc_report",
+    "nc1",
+    "nc1_trace_quotient",
+    "cdnv",
+    "nc2_h",
+    "nc2_w",
+    "equinorm",
+    "equiangularity",
+    "nc3",
+    "nc4",
+    "ncc_agreement",
+    "bias_collapse",
+    "class_means",
+    "class_mean_norms",
+    "mean_orthogonality",
+    "minority_collapse",
+    "tagwise_average",
+    "tagwise_angle_ratio",
+]
+
+_CONVENTIONS = dict(global_mean="class", between="class", normalize=True, rtol=None, nc3_squared=False, cdnv_power=1.0)
+
+
+def check_classifier(W, b, d, k):
+    """Validate ``W`` (K, d) and ``b`` (K,); returns float64 arrays (``b`` zero when omitted)."""
+    if W is None:
+        if b is not None:
+            raise ValueError("b was given without W; pass the classifier weights W as well (or neither).")
+        return None, None
+    w = as_float64_matrix(W, "W")
+    if w.shape != (k, d):
+        raise ValueError(f"W must have shape (n_classes, n_dims) = ({k}, {d}); got {w.shape}.")
+    if b is None:
+        bias = np.zeros(k)
+    else:
+        bias = np.asarray(untensor(b), dtype=np.float64).reshape(-1)
+        if bias.shape != (k,):
+            raise ValueError(f"b must have shape ({k},) to match W; got {bias.shape}.")
+        if not np.isfinite(bias).all():
+            raise ValueError("b contains NaN or infinity.")
+    return w, bias
+
+
+def _check_conventions(global_mean, between, cdnv_power, rtol):
+    C.check_choice("global_mean", global_mean, ("class", "sample"))
+    C.check_choice("between", between, ("class", "sample"))
+    if not (isinstance(cdnv_power, (int, float, np.floating, np.integer)) and np.isfinite(cdnv_power) and cdnv_power > 0):
+        raise ValueError(f"cdnv_power must be a positive number; got {cdnv_power!r}.")
+    if rtol is not None and not (np.isfinite(rtol) and rtol >= 0):
+        raise ValueError(f"rtol must be a non-negative number or None; got {rtol!r}.")
+
+
+def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class", between="class", rtol=None,
+                            second_pass=True, n_threads=None):
+    """Statistics of in-memory features and the geometry of the requested convention.
+
+    Everything about the inputs (features, labels, classifier) is checked before
+    the first pass over the data.
+    """
+    _check_conventions(global_mean, between, 1.0, rtol)
+    X, eps = as_feature_array(features)
+    groups = group_labels(y, X.shape[0])
+    w, bias = check_classifier(W, b, X.shape[1], groups.n_classes)
+    holder = {}
+
+    def basis_for(means, counts):
+        holder["geom"] = C.between_geometry(means, counts, global_mean, between, rtol, eps)
+        return holder["geom"].span
+
+    stats = array_statistics(X, groups, eps, basis_for=basis_for, W=w, b=bias, second_pass=second_pass,
+                             n_threads=n_threads)
+    geom = holder.get("geom")
+    if geom is None and stats.has_class_means:
+        geom = C.between_geometry(stats.means, stats.counts, global_mean, between, rtol, eps)
+    return stats, geom, w, bias
+
+
+# --------------------------------------------------------------------------------- report
+class _Keys:
+    """Collect report values; an undefined key becomes NaN and its reason is remembered."""
+
+    def __init__(self):
+        self.values = {}
+        self.reasons = {}
+
+    def put(self, key, fn):
+        try:
+            self.values[key] = fn()
+        except UndefinedMetricError as exc:
+            self.values[key] = np.nan
+            self.reasons.setdefault(str(exc), []).append(key)
+
+    def nan(self, keys, reason):
+        for key in keys:
+            self.values[key] = np.nan
+        self.reasons.setdefault(reason, []).extend(keys)
+
+
+def _emit(reasons, source="nc_report", stacklevel=3):
+    if not reasons:
+        return
+    parts = [f"{', '.join(keys)} ({reason})" for reason, keys in reasons.items()]
+    warnings.warn(f"{source}: NaN for " + "; ".join(parts) + ".", NCWarning, stacklevel=stacklevel)
+
+
+def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv_power=1.0, warn=True,
+                source="nc_report", stacklevel=4):
+    """Assemble the report Series from statistics, geometry and a validated classifier (or None)."""
+    g = stats.groups
+    k = g.n_classes
+    keys = _Keys()
+    keys.values.update(n_samples=int(stats.group_counts.sum()), n_classes=k, n_dims=stats.n_dims)
+    if g.multilabel:
+        keys.values["n_singletons"] = stats.n_singletons
+    mean_keys = ["nc1", "nc1_rank", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular",
+                 "mean_max_abs_cos"]
+    w_keys = ["nc2_w", "nc2_w_equinorm", "nc2_w_equiangular", "nc3", "nc3_difference", "nc4", "ncc_agreement",
+              "bias_collapse"]
+    multi = g.multilabel and np.any((g.multiplicity >= 2) & (g.multiplicity < k))
+    if geom is None:  # no class means: everything built on them is undefined
+        reason = missing_singletons_message(g)
+        keys.nan(mean_keys, reason)
+        if w is not None:
+            keys.put("nc2_w", lambda: C.gram_error(w, "the classifier rows"))
+            keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w, 1, "the classifier rows"))
+            keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w, "the classifier rows"))
+            keys.nan([x for x in w_keys if not x.startswith("nc2_w")], reason)
+        if multi:
+            keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], reason)
+        if warn:
+            _emit(keys.reasons, source, stacklevel)
+        return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
+
+    m = geom.centred
+    keys.put("nc1", lambda: C.nc1_value(stats, geom, normalize))
+    keys.values["nc1_rank"] = geom.rank
+    keys.put("nc1_trace_quotient", lambda: C.trace_quotient_value(stats, geom))
+    keys.put("cdnv", lambda: C.cdnv_value(stats, geom, cdnv_power, g.classes))
+    keys.put("nc2_h", lambda: C.gram_error(m, "the centred class means"))
+    keys.put("nc2_h_equinorm", lambda: C.equinorm_value(m, 1, "the centred class means"))
+    keys.put("nc2_h_equiangular", lambda: C.equiangularity_value(m, "centred class means"))
+    keys.put("mean_max_abs_cos", lambda: C.max_abs_cos(stats.means))
+    if w is not None:
+        keys.put("nc2_w", lambda: C.gram_error(w, "the classifier rows"))
+        keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w, 1, "the classifier rows"))
+        keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w, "classifier rows"))
+        keys.put("nc3", lambda: C.alignment_error(w, m))
+        keys.put("nc3_difference", lambda: C.difference_error(w, m, nc3_squared))
+        keys.put("nc4", lambda: 1.0 - stats.agreement())
+        keys.put("ncc_agreement", lambda: stats.agreement())
+        keys.put("bias_collapse", lambda: C.bias_collapse_value(w, bias, geom.global_mean))
+    if multi:
+        try:
+            table, summary, undefined = tagwise_tables(stats, geom)
+        except UndefinedMetricError as exc:
+            keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], str(exc))
+        else:
+            if undefined:
+                shown = ", ".join(str(s) for s in undefined[:5]) + (" ..." if len(undefined) > 5 else "")
+                keys.reasons.setdefault(
+                    f"label set(s) {shown} have a zero mean or tag sum; their angle is NaN and left out of the means",
+                    [],
+                ).append("tagwise_angle")
+            _put_nanmean(keys, "tagwise_angle", table["angle"])
+            _put_nanmean(keys, "tagwise_angle_max", table["angle"], np.nanmax)
+            _put_nanmean(keys, "tagwise_residual", table["residual"])
+            for _, row in summary.iterrows():
+                keys.values[f"tagwise_scale_m{int(row['multiplicity'])}"] = float(row["scale_mean"])
+        if np.any(g.multiplicity == 2):
+            keys.put("tagwise_angle_ratio", lambda: angle_ratio_value(stats))
+    if warn:
+        _emit(keys.reasons, source, stacklevel)
+    return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
+
+
+def _put_nanmean(keys, key, column, fn=np.nanmean):
+    values = column.to_numpy(dtype=float)
+    if np.isfinite(values).any():
+        keys.values[key] = float(fn(values))
+    else:
+        keys.nan([key], "every label set's angle is undefined")
+
+
+def nc_report(
+    features,
+    y,
+    W=None,
+    b=None,
+    *,
+    global_mean="class",
+    between="class",
+    normalize=True,
+    rtol=None,
+    nc3_squared=False,
+    cdnv_power=1.0,
+):
+    """Every NC metric that applies, in two passes over the data.
+
+    Parameters
+    ----------
+    features : array-like or torch.Tensor of shape (n_samples, d)
+        Any float dtype, any device. Computed in float64 without a float64 copy
+        of the data (row blocks; CUDA tensors are reduced on their device).
+    y : array-like of shape (n_samples,) or (n_samples, K)
+        Class labels or a 0/1 indicator matrix (multi-label; all-zero rows are
+        label-free samples, counted but not used by any metric).
+    W : array-like of shape (K, d), optional
+        Classifier rows in the order of the sorted classes.
+    b : array-like of shape (K,), optional
+        Classifier bias (zero if omitted; needs ``W``).
+    global_mean, between, normalize, rtol
+        NC1 conventions, see :func:`nc1`.
+    nc3_squared : bool, default=False
+        Square the difference form of NC3.
+    cdnv_power : float, default=1.0
+        See :func:`cdnv`.
+
+    Returns
+    -------
+    pandas.Series
+        Keys ``n_samples``, ``n_classes``, ``n_dims``, ``nc1``, ``nc1_rank``,
+        ``nc1_trace_quotient``, ``cdnv``, ``nc2_h``, ``nc2_h_equinorm``,
+        ``nc2_h_equiangular``, ``mean_max_abs_cos``; with ``W``: ``nc2_w``,
+        ``nc2_w_equinorm``, ``nc2_w_equiangular``, ``nc3`` (Gram form),
+        ``nc3_difference``, ``nc4`` (NCC mismatch), ``ncc_agreement`` and
+        ``bias_collapse``; for multi-label data also ``n_singletons``,
+        ``tagwise_angle``, ``tagwise_angle_max``, ``tagwise_residual``,
+        ``tagwise_scale_m<m>`` per multiplicity and ``tagwise_angle_ratio``.
+        The metrics reference of the documentation gives each key's formula,
+        conventions and source.
+
+    Warns
+    -----
+    sknc.NCWarning
+        When some keys are undefined on the data; they are NaN and the warning
+        names them and the reason. Everything else is still computed.
+
+    Notes
+    -----
+    Which degeneracy makes which key NaN:
+
+    * a class without multiplicity-1 samples (multi-label): every key built on
+      class means;
+    * all class means coincide (between-class rank 0): ``nc1``,
+      ``nc1_trace_quotient``, ``cdnv``, ``nc2_h*``, ``nc3*``;
+    * two class means coincide: ``cdnv``; a zero centred mean:
+      ``nc2_h_equiangular``; fewer than two non-zero means: ``mean_max_abs_cos``;
+    * ``W = 0`` or a zero row: ``nc2_w*``, ``nc3*``;
+    * a label set whose mean or tag sum is zero: its angle (the set is left
+      out of ``tagwise_angle``); a zero uncentred mean: ``tagwise_angle_ratio``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> y = np.repeat(np.arange(3), 20)
+    >>> M = sknc.simplex_etf(3, 4, random_state=0)
+    >>> H = M[y] + 0.01 * np.random.default_rng(0).standard_normal((60, 4))
+    >>> report = sknc.nc_report(H, y, W=M)
+    >>> bool(report["nc1"] < 1e-3), report["nc1_rank"], report["ncc_agreement"]
+    (True, 2, 1.0)
+    """
+    _check_conventions(global_mean, between, cdnv_power, rtol)
+    stats, geom, w, bias = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
+                                                   rtol=rtol)
+    return report_from(stats, geom, w, bias, normalize=normalize, nc3_squared=nc3_squared, cdnv_power=cdnv_power)
+
+
+# ----------------------------------------------------------------------- single metrics
+def _geometry(features, y, global_mean="class", between="class", rtol=None, *, second_pass=True, W=None, b=None):
+    stats, geom, w, bias = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
+                                                   rtol=rtol, second_pass=second_pass)
+    stats.require_class_means()
+    return stats, geom, w, bias
+
+
+def nc1(features, y, *, global_mean="class", between="class", normalize=True, rtol=None):
+    """Within-class variability collapse ``tr(Sigma_W Sigma_B^+) / K``.
+
+    ``Sigma_B^+`` is applied through the SVD of the ``K x d`` matrix of (weighted)
+    centred class means, so the trace is
+    ``sum_r (v_r^T Sigma_W v_r) / sigma_r^2`` over the ``r <= K-1`` retained
+    directions; no ``d x d`` matrix is formed or inverted, and float32-stored
+    features give the float64 answer.
+
+    Parameters
+    ----------
+    features : array-like or torch.Tensor of shape (n_samples, d)
+    y : array-like of shape (n_samples,) or (n_samples, K)
+        Class labels, or a 0/1 indicator (multi-label: multiplicity-1 samples only).
+    global_mean : {'class', 'sample'}, default='class'
+        Centre of the class means: the mean of the class means (Papyan et al.
+        2020; Li et al. 2024) or the sample mean (Zhu et al. 2021).
+    between : {'class', 'sample'}, default='class'
+        Weighting of ``Sigma_B``: ``1/K`` per class (Papyan et al., Zhu et al.)
+        or ``n_k/N`` (Hong & Ling 2023).
+    normalize : bool, default=True
+        Divide the trace by ``K`` (the Papyan et al. notebook does not).
+    rtol : float, optional
+        Keep the directions whose singular value exceeds ``rtol`` times the
+        larger of the top singular value and the largest weighted uncentred
+        class-mean norm. Default: a tolerance from what the stored dtype can
+        resolve after averaging each class (see the Notes); the rank used is
+        the report's ``nc1_rank``.
+
+    Returns
+    -------
+    float
+        Non-negative; 0 at exact within-class collapse.
+
+    Raises
+    ------
+    sknc.UndefinedMetricError
+        If all class means coincide (rank 0), or a class has no
+        multiplicity-1 sample.
+
+    Notes
+    -----
+    The default tolerance is the largest of ``max(K, d) eps64 sigma_1``,
+    ``max(K, d) eps64 ||M||_w`` and ``eps_stored sqrt(sum_k w_k ||mu_k||^2 / n_k)``:
+    directions weaker than the rounding of the stored features, averaged over
+    each class, are noise. float32 features far from the origin keep their
+    true rank (their class means resolve far below one float32 step).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import nc1, simplex_etf
+    >>> y = np.repeat(np.arange(4), 50)
+    >>> H = simplex_etf(4, 8, random_state=0)[y] + 0.01 * np.random.default_rng(1).standard_normal((200, 8))
+    >>> round(nc1(H, y), 5)
+    0.00028
+    """
+    stats, geom, *_ = _geometry(features, y, global_mean, between, rtol)
+    return C.nc1_value(stats, geom, normalize)
+
+
+def nc1_trace_quotient(features, y, *, global_mean="class", between="class"):
+    """``tr(Sigma_W) / tr(Sigma_B)`` (the quotient variant of NC1, Tirer et al. 2023).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import nc1_trace_quotient
+    >>> H = np.array([[0.0, 1], [0, -1], [4, 1], [4, -1]])
+    >>> nc1_trace_quotient(H, [0, 0, 1, 1])
+    0.25
+    """
+    stats, geom, *_ = _geometry(features, y, global_mean, between)
+    return C.trace_quotient_value(stats, geom)
+
+
+def cdnv(features, y, *, power=1.0):
+    """Class-distance-normalised variance (Galanti et al. 2022), averaged over pairs.
+
+    ``mean_{i<j} (sigma_i^2 + sigma_j^2) / (2 ||mu_i - mu_j||^(2 power))`` where
+    ``sigma_k^2`` is the mean squared distance of class ``k``'s samples to its mean.
+    ``power=1`` is the published definition; ``power=2`` reproduces the quartic
+    denominator used in some code. Distances are computed from differences, so
+    close but distinct means are resolved.
+
+    Raises
+    ------
+    sknc.UndefinedMetricError
+        If two class means coincide (the message names them).
+
+    Examples
+    --------
+    >>> from sknc import cdnv
+    >>> cdnv([[0.0], [2.0], [10.0], [12.0]], [0, 0, 1, 1])
+    0.01
+    """
+    _check_conventions("class", "class", power, None)
+    stats, geom, *_ = _geometry(features, y)
+    return C.cdnv_value(stats, geom, power, stats.groups.classes)
+
+
+def class_means(features, y):
+    """Class means (multiplicity-1 samples for multi-label ``y``), classes sorted.
+
+    Examples
+    --------
+    >>> from sknc import class_means
+    >>> class_means([[0.0, 1], [2, 1], [5, 5]], ["b", "b", "a"])
+    array([[5., 5.],
+           [1., 1.]])
+    """
+    stats, *_ = statistics_and_geometry(features, y, second_pass=False)
+    return stats.means
+
+
+def equinorm(vectors, *, ddof=1):
+    """Coefficient of variation ``std/mean`` of the row norms (``ddof=1`` as in Papyan et al.).
+
+    Examples
+    --------
+    >>> from sknc import equinorm
+    >>> round(equinorm([[3.0, 4.0], [0.0, 5.0]]), 12)
+    0.0
+    """
+    return C.equinorm_value(as_float64_matrix(vectors, "vectors"), ddof)
+
+
+def equiangularity(vectors):
+    """Mean over ordered pairs ``i != j`` of ``|cos(v_i, v_j) + 1/(K-1)|`` (Papyan et al.).
+
+    Examples
+    --------
+    >>> from sknc import equiangularity, simplex_etf
+    >>> round(equiangularity(simplex_etf(5)), 12)
+    0.0
+    """
+    v = as_float64_matrix(vectors, "vectors")
+    if v.shape[0] < 2:
+        raise ValueError(f"equiangularity needs at least 2 vectors; got {v.shape[0]}.")
+    return C.equiangularity_value(v)
+
+
+def nc2_h(features, y, *, global_mean="class"):
+    """NC2 of the centred class means.
+
+    Returns
+    -------
+    dict
+        ``gram``: distance of the normalised Gram to the ETF Gram (Zhu et al.),
+        ``equinorm`` and ``equiangular`` (Papyan et al.).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import nc2_h, simplex_etf
+    >>> y = np.repeat(np.arange(3), 2)
+    >>> out = nc2_h(simplex_etf(3, 5, random_state=0)[y] + 7.0, y)
+    >>> round(out["gram"], 10), round(out["equiangular"], 10)
+    (0.0, 0.0)
+    """
+    stats, geom, *_ = _geometry(features, y, global_mean, second_pass=False)
+    m = geom.centred
+    return {
+        "gram": C.gram_error(m, "the centred class means"),
+        "equinorm": C.equinorm_value(m, 1, "the centred class means"),
+        "equiangular": C.equiangularity_value(m, "centred class means"),
+    }
+
+
+def nc2_w(W):
+    """NC2 of the classifier rows (uncentred, as every reference code does).
+
+    Examples
+    --------
+    >>> from sknc import nc2_w, simplex_etf
+    >>> round(nc2_w(simplex_etf(4))["gram"], 10)
+    0.0
+    """
+    w = as_float64_matrix(W, "W")
+    if w.shape[0] < 2:
+        raise ValueError(f"W needs at least 2 rows (classes); got {w.shape[0]}.")
+    return {
+        "gram": C.gram_error(w, "the classifier rows"),
+        "equinorm": C.equinorm_value(w, 1, "the classifier rows"),
+        "equiangular": C.equiangularity_value(w, "classifier rows"),
+    }
+
+
+def nc3(features, y, W, *, form="gram", squared=False, global_mean="class"):
+    """Self-duality of the classifier and the centred class means.
+
+    Parameters
+    ----------
+    form : {'gram', 'difference'}, default='gram'
+        ``'gram'``: ``||W M^T/||W M^T|| - E_K||_F`` (Zhu et al.; Li et al.).
+        ``'difference'``: ``||W/||W|| - M/||M|| ||_F`` (Papyan et al.).
+    squared : bool, default=False
+        Square the ``'difference'`` form (Papyan et al. report it squared).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import nc3, simplex_etf
+    >>> M = simplex_etf(3, 4, random_state=0)
+    >>> y = np.repeat(np.arange(3), 2)
+    >>> round(nc3(M[y], y, 2 * M), 10)
+    0.0
+    """
+    C.check_choice("form", form, ("gram", "difference"))
+    if W is None:
+        raise ValueError("nc3 needs the classifier weights W.")
+    stats, geom, w, _ = _geometry(features, y, global_mean, second_pass=False, W=W)
+    if form == "gram":
+        return C.alignment_error(w, geom.centred)
+    return C.difference_error(w, geom.centred, squared)
+
+
+def ncc_agreement(features, y, W, b=None):
+    """Fraction of (multiplicity-1) samples where the nearest class mean and ``argmax(W h + b)`` agree.
+
+    Rows of ``W`` follow the sorted classes (indicator columns for multi-label ``y``).
+
+    Examples
+    --------
+    >>> from sknc import ncc_agreement
+    >>> H = [[0.0, 0.0], [0.0, 1.0], [4.0, 0.0], [4.0, 1.0]]
+    >>> ncc_agreement(H, [0, 0, 1, 1], W=[[-1.0, 0.0], [1.0, 0.0]], b=[2.0, -2.0])
+    1.0
+    """
+    if W is None:
+        raise ValueError("ncc_agreement needs the classifier weights W.")
+    stats, *_ = _geometry(features, y, W=W, b=b)
+    return stats.agreement()
+
+
+def nc4(features, y, W, b=None):
+    """NCC mismatch ``1 - ncc_agreement`` (Papyan et al.): 0 at collapse.
+
+    Examples
+    --------
+    >>> from sknc import nc4
+    >>> H = [[0.0, 0.0], [0.0, 1.0], [4.0, 0.0], [4.0, 1.0]]
+    >>> nc4(H, [0, 0, 1, 1], W=[[1.0, 0.0], [-1.0, 0.0]])
+    1.0
+    """
+    return 1.0 - ncc_agreement(features, y, W, b)
+
+
+def bias_collapse(features, y, W, b=None, *, global_mean="sample"):
+    """``||W mu_G + b||`` (Zhu et al.'s NC4, with ``mu_G`` the sample mean by default).
+
+    Examples
+    --------
+    >>> from sknc import bias_collapse
+    >>> bias_collapse([[1.0, 0.0], [3.0, 0.0]], [0, 1], W=[[1.0, 0.0], [0.0, 1.0]], b=[-2.0, 0.0])
+    0.0
+    """
+    if W is None:
+        raise ValueError("bias_collapse needs the classifier weights W.")
+    stats, geom, w, bias = _geometry(features, y, global_mean, second_pass=False, W=W, b=b)
+    return C.bias_collapse_value(w, bias, geom.global_mean)
+
+
+# ---------------------------------------------------------------------- imbalance
+def class_mean_norms(features, y, *, centred=False, global_mean="class"):
+    """Norm of each class mean (uncentred by default, as for non-negative features).
+
+    Examples
+    --------
+    >>> from sknc import class_mean_norms
+    >>> class_mean_norms([[3.0, 4.0], [0.0, 1.0]], [0, 1])
+    array([5., 1.])
+    """
+    stats, geom, *_ = _geometry(features, y, global_mean, second_pass=False)
+    if centred:
+        return np.ldexp(np.linalg.norm(geom.centred, axis=1), geom.exp)
+    return mean_norms(stats.means)
+
+
+def mean_orthogonality(features, y):
+    """Largest ``|cos|`` between distinct non-zero *uncentred* class means.
+
+    0 for the orthogonal frame that non-negative features reach under imbalance
+    (Dang et al. 2024); ``1/(K-1)``-ish values indicate a centred ETF instead.
+
+    Examples
+    --------
+    >>> from sknc import mean_orthogonality
+    >>> mean_orthogonality([[1.0, 0.0], [0.0, 2.0]], [0, 1])
+    0.0
+    """
+    stats, *_ = _geometry(features, y, second_pass=False)
+    return C.max_abs_cos(stats.means)
+
+
+def minority_collapse(features, y, W=None, *, norm_rtol=1e-2, cos_atol=1e-3):
+    """Detect minority collapse.
+
+    A class collapses when its mean norm is at most ``norm_rtol`` times the largest
+    class-mean norm; classifier rows are indistinguishable when their cosine is at
+    least ``1 - cos_atol`` and their norms agree to ``cos_atol`` relative.
+
+    Returns
+    -------
+    dict
+        ``collapsed_classes`` (class labels), ``indistinguishable`` (list of arrays
+        of class labels whose classifier rows coincide; needs ``W``), and
+        ``mean_norms``.
+    """
+    stats, geom, w, _ = _geometry(features, y, second_pass=False, W=W)
+    collapsed, groups = minority_groups(stats.means, w, norm_rtol, cos_atol)
+    classes = stats.groups.classes
+    return {
+        "collapsed_classes": classes[collapsed],
+        "indistinguishable": [classes[g] for g in groups],
+        "mean_norms": mean_norms(stats.means),
+    }
+
+
+# ---------------------------------------------------------------------- multi-label
+def _theory_scales(summary, stats, regularization):
+    from ..theory import pal_optimum  # theory is pure numpy/scipy; imported lazily
+
+    g = stats.groups
+    counts = np.bincount(g.multiplicity[g.group], minlength=g.n_classes + 1)
+    sizes = {m: int(c) for m, c in enumerate(counts) if c > 0 and m > 0}
+    opt = pal_optimum(g.n_classes, sizes, **regularization)
+    summary = summary.copy()
+    summary["scale_theory"] = [opt.scales.get(int(m), np.nan) for m in summary["multiplicity"]]
+    return summary
+
+
+def tagwise_average(features, Y, *, global_mean="class", regularization=None):
+    """Measure the tag-wise-average property of multi-label features.
+
+    Every label set ``S`` with ``2 <= |S| < K`` present in ``Y`` gets the angle
+    between its centred mean and ``sum_{k in S} m_k``, the least-squares scale
+    ``c_S`` with respect to the *average* ``(1/|S|) sum m_k`` (the ``c_m`` of Li
+    et al.), and the relative residual. Sets with ``|S| = K`` are skipped: their
+    prototype is the sum of all centred means, which is zero.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, d)
+    Y : array-like of shape (n_samples, K)
+        0/1 indicator with at least one multiplicity-1 sample per class.
+    global_mean : {'class', 'sample'}, default='class'
+        Centre; ``'class'`` is the mean of the multiplicity-1 class means.
+    regularization : dict, optional
+        ``{'lambda_W': ..., 'lambda_H': ..., 'loss': 'pal'|'pal_mean'}`` in the UFM
+        normalisation of :mod:`sknc.theory`; adds a ``scale_theory`` column to the
+        summary with the UFM-optimal ``c_m`` for these multiplicity proportions.
+
+    Returns
+    -------
+    TagwiseResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import simplex_etf, tagwise_average
+    >>> M = simplex_etf(3, 4, random_state=0)
+    >>> Y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    >>> H = np.vstack([M, 1.5 * (M[0] + M[1]) / 2])
+    >>> res = tagwise_average(H, Y)
+    >>> round(float(res.sets["scale"][0]), 6), round(float(res.sets["angle"][0]), 6)
+    (1.5, 0.0)
+    """
+    stats, geom, *_ = _geometry(features, Y, global_mean, second_pass=False)
+    if not stats.groups.multilabel:
+        raise ValueError("tagwise_average needs a 2-D 0/1 indicator Y (multi-label data).")
+    table, summary, _ = tagwise_tables(stats, geom)
+    if regularization is not None:
+        summary = _theory_scales(summary, stats, dict(regularization))
+    return TagwiseResult(sets=table, summary=summary)
+
+
+def tagwise_angle_ratio(features, Y):
+    """The angle ratio of Li et al.'s code (uncentred means, multiplicity 2).
+
+    Mean angle between each pair-set mean and the sum of its two tag means,
+    divided by the mean angle over all class pairs and all pair-set means.
+    Tends to 0 under the tag-wise-average property.
+    """
+    stats, *_ = _geometry(features, Y, second_pass=False)
+    if not stats.groups.multilabel:
+        raise ValueError("tagwise_angle_ratio needs a 2-D 0/1 indicator Y (multi-label data).")
+    return angle_ratio_value(stats)

@@ -1,0 +1,702 @@
+"""Sufficient statistics of NC metrics, gathered in passes over row blocks or batches.
+
+Every metric is a function of a few statistics of the features ``h_i``:
+
+* per label set ``S``: the count ``n_S`` and the mean ``mu_S`` (first pass);
+* per class ``k`` (multiplicity-1 samples): the within-class sum of squares
+  ``sum_i ||h_i - mu_k||^2``;
+* the within-class scatter seen through an orthonormal basis ``U`` of the span of
+  the centred class means, ``Q = sum_i U^T (h_i - mu_{y_i}) (h_i - mu_{y_i})^T U``
+  (``r x r`` with ``r <= K``): NC1 needs nothing else of the ``d x d`` scatter;
+* optionally, how often the nearest class mean and ``argmax(W h + b)`` agree.
+
+Two ways to gather them share the kernels below:
+
+* **two passes** (in-memory reports, and streams that can be read twice): the
+  first pass sums rows per group around a fixed shift (a sample of the group),
+  which gives exact float64 means; the second pass centres every row on its
+  class mean and projects it with one matrix product ``(h - mu) [U | W^T]``.
+  Nothing ``d x d`` or ``n x K`` is ever formed; memory is one row block.
+* **one pass** (streams read once): the first pass also keeps the shifted
+  ``d x d`` scatter of the multiplicity-1 rows (Chan-style, exact merges).
+
+Numerics. Rows are centred before anything is squared (no ``sum ||h||^2 -
+n ||mu||^2`` cancellation, whatever the offset of the data), sums run in float64,
+and squares are taken after scaling by a power of two chosen from the largest
+centred magnitude seen, so features of any scale from 1e-300 to 1e300 give the
+same metrics. float32 features are projected with a float32 product of the
+*centred* rows (relative accuracy ~1e-7 of the within-class spread, not of the
+data's magnitude); the float32 rounding of the class means used to centre is a
+known per-class offset, removed exactly afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..exceptions import UndefinedMetricError
+from .._validation import missing_singletons_message
+from ._backend import Workspace, acquire_workspace, backend_for, release_workspace
+
+__all__ = ["Statistics", "array_statistics", "FirstPass", "SecondPass", "SecondPassPlan"]
+
+_SAFE_EXP = {np.dtype(np.float64): 400, np.dtype(np.float32): 50}  # |x| in 2^(+-exp) squares safely
+_BLOCK_BYTES = 4 << 20  # bytes of one row block's working arrays
+_PARALLEL_MIN = 1 << 21  # fewer feature entries than this: one thread
+_SPAN_RTOL = 1e-13  # span directions below this (relative) are float64 rounding of the centring, not data
+
+
+def _exponent(m: float) -> int:
+    """``e`` with ``2^(e-1) <= m < 2^e`` (0 for m = 0)."""
+    return int(np.frexp(m)[1]) if m > 0 else 0
+
+
+def _scale_exponent(m: float, dtype) -> int:
+    """Power of two to divide by so that values up to ``m`` square safely in ``dtype`` (0 when they already do)."""
+    safe = _SAFE_EXP[np.dtype(dtype)]
+    if m > 2.0**safe or 0 < m < 2.0**-safe:
+        return _exponent(m)
+    return 0
+
+
+# ---------------------------------------------------------------------------- first pass
+class FirstPass:
+    """Counts and shifted float64 sums per label set; shifted squares (and scatter) on request.
+
+    Squared quantities are stored divided by ``4**exp`` (``exp`` grows when a
+    batch of larger magnitude arrives), so nothing overflows or underflows.
+    """
+
+    def __init__(self, be, d, *, with_squares=True, with_scatter=False, dtype=np.float64, common_shift=None):
+        self.be = be
+        self.d = d
+        self.with_squares = with_squares or with_scatter
+        # in-memory passes centre every row on one common row g (a broadcast, no gather): float32 then
+        # rounds differences from g (the between-class spread), never the data's offset from the origin
+        self.common_shift = common_shift
+        self.common_shift_64 = None if common_shift is None else be.to_float64(common_shift)
+        # float32 centring and sums are exact enough (rows are centred on a sample of their own group, so
+        # float32 rounds the small differences, not the data's offset); squares always run in float64
+        self.dtype = np.dtype(np.float64) if self.with_squares else np.dtype(dtype)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.shift = be.zeros((0, d))
+        self.shift_w = self.shift if self.dtype == np.float64 else be.asarray(np.zeros((0, d)), self._be_dtype())
+        self.sums = be.zeros((0, d))
+        self.sq = be.zeros(0) if self.with_squares else None
+        self.scatter = be.zeros((d, d)) if with_scatter else None
+        self.exp = 0
+        self.amax = 0.0
+        self.seen_squares = False
+        self.ws = acquire_workspace() if be.name == "numpy" else Workspace()
+
+    def _be_dtype(self):
+        if self.be.name == "numpy":
+            return self.dtype
+        return self.be.torch.float32 if self.dtype == np.float32 else self.be.torch.float64
+
+    @property
+    def n_groups(self):
+        return self.counts.shape[0]
+
+    def grow_common(self, n_groups):
+        """Register ``n_groups`` groups that all share the common shift."""
+        self.sums = self.be.zeros((n_groups, self.d))
+        self.counts = np.zeros(n_groups, dtype=np.int64)
+
+    def grow(self, shift_rows):
+        """Register new groups whose shifts are ``shift_rows`` (float64, on the backend)."""
+        be = self.be
+        k = shift_rows.shape[0]
+        if k == 0:
+            return
+        cat = np.concatenate if be.name == "numpy" else be.torch.cat
+        self.shift = cat([self.shift, shift_rows])
+        self.shift_w = self.shift if self.dtype == np.float64 else be.asarray(be.to_numpy(self.shift), self._be_dtype())
+        self.sums = cat([self.sums, be.zeros((k, self.d))])
+        if self.sq is not None:
+            self.sq = cat([self.sq, be.zeros(k)])
+        self.counts = np.concatenate([self.counts, np.zeros(k, dtype=np.int64)])
+
+    def add(self, x, ids, ids_np, single=None):
+        """Add rows ``x`` of groups ``ids``; ``single`` marks multiplicity-1 rows (for the scatter).
+
+        Raises ``ValueError`` (state unchanged) when the rows hold NaN or infinity.
+        """
+        be = self.be
+        if self.common_shift is not None:
+            if self.counts.shape[0] == 0:
+                raise RuntimeError("register the groups first (grow_common).")
+            c = be.sub_row(x, self.common_shift, self.ws)
+            present, sums = be.segment_sum(c, ids, self.n_groups, self.ws)
+            _add_sums(self.sums, present, sums)
+            self.counts += np.bincount(ids_np, minlength=self.n_groups)
+            return self  # NaN/inf surface in the sums, checked once after the pass
+        c = be.centre(x, self.shift_w, ids, self.shift_w.dtype, self.ws)
+        m = be.abs_max(c)
+        if not np.isfinite(m):
+            bad = be.bad_rows(x)
+            if bad:
+                raise ValueError(f"features contain NaN or infinity in {bad} row(s).")
+            raise ValueError("features are too large to centre in float64 (values near 1e308).")
+        present, sums = be.segment_sum(c, ids, self.n_groups, self.ws)
+        counts = np.bincount(ids_np, minlength=self.n_groups)
+        if self.with_squares:
+            e = _scale_exponent(m, np.float64)
+            if not self.seen_squares:
+                self.exp, self.seen_squares = e, True
+            elif e > self.exp:
+                self._rescale(e)
+            be.scale_(c, np.ldexp(1.0, -self.exp))
+            self.sq += be.bincount(ids, be.row_sq(c), self.n_groups)
+            if self.scatter is not None:
+                rows = c if single is None else c[single]
+                self.scatter += rows.T @ rows
+        _add_sums(self.sums, present, sums)
+        self.counts += counts
+        self.amax = max(self.amax, m)
+        return self
+
+    def child(self):
+        """An empty pass over the same groups and shifts (a batch is added to it, then absorbed)."""
+        out = FirstPass(self.be, self.d, with_squares=self.with_squares, with_scatter=self.scatter is not None,
+                        dtype=self.dtype, common_shift=self.common_shift)
+        out.shift, out.shift_w = self.shift, self.shift_w
+        out.sums = self.be.zeros((self.n_groups, self.d))
+        out.sq = None if self.sq is None else self.be.zeros(self.n_groups)
+        out.counts = np.zeros(self.n_groups, dtype=np.int64)
+        out.exp, out.seen_squares = self.exp, self.seen_squares
+        return out
+
+    def absorb(self, child):
+        """Add a child's statistics (same groups and shifts)."""
+        if self.with_squares and child.seen_squares:
+            if not self.seen_squares:
+                self.exp, self.seen_squares = child.exp, True
+            elif child.exp > self.exp:
+                self._rescale(child.exp)
+            factor = np.ldexp(1.0, 2 * (child.exp - self.exp))
+            self.sq += child.sq * factor
+            if self.scatter is not None:
+                self.scatter += child.scatter * factor
+        self.sums += child.sums
+        self.counts += child.counts
+        self.amax = max(self.amax, child.amax)
+        _give_back(child)
+        return self
+
+    def _rescale(self, new_exp):
+        factor = np.ldexp(1.0, -2 * (new_exp - self.exp))
+        self.sq *= factor
+        if self.scatter is not None:
+            self.scatter *= factor
+        self.exp = new_exp
+
+    def merge(self, other, order=None, single_groups=None):
+        """Fold ``other`` in (Chan et al.'s update around our shifts).
+
+        ``order[g]`` is our group id of other's group ``g`` (the same ids when
+        None; groups must already exist here, see :meth:`grow`);
+        ``single_groups`` marks other's multiplicity-1 groups (for the scatter).
+        """
+        be = self.be
+        order = np.arange(other.n_groups) if order is None else np.asarray(order, dtype=np.intp)
+        idx = be.index(order)
+        o_sums = be.asarray(other.sums)
+        delta = be.asarray(other.shift) - be.take(self.shift, idx)  # re-express other's sums around our shift
+        n_o = be.asarray(other.counts.astype(np.float64))
+        if self.with_squares and other.seen_squares:
+            if not self.seen_squares:
+                self.exp, self.seen_squares = other.exp, True
+            elif other.exp > self.exp:
+                self._rescale(other.exp)
+            own = np.ldexp(1.0, -self.exp)  # our units for squares
+            d_s, s_s = delta * own, o_sums * own
+            moved_sq = be.asarray(other.sq) * np.ldexp(1.0, 2 * (other.exp - self.exp))
+            moved_sq = moved_sq + 2.0 * (d_s * s_s).sum(1) + n_o * (d_s * d_s).sum(1)
+            _add_rows(be, self.sq, idx, order, moved_sq)
+            if self.scatter is not None and other.scatter is not None:
+                scatter = be.asarray(other.scatter) * np.ldexp(1.0, 2 * (other.exp - self.exp))
+                keep = np.arange(other.n_groups) if single_groups is None else np.flatnonzero(single_groups)
+                keep = be.index(keep)
+                ds, ss, nn = be.take(d_s, keep), be.take(s_s, keep), be.take(n_o, keep)
+                cross = ss.T @ ds
+                self.scatter += scatter + cross + cross.T + (ds * nn[:, None]).T @ ds
+        _add_rows(be, self.sums, idx, order, o_sums + n_o[:, None] * delta)
+        np.add.at(self.counts, order, other.counts)
+        self.amax = max(self.amax, other.amax)
+        return self
+
+    def means(self):
+        """Group means (float64, host)."""
+        be = self.be
+        counts = np.maximum(self.counts, 1)[:, None]
+        out = be.to_numpy(self.sums) / counts
+        out += be.to_numpy(self.shift) if self.common_shift is None else be.to_numpy(self.common_shift_64)
+        return out
+
+
+def _add_sums(target, present, sums):
+    """Add per-group sums (of the groups ``present``, or of all when None)."""
+    if present is None:
+        target += sums
+    else:
+        target[present] += sums  # present is unique
+
+
+def _add_rows(be, target, idx, order_np, values):
+    """``target[order] += values`` with repeated indices accumulated."""
+    if be.name == "torch":
+        target.index_add_(0, idx, values)
+    else:
+        np.add.at(target, order_np, values)
+
+
+# --------------------------------------------------------------------------- second pass
+@dataclass
+class SecondPassPlan:
+    """What the second pass needs, fixed from the first pass's means."""
+
+    n_classes: int
+    basis: np.ndarray  # (d, r) orthonormal, spans the centred class means
+    scale_exp: int  # rows are centred then divided by 2**scale_exp
+    dtype: object  # working dtype of the projection product
+    means64: np.ndarray  # (K, d) class means, float64
+    W: np.ndarray | None  # (K, d) classifier (used divided by 2**w_exp: argmax is scale-free)
+    b: np.ndarray | None  # (K,) bias
+    full_gram: bool = True  # the r x r projected scatter (any convention later) or its diagonal (this basis)
+    w_exp: int = 0
+
+    def on(self, be):
+        """Backend copies of the tables (made once per backend; few K x d temporaries)."""
+        s = np.ldexp(1.0, -self.scale_exp)
+        work = self._be_dtype(be)
+        means_w = np.asarray(self.means64, dtype=self.dtype)
+        # float32 rounding of the centring means, removed exactly after the pass (None for float64 work)
+        err = None
+        if self.dtype != np.float64:  # tiny values: float32 holds them to 1e-7 of themselves
+            err = ((means_w.astype(np.float64) - self.means64) * s).astype(np.float32)
+        tables = {"means_w": be.asarray(means_w, work), "basis": be.asarray(self.basis, work), "err": err}
+        del means_w
+        if self.W is not None:
+            # NCC: argmin_j -2 (c U)(U^T s mu~_j) + s^2 ||mu_w(y) - mu_j||^2 (distances from differences);
+            # classifier: argmax_j (W_s c)_j + s (W_s mu_w(y) + b_s)_j.
+            centre = self.means64.mean(axis=0)
+            coords = self.basis.T @ self.means64.T  # (r, K)
+            coords -= (self.basis.T @ centre)[:, None]
+            tables["C2"] = be.asarray(coords * (-2.0 * s), work)
+            del coords
+            logits = self.means64 @ self.W.T
+            if err is not None:
+                logits += (err.astype(np.float64) / s) @ self.W.T
+            logits += self.b
+            logits *= s * np.ldexp(1.0, -self.w_exp)
+            tables["logits"] = be.asarray(logits, work)
+            dist = _rounded_sq_distances(self.means64 - centre, None if err is None else err.astype(np.float64) / s)
+            dist *= s * s
+            tables["dist"] = be.asarray(dist, work)
+            wt = np.empty((self.W.shape[1], self.W.shape[0]), dtype=self.dtype)
+            np.multiply(self.W.T, np.ldexp(1.0, -self.w_exp), out=wt, casting="same_kind")
+            tables["WT"] = be.asarray(wt, work)
+        return tables
+
+    def _be_dtype(self, be):
+        if be.name == "numpy":
+            return self.dtype
+        return be.torch.float32 if np.dtype(self.dtype) == np.float32 else be.torch.float64
+
+
+def _rounded_sq_distances(centred, err=None):
+    """``||mu_i + e_i - mu_j||^2`` for centred means ``mu`` and the float32 rounding ``e`` of each.
+
+    Distances between the exact means come from
+    :func:`~sknc.metrics._collapse.pairwise_sq_distances` (no cancellation);
+    ``||e_i + b||^2 = ||b||^2 + 2 e_i.b + ||e_i||^2`` adds the rounding.
+    """
+    from ._collapse import pairwise_sq_distances
+
+    base = pairwise_sq_distances(centred)
+    if err is None:
+        return base
+    e = err
+    eb = e @ centred.T
+    base += 2.0 * (np.diag(eb)[:, None] - eb)
+    base += np.einsum("ij,ij->i", e, e)[:, None]
+    return np.maximum(base, 0.0)
+
+
+class SecondPass:
+    """Centred within-class sums, projected scatter ``Q`` and NCC agreement over singleton rows."""
+
+    def __init__(self, be, plan: SecondPassPlan, tables=None):
+        self.be = be
+        self.plan = plan
+        self.t = plan.on(be) if tables is None else tables
+        k, r = plan.n_classes, plan.basis.shape[1]
+        self.within = be.zeros(k)
+        self.Q = be.zeros((r, r) if plan.full_gram else r)
+        self.counts = np.zeros(k, dtype=np.int64)
+        self.agree = 0
+        self.max_row_sq = 0.0
+        self.ws = acquire_workspace() if be.name == "numpy" else Workspace()
+
+    def squares_in_range(self):
+        """False when some squared row norm over- or underflowed the working dtype (redo with a scale)."""
+        safe = _SAFE_EXP[np.dtype(self.plan.dtype)]
+        m = self.max_row_sq
+        return bool(np.isfinite(m) and m <= 2.0 ** (2 * safe) and not (0 < m < 2.0 ** (-2 * safe)))
+
+    def add(self, x, cls, cls_np, strict=False):
+        """Add singleton rows ``x`` of classes ``cls``.
+
+        ``strict`` raises ``ValueError`` (state unchanged) when a squared row
+        norm falls outside the working dtype's safe range, which a second pass
+        over the first pass's data never does.
+        """
+        be, plan, t, ws = self.be, self.plan, self.t, self.ws
+        r = plan.basis.shape[1]
+        c = be.centre(x, t["means_w"], cls, t["means_w"].dtype, ws)
+        be.scale_(c, np.ldexp(1.0, -plan.scale_exp))
+        rs = be.row_sq(c, ws)
+        block_max = be.max_value(rs)
+        if strict:
+            safe = _SAFE_EXP[np.dtype(plan.dtype)]
+            if not (np.isfinite(block_max) and block_max <= 2.0 ** (2 * safe)):
+                bad = be.bad_rows(x)
+                raise ValueError(
+                    f"features contain NaN or infinity in {bad} row(s)." if bad else
+                    "second-pass features are far larger than the first pass's; feed the same data to both passes."
+                )
+        self.max_row_sq = max(self.max_row_sq, block_max)
+        within = be.bincount(cls, rs, plan.n_classes)
+        pu = be.matmul(c, t["basis"], ws, "proj")
+        self.Q += be.gram(pu, ws) if plan.full_gram else be.col_sq(pu, ws)
+        self.within += within
+        self.counts += np.bincount(cls_np, minlength=plan.n_classes)
+        if plan.W is not None:
+            ncc = be.matmul(pu, t["C2"], ws, "ncc")
+            ncc += be.take_rows(t["dist"], cls, ws, "dist")
+            clf = be.matmul(c, t["WT"], ws, "logits")
+            clf += be.take_rows(t["logits"], cls, ws, "offsets")
+            self.agree = self.agree + be.count_agree(ncc, clf)
+        return self
+
+    def child(self):
+        """An empty pass sharing this one's plan and tables (for a batch that may still fail)."""
+        return SecondPass(self.be, self.plan, self.t)
+
+    def merge(self, other):
+        self.max_row_sq = max(self.max_row_sq, other.max_row_sq)
+        self.within += other.within
+        self.Q += other.Q
+        self.counts += other.counts
+        self.agree = self.agree + other.agree
+        return self
+
+    def finish(self):
+        """Host float64 within sums and ``Q`` (or its diagonal) with the centring-mean rounding removed."""
+        be = self.be
+        err = self.t["err"]
+        n = self.counts.astype(np.float64)
+        within = be.to_numpy(self.within)
+        Q = be.to_numpy(self.Q)
+        if err is not None:
+            err = err.astype(np.float64)
+            within = within - n * np.einsum("ij,ij->i", err, err)
+            proj_err = err @ self.plan.basis
+            if self.plan.full_gram:
+                Q = Q - (proj_err * n[:, None]).T @ proj_err
+            else:
+                Q = np.maximum(Q - n @ proj_err**2, 0.0)
+        agree = int(be.to_numpy(self.agree)) if self.plan.W is not None else None
+        return np.maximum(within, 0.0), Q, agree
+
+
+def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True):
+    """A second-pass plan: scale from the largest centred magnitude, classifier scaled to unit size."""
+    scale_exp = _scale_exponent(2.0 * amax, dtype)
+    w_exp = 0
+    if W is not None:
+        w_exp = _exponent(float(np.max(np.abs(W)))) if np.any(W) else 0
+        b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
+    return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp)
+
+
+def span_basis(means64):
+    """Orthonormal basis (d, r) of the span of the centred class means (every non-zero direction)."""
+    centred = means64 - means64.mean(axis=0)
+    top = float(np.max(np.abs(centred))) if centred.size else 0.0
+    if top == 0.0:
+        return np.zeros((means64.shape[1], 0))
+    # scale before the SVD so that tiny or huge means neither underflow nor overflow
+    _, sing, vt = np.linalg.svd(centred / top, full_matrices=False)
+    keep = sing > sing[0] * _SPAN_RTOL if sing.size else sing.astype(bool)
+    return vt[keep].T
+
+
+# ----------------------------------------------------------------------------- statistics
+class Statistics:
+    """Everything the metric formulas read, on the host in float64.
+
+    Squared quantities carry a power-of-two exponent (``true = value * 4**exp``)
+    so that they stay representable whatever the scale of the features.
+    """
+
+    def __init__(self, groups, group_counts, group_means, eps, *, within=None, within_exp=0, gram=None,
+                 gram_basis=None, gram_exp=0, scatter=None, scatter_exp=0, shift=None, agree=None, n_agree=0,
+                 second_pass_missing=False):
+        self.groups = groups
+        self.group_counts = np.asarray(group_counts, dtype=np.int64)
+        self.group_means = group_means
+        self.eps = eps
+        self._within, self._within_exp = within, within_exp
+        self._gram, self._gram_basis, self._gram_exp = gram, gram_basis, gram_exp
+        self._scatter, self._scatter_exp, self._shift = scatter, scatter_exp, shift
+        self.agree, self.n_agree = agree, n_agree
+        self.second_pass_missing = second_pass_missing
+        self.gram_conventions = ""
+
+    @property
+    def n_dims(self):
+        return self.group_means.shape[1]
+
+    @property
+    def has_class_means(self):
+        return self.groups.missing_singletons().size == 0
+
+    def require_class_means(self):
+        if not self.has_class_means:
+            raise UndefinedMetricError(missing_singletons_message(self.groups))
+
+    @property
+    def counts(self):
+        cg = self.groups.class_group
+        return np.where(cg >= 0, self.group_counts[np.maximum(cg, 0)], 0).astype(np.float64)
+
+    @property
+    def means(self):
+        self.require_class_means()
+        if getattr(self, "_means", None) is None:
+            cg = self.groups.class_group
+            identity = cg.size == self.group_means.shape[0] and np.array_equal(cg, np.arange(cg.size))
+            self._means = self.group_means if identity else self.group_means[cg]
+        return self._means
+
+    @property
+    def n_singletons(self):
+        return int(self.counts.sum())
+
+    def within_trace(self):
+        """Per-class ``sum_i ||h_i - mu_k||^2`` as ``(values, exp)``."""
+        self.require_class_means()
+        if self._within is None:
+            raise UndefinedMetricError("within-class sums were not gathered (the second pass did not run)")
+        return self._within, self._within_exp
+
+    def projected_within(self, V):
+        """``sum_i ((h_i - mu_{y_i}) . v_r)^2`` for each column of ``V`` (unit vectors in the means' span), as ``(values, exp)``."""
+        self.require_class_means()
+        if V.shape[1] == 0:
+            return np.zeros(0), 0
+        if self._gram is not None:
+            A = self._gram_basis.T @ V
+            if self._gram.ndim == 2:
+                return np.maximum(np.einsum("ij,ij->j", A, self._gram @ A), 0.0), self._gram_exp
+            # the diagonal in the gathering basis: V must be some of its columns
+            cols = np.argmax(np.abs(A), axis=0)
+            if np.allclose(np.abs(A[cols, np.arange(A.shape[1])]), 1.0, atol=1e-8):
+                return self._gram[cols], self._gram_exp
+            if self._scatter is None:
+                raise UndefinedMetricError(
+                    "the second pass measured the within-class scatter for the accumulator's own "
+                    f"conventions ({self.gram_conventions}); pass those to report(), or build the "
+                    "NCAccumulator with the conventions you want"
+                )
+        if self._scatter is not None:
+            cg = self.groups.class_group
+            own = np.ldexp(1.0, -self._scatter_exp)
+            delta = (self.group_means[cg] - self._shift[cg]) * own
+            quad = np.einsum("ij,ij->j", V, self._scatter @ V)
+            corr = np.einsum("ij,i->j", (delta @ V) ** 2, self.counts)
+            return np.maximum(quad - corr, 0.0), self._scatter_exp
+        raise UndefinedMetricError(
+            "the within-class scatter along the class means needs the second pass over the data "
+            "(NCAccumulator.update_second_pass) or an accumulator with mode='one_pass'"
+        )
+
+    def agreement(self):
+        if self.agree is None or self.n_agree == 0:
+            raise UndefinedMetricError(
+                "NCC agreement needs a pass with the final class means and W (the second pass over the data)"
+            )
+        return self.agree / self.n_agree
+
+
+# ------------------------------------------------------------------------ in-memory passes
+def _blas_threads():
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return 1
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    libs = _CONTROLLER.select(user_api="blas").lib_controllers
+    return max([lib.num_threads for lib in libs] or [1])
+
+
+_CONTROLLER = None
+
+
+def _run_blocks(n_rows, block, n_threads, work, merge):
+    """Run ``work(start, stop, state)`` over row blocks on ``n_threads`` threads; merge the states in order.
+
+    Each thread owns a contiguous range of blocks and its own state, and BLAS is
+    held to one thread meanwhile, so the result depends only on ``n_threads``.
+    States borrow their scratch buffers from a process-wide pool and give them
+    back here.
+    """
+    starts = list(range(0, n_rows, block))
+    if n_threads <= 1 or len(starts) < 2:
+        state = None
+        for s in starts:
+            state = work(s, min(s + block, n_rows), state)
+        _give_back(state)
+        return state
+    from concurrent.futures import ThreadPoolExecutor
+
+    _blas_threads()  # creates the shared controller (no library rescan per call)
+    n_threads = min(n_threads, len(starts))
+    chunks = np.array_split(np.asarray(starts), n_threads)
+
+    def run(chunk):
+        state = None
+        for s in chunk:
+            state = work(int(s), min(int(s) + block, n_rows), state)
+        return state
+
+    with _CONTROLLER.limit(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        states = list(pool.map(run, chunks))
+    result = states[0]
+    for other in states[1:]:
+        result = merge(result, other)
+    for state in states:
+        _give_back(state)
+    return result
+
+
+def _give_back(state):
+    ws = getattr(state, "ws", None)
+    if ws is not None:
+        release_workspace(ws)
+        state.ws = Workspace()
+
+
+def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=True, n_threads=None):
+    """Two passes over an in-memory feature matrix (numpy, or a tensor on any device).
+
+    ``X`` comes from :func:`~sknc._validation.as_feature_array` and ``groups``
+    from :func:`~sknc._validation.group_labels`. ``basis_for(means, counts)``
+    returns the orthonormal basis of the second pass (the report's convention
+    decides it); ``W``/``b`` (validated) add the NCC agreement.
+    """
+    n, d = X.shape
+    be = backend_for(X)
+    g_ids = groups.group
+    # Row blocks run on several threads when the per-row work is memory-bound (few classes); with many
+    # classes the products dominate, and BLAS's own threads do better than several single-threaded calls.
+    if be.name == "numpy" and n * d >= _PARALLEL_MIN and groups.n_groups <= 32:
+        n_threads = _blas_threads() if n_threads is None else n_threads
+        n_threads = max(1, min(n_threads, os.cpu_count() or 1))
+    else:
+        n_threads = 1
+    work = be.work_dtype_np(X)
+    block = _block_rows(d, groups.n_classes, work.itemsize) if be.name == "numpy" else 1 << 16
+    # the common shift: the first sample, exact in the working dtype
+    g_w = be.asarray(be.to_numpy(be.rows(X, 0, 1))[0], _be_dtype(be, work))
+
+    def first_work(start, stop, state):
+        if state is None:
+            state = FirstPass(be, d, with_squares=False, dtype=work, common_shift=g_w)
+            state.grow_common(groups.n_groups)
+        ids_np = g_ids[start:stop]
+        ids = ids_np if be.name == "numpy" else be.index(ids_np)
+        return state.add(be.rows(X, start, stop), ids, ids_np)
+
+    def first_merge(a, other):
+        a.sums += other.sums
+        a.counts += other.counts
+        return a
+
+    fp = _run_blocks(n, block, n_threads, first_work, first_merge)
+    if not be.all_finite(fp.sums):
+        bad = sum(be.bad_rows(be.rows(X, s, s + block)) for s in range(0, n, block))
+        if bad:
+            raise ValueError(f"features contain NaN or infinity in {bad} row(s).")
+        raise ValueError("features are too large to sum in float64 (values near 1e308).")
+    stats = Statistics(groups, fp.counts, fp.means(), eps)
+    del fp  # its per-group sums are no longer needed
+    if not second_pass or not stats.has_class_means:
+        return stats
+    means = stats.means
+    basis = basis_for(means, stats.counts)
+    sample_class = groups.sample_class()
+    rows = None if not groups.multilabel else np.flatnonzero(sample_class >= 0)
+    n2 = n if rows is None else rows.size
+    if n2 == 0:
+        return stats
+
+    def run_second(plan):
+        tables = plan.on(be)
+
+        def second_work(start, stop, state):
+            if state is None:
+                state = SecondPass(be, plan, tables)
+            if rows is None:
+                cls_np = sample_class[start:stop]
+                x = be.rows(X, start, stop)
+            else:
+                cls_np = sample_class[rows[start:stop]]
+                x = be.take(X, be.index(rows[start:stop]))
+            cls = cls_np if be.name == "numpy" else be.index(cls_np)
+            return state.add(x, cls, cls_np)
+
+        return _run_blocks(n2, block, n_threads, second_work, lambda a, o: a.merge(o))
+
+    # The convention is known here, so the diagonal of the projected scatter in its basis suffices. Rows are
+    # squared unscaled unless that over- or underflows (features beyond ~1e+-15 in float32, 1e+-120 in float64):
+    # then the pass is redone after dividing by a power of two chosen from the largest centred magnitude.
+    plan = make_plan(means, basis, 0.0, work, W=W, b=b, full_gram=False)
+    sp = run_second(plan)
+    if not sp.squares_in_range():
+        amax = 0.0
+        for start in range(0, n2, block):
+            idx = np.arange(start, min(start + block, n2)) if rows is None else rows[start : start + block]
+            x = be.take(X, be.index(idx))
+            cls_np = sample_class[idx]
+            c = be.centre(x, be.asarray(means, _be_dtype(be, work)), cls_np if be.name == "numpy" else
+                          be.index(cls_np), _be_dtype(be, work))
+            amax = max(amax, be.abs_max(c))
+        plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=False)
+        sp = run_second(plan)
+    within, Q, agree = sp.finish()
+    stats._within, stats._within_exp = within, plan.scale_exp
+    stats._gram, stats._gram_basis, stats._gram_exp = Q, basis, plan.scale_exp
+    if W is not None:
+        stats.agree, stats.n_agree = agree, n2
+    return stats
+
+
+def _be_dtype(be, dtype):
+    if be.name == "numpy":
+        return np.dtype(dtype)
+    return be.torch.float32 if np.dtype(dtype) == np.float32 else be.torch.float64
+
+
+def _block_rows(d, k, itemsize=4):
+    """Rows per block: the block's working arrays (centred rows and products) fit in a few MB of cache."""
+    rows = _BLOCK_BYTES // (itemsize * (d + 3 * k))
+    return int(min(8192, max(256, rows)))
+
