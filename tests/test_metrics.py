@@ -1,5 +1,7 @@
 """NC metrics against closed forms and independent (loop-based) computations."""
 
+import tracemalloc
+import warnings
 from itertools import combinations
 
 import numpy as np
@@ -281,42 +283,6 @@ def test_orthogonal_imbalanced_frame_and_minority_collapse(rng):
     assert [g.tolist() for g in out["indistinguishable"]] == [[0, 3]]
 
 
-# ----------------------------------------------------------------- accumulator
-def _assert_reports_equal(a, b, skip=()):
-    assert set(a.index) - set(skip) == set(b.index) - set(skip)
-    for key in a.index:
-        if key in skip:
-            continue
-        assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
-
-
-def test_accumulator_equals_in_memory_with_merge_and_second_pass(rng):
-    k, d, n = 6, 10, 900
-    y = rng.integers(0, k, n)
-    H = 50 + 3 * rng.standard_normal((k, d))[y] + 1e-3 * rng.standard_normal((n, d))
-    W = rng.standard_normal((k, d))
-    b = rng.standard_normal(k)
-    full = sknc.nc_report(H, y, W, b)
-    parts = np.array_split(rng.permutation(n), 9)
-    shards = [sknc.NCAccumulator() for _ in range(3)]
-    for i, p in enumerate(parts):
-        shards[i % 3].update(H[p], y[p])
-    acc = shards[0].merge(shards[1]).merge(shards[2])
-    _assert_reports_equal(full, acc.report(W, b), skip=("nc4", "ncc_agreement"))
-    for p in parts:
-        acc.update_agreement(H[p], y[p], W, b)
-    _assert_reports_equal(full, acc.report(W, b))
-
-
-def test_accumulator_torch_and_multilabel(rng):
-    H, Y, M, *_ = _multilabel_fixture(rng, noise=0.1)
-    full = sknc.nc_report(H, Y, M)
-    acc = sknc.NCAccumulator()
-    for p in np.array_split(rng.permutation(len(H)), 4):
-        acc.update(torch.as_tensor(H[p], dtype=torch.float64), torch.as_tensor(Y[p]))
-    _assert_reports_equal(full, acc.report(M), skip=("nc4", "ncc_agreement"))
-
-
 # -------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "features,y,match",
@@ -354,19 +320,6 @@ def test_multilabel_class_without_singletons_is_named():
         sknc.nc1(np.random.default_rng(0).standard_normal((4, 3)), Y)
 
 
-def test_accumulator_bad_input():
-    acc = sknc.NCAccumulator()
-    with pytest.raises(ValueError, match="empty"):
-        acc.report()
-    acc.update(np.ones((2, 3)), [0, 1])
-    with pytest.raises(ValueError, match="earlier batches had 3"):
-        acc.update(np.ones((2, 4)), [0, 1])
-    with pytest.raises(ValueError, match="NaN"):
-        acc.update(np.full((2, 3), np.nan), [0, 1])
-    with pytest.raises(TypeError, match="merge an NCAccumulator"):
-        acc.merge(object())
-
-
 def test_far_from_origin_and_tightly_collapsed(rng):
     # Far from the origin and tightly collapsed: sum||h||^2 dwarfs the within scatter by 1e18.
     k, d = 4, 6
@@ -375,3 +328,147 @@ def test_far_from_origin_and_tightly_collapsed(rng):
     expected = (1e-5) ** 2 * (k - 1) ** 2 / (d * 1.0 * k)
     assert sknc.nc1(H, y) == pytest.approx(expected, rel=1e-6)
     assert sknc.nc1_trace_quotient(H, y) == pytest.approx(1e-10, rel=1e-6)
+
+
+# ----------------------------------------------------------------- numerics (scale, offset, cancellation)
+def test_float32_features_far_from_the_origin_keep_their_rank(rng):
+    # the reliability issue's case: a float32 ETF 1e5 from the origin, small noise
+    k, d = 10, 256
+    M = sknc.simplex_etf(k, d, norm=1, random_state=0)
+    u = rng.standard_normal(d)
+    u /= np.linalg.norm(u)
+    y = np.repeat(np.arange(k), 100)
+    H = (M[y] + 1e5 * u + 1e-3 * rng.standard_normal((len(y), d))).astype(np.float32)
+    truth = sknc.nc1(H.astype(np.float64), y)
+    rep = sknc.nc_report(H, y)
+    assert rep["nc1_rank"] == k - 1
+    assert rep["nc1"] == pytest.approx(truth, rel=1e-6)
+    assert truth > 1e-6  # a real, non-zero value (the old tolerance returned 0 with rank 0)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e-30, 1e30, 1e160, 1e300])
+def test_every_key_is_invariant_to_a_common_scale(rng, scale):
+    k, d = 5, 12
+    M = etf_rows(k, d, 2.0, rng)
+    y = np.repeat(np.arange(k), 30)
+    H = M[y] + 0.2 * rng.standard_normal((len(y), d))
+    W = M + 0.3 * rng.standard_normal((k, d))
+    b = rng.standard_normal(k)
+    base = sknc.nc_report(H, y, W, b)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow or NaN anywhere inside
+        scaled = sknc.nc_report(H * scale, y, W, b * scale)
+    for key in base.index:
+        if key == "bias_collapse":  # ||W mu_G + b|| scales with the features
+            assert scaled[key] == pytest.approx(base[key] * scale, rel=1e-12), key
+        else:
+            assert scaled[key] == pytest.approx(base[key], rel=1e-12, abs=1e-15), key
+
+
+def test_cdnv_of_close_but_distinct_means_is_computed_from_differences(rng):
+    # means 1e-6 apart at 1e4 from the origin: ||a||^2 + ||b||^2 - 2 a.b cancels to noise
+    d, n = 3, 50
+    y = np.repeat([0, 1, 2], n)
+    centres = 1e4 + np.array([[0.0, 0, 0], [1e-6, 0, 0], [5.0, 1.0, 0]])
+    H = centres[y] + 1e-8 * rng.standard_normal((3 * n, d))
+    L = H.astype(np.longdouble)  # reference in extended precision
+    mu = np.stack([L[y == c].mean(0) for c in range(3)])
+    var = np.array([np.mean(np.sum((L[y == c] - mu[c]) ** 2, axis=1)) for c in range(3)])
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    expected = float(np.mean([(var[i] + var[j]) / (2 * np.sum((mu[i] - mu[j]) ** 2)) for i, j in pairs]))
+    assert sknc.cdnv(H, y) == pytest.approx(expected, rel=1e-8)
+
+
+def test_float32_and_float64_agree_within_the_documented_bound(rng):
+    k, d = 8, 40
+    M = etf_rows(k, d, 5.0, rng)
+    y = rng.integers(0, k, 3000)
+    H32 = (M[y] + 0.05 * rng.standard_normal((len(y), d))).astype(np.float32)
+    W = M + 0.1 * rng.standard_normal((k, d))
+    r32, r64 = sknc.nc_report(H32, y, W), sknc.nc_report(H32.astype(np.float64), y, W)
+    for key in r64.index:
+        assert r32[key] == pytest.approx(r64[key], rel=1e-6, abs=1e-12), key
+
+
+# ------------------------------------------------------------------ per-key degradation
+def _warned_report(*args, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = sknc.nc_report(*args, **kwargs)
+    nc = [w for w in caught if issubclass(w.category, sknc.NCWarning)]
+    return rep, nc
+
+
+def test_two_coinciding_means_make_only_cdnv_nan(rng):
+    k, d = 4, 6
+    M = etf_rows(k, d, 1.0, rng)
+    M[3] = M[2]  # classes 2 and 3 share a mean
+    y = np.repeat(np.arange(k), 20)
+    H = M[y] + 0.05 * rng.standard_normal((len(y), d))
+    H[y == 3] = H[y == 2]  # exactly
+    rep, nc = _warned_report(H, y, M + 0.1)
+    assert np.isnan(rep["cdnv"])
+    assert len(nc) == 1 and "cdnv" in str(nc[0].message) and "coincide" in str(nc[0].message)
+    for key in ("nc1", "nc1_trace_quotient", "nc2_h", "nc3", "nc4"):
+        assert np.isfinite(rep[key]), key
+    with pytest.raises(sknc.UndefinedMetricError, match="classes 2 and 3 coincide|classes '?2'? and '?3'? coincide"):
+        sknc.cdnv(H, y)
+
+
+def test_all_means_coinciding_is_nan_never_zero(rng):
+    # every class is +-a along each axis around the same point: all class means are exactly equal
+    H, y = cross_design(np.full((3, 4), 7.0), 0.25)
+    rep, nc = _warned_report(H, y, np.eye(3, 4))
+    assert rep["nc1_rank"] == 0
+    for key in ("nc1", "nc1_trace_quotient", "cdnv", "nc2_h", "nc3"):
+        assert np.isnan(rep[key]), key
+    assert np.isfinite(rep["nc2_w"]) and np.isfinite(rep["nc4"])
+    assert len(nc) == 1 and "rank 0" in str(nc[0].message)
+    with pytest.raises(sknc.UndefinedMetricError, match="all class means coincide"):
+        sknc.nc1(H, y)
+
+
+def test_zero_classifier_and_zero_mean_degrade_their_own_keys(rng):
+    k, d = 4, 6
+    M = etf_rows(k, d, 1.0, rng)
+    y = np.repeat(np.arange(k), 10)
+    H = M[y] + 0.05 * rng.standard_normal((len(y), d))
+    rep, nc = _warned_report(H, y, np.zeros((k, d)))
+    for key in ("nc2_w", "nc2_w_equinorm", "nc3", "nc3_difference"):
+        assert np.isnan(rep[key]), key
+    assert np.isfinite(rep["nc1"]) and np.isfinite(rep["ncc_agreement"])
+    assert len(nc) == 1
+
+
+def test_partly_dead_relu_features_in_multilabel_data(rng):
+    # class 3 never occurs alone: everything built on class means is NaN, counts survive, one warning
+    Y = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]] * 5)
+    H = np.abs(rng.standard_normal((len(Y), 6)))
+    rep, nc = _warned_report(H, Y, rng.standard_normal((4, 6)))
+    assert rep["n_samples"] == len(Y) and rep["n_singletons"] == 15
+    assert np.isnan(rep["nc1"]) and np.isnan(rep["tagwise_angle"])
+    assert np.isfinite(rep["nc2_w"])
+    assert len(nc) == 1 and "3 have no multiplicity-1 sample" in str(nc[0].message)
+
+
+def test_label_free_rows_are_counted_and_ignored(rng):
+    H, Y, M, *_ = _multilabel_fixture(rng, noise=0.1)
+    extra = rng.standard_normal((7, H.shape[1]))
+    with_empty = sknc.nc_report(np.vstack([H, extra]), np.vstack([Y, np.zeros((7, Y.shape[1]), dtype=int)]), M)
+    plain = sknc.nc_report(H, Y, M)
+    assert with_empty["n_samples"] == plain["n_samples"] + 7
+    for key in plain.index.drop("n_samples"):
+        assert with_empty[key] == pytest.approx(plain[key], rel=1e-12, abs=1e-15), key
+
+
+def test_report_memory_is_a_fraction_of_the_features(rng):
+    # anything of size n x K (6x the features) or a float64 copy of the data (2x) would exceed the bound
+    n, d, k = 100_000, 64, 200
+    y = rng.integers(0, k, n)
+    H = (3 * rng.standard_normal((k, d))[y] + rng.standard_normal((n, d))).astype(np.float32)
+    W = rng.standard_normal((k, d))
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    sknc.nc_report(H, y, W)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    assert peak < 0.5 * H.nbytes, peak / H.nbytes

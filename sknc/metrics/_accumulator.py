@@ -14,7 +14,7 @@ from .._validation import (
 )
 from . import _collapse as C
 from ._backend import backend_for
-from ._report import _CONVENTIONS, _check_conventions, check_classifier, report_from
+from ._report import _CONVENTIONS, _check_conventions, check_classifier, geometry_of, report_from
 from ._stats import FirstPass, SecondPass, Statistics, _block_rows, make_plan
 from ._stats import _give_back as _stats_give_back
 
@@ -139,6 +139,15 @@ class NCAccumulator:
         uniq, first, inverse = np.unique(lab, return_index=True, return_inverse=True)
         return False, None, label_kind(lab), uniq.tolist(), inverse.ravel(), list(uniq), first
 
+    def _empty_batch(self, features_batch):
+        """True for a batch with no rows (a no-op once its width is checked)."""
+        shape = tuple(getattr(features_batch, "shape", np.shape(features_batch)))
+        if len(shape) == 2 and shape[0] == 0:
+            if self._started and shape[1] != self._d:
+                raise ValueError(f"feature batch has {shape[1]} dims; earlier batches had {self._d}.")
+            return True
+        return False
+
     def _check_batch(self, features_batch, y_batch):
         x, eps = as_feature_array(features_batch, "features batch")
         be = backend_for(x)
@@ -174,6 +183,8 @@ class NCAccumulator:
         -------
         self
         """
+        if self._empty_batch(features_batch):
+            return self
         x, eps, be, multilabel, width, kind, keys, inverse, raw, first = self._check_batch(features_batch, y_batch)
         if self._started and self._second is not None:
             raise ValueError("the second pass has started; update() belongs to the first pass only.")
@@ -279,17 +290,22 @@ class NCAccumulator:
         self
         """
         self._check_started()
+        if self._empty_batch(features_batch):
+            return self
         x, eps, be, multilabel, width, kind, keys, inverse, raw, _ = self._check_batch(features_batch, y_batch)
         groups, order = self._groups()
         if self._second is None:
             if groups.missing_singletons().size:
                 raise ValueError(missing_singletons_message(groups) + ".")
             w, bias = check_classifier(W, b, self._d, groups.n_classes)
-            means = self._first.means()[order][groups.class_group]
+            origin, rel = self._first.means()
+            rel = rel[order][groups.class_group]
             counts = self._first.counts[order][groups.class_group]
-            geom = C.between_geometry(means, counts, self.global_mean, self.between, None, self._eps)
-            plan = make_plan(means, geom.span, self._first.amax, be.work_dtype_np(x), W=w, b=bias, full_gram=False)
+            geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
+            plan = make_plan(rel + origin, geom.span, self._first.amax, be.work_dtype_np(x), W=w, b=bias,
+                             full_gram=False, means_rel=rel)
             self._second = SecondPass(be, plan)
+            self._second_geometry = geom
             self._plan_key = (None if w is None else w.copy(), None if bias is None else bias.copy())
         else:
             self._same_classifier(W, b, groups.n_classes)
@@ -386,8 +402,9 @@ class NCAccumulator:
     def _merge_second(self, other):
         if self._second is None or other._second is None:
             raise ValueError("merge shards in the same pass: both before the second pass, or both in it.")
-        if not np.array_equal(self._first.counts, other._first.counts) or not np.allclose(
-            self._first.means(), other._first.means(), rtol=0, atol=0
+        mine, theirs = self._first.means(), other._first.means()
+        if not np.array_equal(self._first.counts, other._first.counts) or not (
+            np.array_equal(mine[0], theirs[0]) and np.array_equal(mine[1], theirs[1])
         ):
             raise ValueError(
                 "second-pass shards must start from the same (merged) first pass; merge the first passes, "
@@ -403,8 +420,9 @@ class NCAccumulator:
         fp = self._first
         be = self._be
         counts = fp.counts[order]
-        means = fp.means()[order]
-        stats = Statistics(groups, counts, means, self._eps or float(np.finfo(np.float64).eps))
+        origin, rel = fp.means()
+        stats = Statistics(groups, counts, (origin, rel[order]), self._eps or float(np.finfo(np.float64).eps))
+        means = stats.group_means
         if not stats.has_class_means:
             return stats
         cg = groups.class_group
@@ -426,10 +444,12 @@ class NCAccumulator:
                     f"{int(n.sum())} (per class {sp.counts.tolist()} vs {n.astype(int).tolist()}); feed the same "
                     "data to both passes before report()."
                 )
-            within, Q, agree = sp.finish()
+            within, Q, agree, shift = sp.finish()
+            stats.correct_class_means(sp.centres(), shift)
             stats._within, stats._within_exp = within, sp.plan.scale_exp
             stats._gram, stats._gram_basis, stats._gram_exp = Q, sp.plan.basis, sp.plan.scale_exp
             stats.gram_conventions = f"global_mean={self.global_mean!r}, between={self.between!r}"
+            stats.nc1_geometry = self._second_geometry
             if sp.plan.W is not None:
                 stats.agree, stats.n_agree = agree, int(n.sum())
         return stats
@@ -456,8 +476,7 @@ class NCAccumulator:
                 stats.agree = None
         geom = None
         if stats.has_class_means:
-            geom = C.between_geometry(stats.means, stats.counts, opts["global_mean"], opts["between"], opts["rtol"],
-                                      stats.eps)
+            geom = geometry_of(stats, opts["global_mean"], opts["between"], opts["rtol"])
         return report_from(stats, geom, w, bias, normalize=opts["normalize"], nc3_squared=opts["nc3_squared"],
                            cdnv_power=opts["cdnv_power"], source="NCAccumulator.report")
 

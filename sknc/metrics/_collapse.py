@@ -14,7 +14,7 @@ the same values for features of any magnitude.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,10 +30,13 @@ def check_choice(name, value, options):
 
 
 def max_exponent(a) -> int:
-    """Exponent ``e`` with ``max|a| < 2^e`` (0 for an all-zero or empty array)."""
+    """Exponent ``e`` with ``max|a| < 2^e`` (0 for an all-zero or empty array), within [-1000, 1000].
+
+    Dividing by ``2^e`` is then an exact float64 scaling by a finite factor.
+    """
     a = np.asarray(a)
     m = float(np.max(np.abs(a))) if a.size else 0.0
-    return int(np.frexp(m)[1]) if m > 0 and np.isfinite(m) else 0
+    return int(np.clip(np.frexp(m)[1], -1000, 1000)) if m > 0 and np.isfinite(m) else 0
 
 
 def scaled(a, exp=None):
@@ -42,9 +45,7 @@ def scaled(a, exp=None):
     exp = max_exponent(a) if exp is None else exp
     if exp == 0:
         return a, 0
-    if abs(exp) < 1000:  # a power of two: multiplying is exact and faster than ldexp
-        return a * np.ldexp(1.0, -exp), exp
-    return np.ldexp(a, -exp), exp
+    return a * np.ldexp(1.0, -exp), exp  # a power of two: multiplying is exact (and faster than ldexp)
 
 
 def _row_norms(a):
@@ -90,6 +91,7 @@ class Geometry:
     """
 
     global_mean: np.ndarray  # (d,) original units
+    global_mean_rel: np.ndarray  # (d,) relative to the statistics' origin
     exp: int
     centred: np.ndarray  # (K, d) / 2**exp
     weights: np.ndarray  # (K,)
@@ -98,28 +100,38 @@ class Geometry:
     singular_values: np.ndarray  # (r,) / 2**exp
     tolerance: float  # / 2**exp
     trace_sigma_b: float  # / 4**exp
+    conventions: tuple = ()  # (global_mean, between, rtol)
 
     @property
     def rank(self) -> int:
         return int(self.basis.shape[1])
 
 
-def between_geometry(means, counts, global_mean="class", between="class", rtol=None, eps=None) -> Geometry:
+def between_geometry(means, counts, global_mean="class", between="class", rtol=None, eps=None, origin=None,
+                     sample_sq=None) -> Geometry:
     """Centre, weight and decompose the class means.
 
     The rank ``r`` keeps the singular values of the weighted centred means above
     a tolerance. With ``rtol=None`` the tolerance is the largest of
 
     * ``max(K, d) * eps64 * sigma_1`` (float64 rounding of the decomposition),
-    * ``max(K, d) * eps64 * ||M||_w`` (float64 rounding of means far from the
-      origin; ``||M||_w^2 = sum_k w_k ||mu_k||^2`` over the uncentred means),
-    * ``eps_stored * sqrt(sum_k w_k ||mu_k||^2 / n_k)``: what the stored dtype
-      can resolve after averaging ``n_k`` rounded samples per class (float32
+    * ``max(K, d) * eps64 * ||M||_w`` (float64 rounding of sums of samples;
+      ``||M||_w^2 = sum_k w_k m_k^2`` with ``m_k^2`` the mean squared norm of
+      class ``k``'s samples, ``||mu_k||^2`` plus its within-class variance),
+    * ``eps_stored * sqrt(sum_k w_k m_k^2 / n_k)``: what the stored dtype can
+      resolve after averaging ``n_k`` rounded samples per class (float32
       features 1e5 from the origin resolve their class means to ~1e-3, not to
       1e5 * 6e-8 per sample).
 
+    ``sample_sq`` (per class, ``(sum_i ||h_i - mu_k||^2, exp)`` as the
+    statistics hold it) adds the within-class part to ``m_k``; without it
+    ``m_k = ||mu_k||``.
+
     An explicit ``rtol`` keeps the directions above ``rtol`` times the larger of
     ``sigma_1`` and the largest weighted uncentred mean norm.
+
+    ``means`` may be given relative to ``origin`` (then differences keep every
+    digit of means far from the origin).
     """
     check_choice("global_mean", global_mean, ("class", "sample"))
     check_choice("between", between, ("class", "sample"))
@@ -131,6 +143,10 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
     else:
         mu_g = counts @ means / counts.sum()
     centred = means - mu_g
+    mu_g_rel = mu_g
+    absolute = means if origin is None else means + origin
+    if origin is not None:
+        mu_g = mu_g + origin
     exp = max_exponent(centred)
     if exp:
         centred *= np.ldexp(1.0, -exp)
@@ -141,7 +157,12 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
         sing = sing * sqrt_w[0]
     else:
         sing, vt = _right_singular(sqrt_w[:, None] * centred)
-    unc_norms = _row_norms(means) * np.ldexp(1.0, -exp)
+    unc_norms = _row_norms(absolute) * np.ldexp(1.0, -exp)
+    del absolute
+    if sample_sq is not None:  # add each class's within-class spread (in the same units)
+        within, wexp = sample_sq
+        spread = np.ldexp(np.asarray(within, dtype=np.float64) / np.maximum(counts, 1.0), 2 * (wexp - exp))
+        unc_norms = np.sqrt(unc_norms**2 + spread)
     top = float(sing[0]) if sing.size else 0.0
     eps64 = float(np.finfo(np.float64).eps)
     if rtol is None:
@@ -157,6 +178,7 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
     rank = int(np.sum(sing > tol)) if top > 0 else 0
     return Geometry(
         global_mean=mu_g,
+        global_mean_rel=mu_g_rel,
         exp=exp,
         centred=centred,
         weights=weights,
@@ -165,6 +187,7 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
         singular_values=sing[:rank],
         tolerance=tol,
         trace_sigma_b=float(np.sum(weights * np.einsum("ij,ij->i", centred, centred))),
+        conventions=(global_mean, between, rtol),
     )
 
 
@@ -177,11 +200,26 @@ def _require_rank(geom, what):
 
 
 # ----------------------------------------------------------------------------- NC1
+def nc1_geometry(stats, geom):
+    """The geometry NC1 is computed in: the one the second pass gathered its statistics for, when the
+    conventions match (its basis diagonalises them exactly; its rank is cut at ``geom``'s tolerance), else
+    ``geom``."""
+    own = getattr(stats, "nc1_geometry", None)
+    if own is None or own.conventions != geom.conventions:
+        return geom
+    tol = float(np.ldexp(geom.tolerance, geom.exp - own.exp))
+    keep = int(np.sum(own.singular_values > tol))
+    if keep == own.rank:
+        return own
+    return replace(own, basis=own.basis[:, :keep], singular_values=own.singular_values[:keep],
+                   tolerance=tol)
+
+
 def nc1_value(stats, geom, normalize=True):
+    geom = nc1_geometry(stats, geom)
     _require_rank(geom, "NC1")
-    proj, pexp = stats.projected_within(geom.basis)
-    ratio = float(np.sum(proj / geom.singular_values**2)) / stats.n_singletons
-    value = float(np.ldexp(ratio, 2 * (pexp - geom.exp)))
+    total, pexp = stats.weighted_projection(geom.basis, geom.singular_values)
+    value = float(np.ldexp(total / stats.n_singletons, 2 * (pexp - geom.exp)))
     k = stats.means.shape[0]
     return value / k if normalize else value
 
@@ -196,6 +234,9 @@ def trace_quotient_value(stats, geom):
 
 def pairwise_sq_distances(vectors):
     """``||v_i - v_j||^2`` for all pairs: a Gram product, with cancelling pairs recomputed from differences."""
+    vectors, exp = scaled(vectors)
+    if exp:
+        return np.ldexp(pairwise_sq_distances(vectors), 2 * exp)
     gram = vectors @ vectors.T
     sq = np.diag(gram).copy()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
@@ -224,12 +265,17 @@ def cdnv_value(stats, geom, power=1.0, classes=None):
     if np.any(d2 == 0):
         a, b = iu[0][np.argmax(d2 == 0)], iu[1][np.argmax(d2 == 0)]
         names = (a, b) if classes is None else (classes[a], classes[b])
-        raise UndefinedMetricError(
-            f"the means of classes {names[0]!r} and {names[1]!r} coincide, so the CDNV is undefined"
-        )
+        names = [n.item() if hasattr(n, "item") else n for n in names]
+        raise UndefinedMetricError(f"the means of classes {names[0]!r} and {names[1]!r} coincide, so the CDNV is undefined")
     terms = (variances[iu[0]] + variances[iu[1]]) / (2.0 * d2**power)
     # terms carry 4^wexp / 4^(power * exp)
-    return float(np.mean(terms) * np.exp2(2.0 * (wexp - power * geom.exp)))
+    return times_pow2(float(np.mean(terms)), 2.0 * (wexp - power * geom.exp))
+
+
+def times_pow2(x, e):
+    """``x * 2**e`` for a possibly fractional ``e``, overflowing only if the result does."""
+    whole = int(np.floor(e))
+    return float(np.ldexp(x * np.exp2(e - whole), whole))
 
 
 # ------------------------------------------------------------------------- NC2, NC3

@@ -59,7 +59,7 @@ def tagwise_tables(stats, geom):
     if multi.size == 0:
         raise UndefinedMetricError("no label set with 2 <= |S| < K is present, so the tag-wise property is undefined")
     mult = g.multiplicity[multi]
-    set_centred, _ = scaled(stats.group_means[multi] - geom.global_mean, geom.exp)
+    set_centred, _ = scaled(stats.group_rel[multi] - geom.global_mean_rel, geom.exp)
     tag_sum = g.sets[multi].astype(np.float64) @ geom.centred
     avg = tag_sum / mult[:, None]
     sn = np.linalg.norm(set_centred, axis=1)

@@ -86,16 +86,25 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
     w, bias = check_classifier(W, b, X.shape[1], groups.n_classes)
     holder = {}
 
-    def basis_for(means, counts):
-        holder["geom"] = C.between_geometry(means, counts, global_mean, between, rtol, eps)
+    def basis_for(stats):
+        holder["geom"] = geometry_of(stats, global_mean, between, rtol)
+        stats.nc1_geometry = holder["geom"]  # NC1 is gathered in this geometry's basis
         return holder["geom"].span
 
     stats = array_statistics(X, groups, eps, basis_for=basis_for, W=w, b=bias, second_pass=second_pass,
                              n_threads=n_threads)
     geom = holder.get("geom")
-    if geom is None and stats.has_class_means:
-        geom = C.between_geometry(stats.means, stats.counts, global_mean, between, rtol, eps)
+    if stats.has_class_means and (geom is None or second_pass):
+        # the second pass corrected the class means: the report's geometry uses the exact ones
+        geom = geometry_of(stats, global_mean, between, rtol)
     return stats, geom, w, bias
+
+
+def geometry_of(stats, global_mean="class", between="class", rtol=None):
+    """The between-class geometry of statistics under a convention."""
+    sample_sq = stats.within_trace() if stats.has_within else None
+    return C.between_geometry(stats.means_rel, stats.counts, global_mean, between, rtol, stats.eps, stats.origin,
+                              sample_sq)
 
 
 # --------------------------------------------------------------------------------- report
@@ -156,7 +165,7 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
 
     m = geom.centred
     keys.put("nc1", lambda: C.nc1_value(stats, geom, normalize))
-    keys.values["nc1_rank"] = geom.rank
+    keys.values["nc1_rank"] = C.nc1_geometry(stats, geom).rank
     keys.put("nc1_trace_quotient", lambda: C.trace_quotient_value(stats, geom))
     keys.put("cdnv", lambda: C.cdnv_value(stats, geom, cdnv_power, g.classes))
     keys.put("nc2_h", lambda: C.gram_error(m, "the centred class means"))

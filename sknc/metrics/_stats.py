@@ -44,6 +44,7 @@ from ._backend import Workspace, acquire_workspace, backend_for, release_workspa
 __all__ = ["Statistics", "array_statistics", "FirstPass", "SecondPass", "SecondPassPlan"]
 
 _SAFE_EXP = {np.dtype(np.float64): 400, np.dtype(np.float32): 50}  # |x| in 2^(+-exp) squares safely
+_MAX_EXP = {np.dtype(np.float64): 1000, np.dtype(np.float32): 100}  # 2^(+-exp) is a finite, exact factor
 _BLOCK_BYTES = 4 << 20  # bytes of one row block's working arrays
 _PARALLEL_MIN = 1 << 21  # fewer feature entries than this: one thread
 _SPAN_RTOL = 1e-13  # span directions below this (relative) are float64 rounding of the centring, not data
@@ -58,7 +59,8 @@ def _scale_exponent(m: float, dtype) -> int:
     """Power of two to divide by so that values up to ``m`` square safely in ``dtype`` (0 when they already do)."""
     safe = _SAFE_EXP[np.dtype(dtype)]
     if m > 2.0**safe or 0 < m < 2.0**-safe:
-        return _exponent(m)
+        limit = _MAX_EXP[np.dtype(dtype)]
+        return int(np.clip(_exponent(m), -limit, limit))
     return 0
 
 
@@ -70,17 +72,14 @@ class FirstPass:
     batch of larger magnitude arrives), so nothing overflows or underflows.
     """
 
-    def __init__(self, be, d, *, with_squares=True, with_scatter=False, dtype=np.float64, common_shift=None):
+    def __init__(self, be, d, *, with_squares=True, with_scatter=False, dtype=np.float64):
         self.be = be
         self.d = d
         self.with_squares = with_squares or with_scatter
-        # in-memory passes centre every row on one common row g (a broadcast, no gather): float32 then
-        # rounds differences from g (the between-class spread), never the data's offset from the origin
-        self.common_shift = common_shift
-        self.common_shift_64 = None if common_shift is None else be.to_float64(common_shift)
         # float32 centring and sums are exact enough (rows are centred on a sample of their own group, so
         # float32 rounds the small differences, not the data's offset); squares always run in float64
         self.dtype = np.dtype(np.float64) if self.with_squares else np.dtype(dtype)
+        self.track_max = self.with_squares  # in-memory passes find overflow from the second pass instead
         self.counts = np.zeros(0, dtype=np.int64)
         self.shift = be.zeros((0, d))
         self.shift_w = self.shift if self.dtype == np.float64 else be.asarray(np.zeros((0, d)), self._be_dtype())
@@ -100,11 +99,6 @@ class FirstPass:
     @property
     def n_groups(self):
         return self.counts.shape[0]
-
-    def grow_common(self, n_groups):
-        """Register ``n_groups`` groups that all share the common shift."""
-        self.sums = self.be.zeros((n_groups, self.d))
-        self.counts = np.zeros(n_groups, dtype=np.int64)
 
     def grow(self, shift_rows):
         """Register new groups whose shifts are ``shift_rows`` (float64, on the backend)."""
@@ -126,15 +120,12 @@ class FirstPass:
         Raises ``ValueError`` (state unchanged) when the rows hold NaN or infinity.
         """
         be = self.be
-        if self.common_shift is not None:
-            if self.counts.shape[0] == 0:
-                raise RuntimeError("register the groups first (grow_common).")
-            c = be.sub_row(x, self.common_shift, self.ws)
+        c = be.centre(x, self.shift_w, ids, self.shift_w.dtype, self.ws)
+        if not self.track_max:  # NaN/inf surface in the sums, checked once after the pass
             present, sums = be.segment_sum(c, ids, self.n_groups, self.ws)
             _add_sums(self.sums, present, sums)
             self.counts += np.bincount(ids_np, minlength=self.n_groups)
-            return self  # NaN/inf surface in the sums, checked once after the pass
-        c = be.centre(x, self.shift_w, ids, self.shift_w.dtype, self.ws)
+            return self
         m = be.abs_max(c)
         if not np.isfinite(m):
             bad = be.bad_rows(x)
@@ -162,7 +153,7 @@ class FirstPass:
     def child(self):
         """An empty pass over the same groups and shifts (a batch is added to it, then absorbed)."""
         out = FirstPass(self.be, self.d, with_squares=self.with_squares, with_scatter=self.scatter is not None,
-                        dtype=self.dtype, common_shift=self.common_shift)
+                        dtype=self.dtype)
         out.shift, out.shift_w = self.shift, self.shift_w
         out.sums = self.be.zeros((self.n_groups, self.d))
         out.sq = None if self.sq is None else self.be.zeros(self.n_groups)
@@ -230,12 +221,18 @@ class FirstPass:
         return self
 
     def means(self):
-        """Group means (float64, host)."""
+        """Group means as ``(origin, relative)`` (float64, host): ``mean_g = origin + relative[g]``.
+
+        Differences between means are taken from the relative part, which
+        keeps every digit of means that sit far from the origin.
+        """
         be = self.be
         counts = np.maximum(self.counts, 1)[:, None]
-        out = be.to_numpy(self.sums) / counts
-        out += be.to_numpy(self.shift) if self.common_shift is None else be.to_numpy(self.common_shift_64)
-        return out
+        rel = be.to_numpy(self.sums) / counts
+        shift = be.to_numpy(self.shift)
+        origin = shift[0].copy() if shift.shape[0] else np.zeros(self.d)
+        rel += shift - origin
+        return origin, rel
 
 
 def _add_sums(target, present, sums):
@@ -268,34 +265,34 @@ class SecondPassPlan:
     b: np.ndarray | None  # (K,) bias
     full_gram: bool = True  # the r x r projected scatter (any convention later) or its diagonal (this basis)
     w_exp: int = 0
+    means_rel: np.ndarray | None = None  # the means relative to an origin (exact differences), if known
 
     def on(self, be):
         """Backend copies of the tables (made once per backend; few K x d temporaries)."""
         s = np.ldexp(1.0, -self.scale_exp)
         work = self._be_dtype(be)
         means_w = np.asarray(self.means64, dtype=self.dtype)
-        # float32 rounding of the centring means, removed exactly after the pass (None for float64 work)
+        # float32 rounding of the centring means (the pass's residual sums remove it; the NCC tables use it)
         err = None
-        if self.dtype != np.float64:  # tiny values: float32 holds them to 1e-7 of themselves
-            err = ((means_w.astype(np.float64) - self.means64) * s).astype(np.float32)
-        tables = {"means_w": be.asarray(means_w, work), "basis": be.asarray(self.basis, work), "err": err}
+        if self.dtype != np.float64:
+            err = (means_w.astype(np.float64) - self.means64) * s
+        tables = {"means_w": be.asarray(means_w, work), "basis": be.asarray(self.basis, work)}
         del means_w
         if self.W is not None:
             # NCC: argmin_j -2 (c U)(U^T s mu~_j) + s^2 ||mu_w(y) - mu_j||^2 (distances from differences);
             # classifier: argmax_j (W_s c)_j + s (W_s mu_w(y) + b_s)_j.
-            centre = self.means64.mean(axis=0)
-            coords = self.basis.T @ self.means64.T  # (r, K)
-            coords -= (self.basis.T @ centre)[:, None]
-            tables["C2"] = be.asarray(coords * (-2.0 * s), work)
-            del coords
-            logits = self.means64 @ self.W.T
+            rel = self.means64 if self.means_rel is None else self.means_rel
+            centred = rel - rel.mean(axis=0)
+            centred *= s  # every table in the pass's units (rows divided by 2**scale_exp)
+            tables["C2"] = be.asarray(-2.0 * (self.basis.T @ centred.T), work)
+            w_s = np.ldexp(1.0, -self.w_exp)
+            logits = (self.means64 * s) @ (self.W.T * w_s)
             if err is not None:
-                logits += (err.astype(np.float64) / s) @ self.W.T
-            logits += self.b
-            logits *= s * np.ldexp(1.0, -self.w_exp)
+                logits += err @ (self.W.T * w_s)
+            logits += self.b * (s * w_s)
             tables["logits"] = be.asarray(logits, work)
-            dist = _rounded_sq_distances(self.means64 - centre, None if err is None else err.astype(np.float64) / s)
-            dist *= s * s
+            dist = _rounded_sq_distances(centred, err)
+            del centred
             tables["dist"] = be.asarray(dist, work)
             wt = np.empty((self.W.shape[1], self.W.shape[0]), dtype=self.dtype)
             np.multiply(self.W.T, np.ldexp(1.0, -self.w_exp), out=wt, casting="same_kind")
@@ -328,7 +325,12 @@ def _rounded_sq_distances(centred, err=None):
 
 
 class SecondPass:
-    """Centred within-class sums, projected scatter ``Q`` and NCC agreement over singleton rows."""
+    """Centred within-class sums, projected scatter ``Q`` and NCC agreement over singleton rows.
+
+    It also sums the centred rows per class: those residual sums correct the
+    class means of the first pass (and the statistics centred on them) exactly,
+    whatever precision the first pass summed in.
+    """
 
     def __init__(self, be, plan: SecondPassPlan, tables=None):
         self.be = be
@@ -336,6 +338,7 @@ class SecondPass:
         self.t = plan.on(be) if tables is None else tables
         k, r = plan.n_classes, plan.basis.shape[1]
         self.within = be.zeros(k)
+        self.resid = be.zeros((k, plan.basis.shape[0]))
         self.Q = be.zeros((r, r) if plan.full_gram else r)
         self.counts = np.zeros(k, dtype=np.int64)
         self.agree = 0
@@ -371,6 +374,8 @@ class SecondPass:
                 )
         self.max_row_sq = max(self.max_row_sq, block_max)
         within = be.bincount(cls, rs, plan.n_classes)
+        present, sums = be.segment_sum(c, cls, plan.n_classes, ws)
+        _add_sums(self.resid, present, sums)
         pu = be.matmul(c, t["basis"], ws, "proj")
         self.Q += be.gram(pu, ws) if plan.full_gram else be.col_sq(pu, ws)
         self.within += within
@@ -390,38 +395,49 @@ class SecondPass:
     def merge(self, other):
         self.max_row_sq = max(self.max_row_sq, other.max_row_sq)
         self.within += other.within
+        self.resid += other.resid
         self.Q += other.Q
         self.counts += other.counts
         self.agree = self.agree + other.agree
         return self
 
     def finish(self):
-        """Host float64 within sums and ``Q`` (or its diagonal) with the centring-mean rounding removed."""
+        """Host float64 results, centred on the exact class means.
+
+        Returns ``(within, Q, agree, shift)``: ``shift[k]`` (original units) is
+        what the first pass's mean of class ``k`` was off by; ``within`` and
+        ``Q`` are already re-centred (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2``
+        with ``r`` the mean residual, in the pass's scale).
+        """
         be = self.be
-        err = self.t["err"]
-        n = self.counts.astype(np.float64)
-        within = be.to_numpy(self.within)
+        n = np.maximum(self.counts, 1).astype(np.float64)
+        resid = be.to_numpy(self.resid)
+        within = be.to_numpy(self.within) - np.einsum("ij,ij->i", resid, resid) / n
+        proj = resid @ self.plan.basis
         Q = be.to_numpy(self.Q)
-        if err is not None:
-            err = err.astype(np.float64)
-            within = within - n * np.einsum("ij,ij->i", err, err)
-            proj_err = err @ self.plan.basis
-            if self.plan.full_gram:
-                Q = Q - (proj_err * n[:, None]).T @ proj_err
-            else:
-                Q = np.maximum(Q - n @ proj_err**2, 0.0)
+        if self.plan.full_gram:
+            Q = Q - (proj / n[:, None]).T @ proj
+        else:
+            Q = np.maximum(Q - np.sum(proj**2 / n[:, None], axis=0), 0.0)
         agree = int(be.to_numpy(self.agree)) if self.plan.W is not None else None
-        return np.maximum(within, 0.0), Q, agree
+        with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
+            shift = np.ldexp(resid / n[:, None], self.plan.scale_exp)
+        return np.maximum(within, 0.0), Q, agree, shift
+
+    def centres(self):
+        """The class means rows were centred on (float64 values of the working-dtype table)."""
+        return np.asarray(self.plan.means64, dtype=self.plan.dtype).astype(np.float64)
 
 
-def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True):
+def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means_rel=None):
     """A second-pass plan: scale from the largest centred magnitude, classifier scaled to unit size."""
     scale_exp = _scale_exponent(2.0 * amax, dtype)
     w_exp = 0
     if W is not None:
         w_exp = _exponent(float(np.max(np.abs(W)))) if np.any(W) else 0
         b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
-    return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp)
+    return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
+                          means_rel)
 
 
 def span_basis(means64):
@@ -444,12 +460,12 @@ class Statistics:
     so that they stay representable whatever the scale of the features.
     """
 
-    def __init__(self, groups, group_counts, group_means, eps, *, within=None, within_exp=0, gram=None,
+    def __init__(self, groups, group_counts, means, eps, *, within=None, within_exp=0, gram=None,
                  gram_basis=None, gram_exp=0, scatter=None, scatter_exp=0, shift=None, agree=None, n_agree=0,
                  second_pass_missing=False):
         self.groups = groups
         self.group_counts = np.asarray(group_counts, dtype=np.int64)
-        self.group_means = group_means
+        self.origin, self.group_rel = means  # group means = origin + group_rel
         self.eps = eps
         self._within, self._within_exp = within, within_exp
         self._gram, self._gram_basis, self._gram_exp = gram, gram_basis, gram_exp
@@ -457,10 +473,17 @@ class Statistics:
         self.agree, self.n_agree = agree, n_agree
         self.second_pass_missing = second_pass_missing
         self.gram_conventions = ""
+        self.nc1_geometry = None  # the geometry whose basis the second pass used
 
     @property
     def n_dims(self):
-        return self.group_means.shape[1]
+        return self.group_rel.shape[1]
+
+    @property
+    def group_means(self):
+        if getattr(self, "_group_means", None) is None:
+            self._group_means = self.group_rel + self.origin
+        return self._group_means
 
     @property
     def has_class_means(self):
@@ -479,14 +502,35 @@ class Statistics:
     def means(self):
         self.require_class_means()
         if getattr(self, "_means", None) is None:
-            cg = self.groups.class_group
-            identity = cg.size == self.group_means.shape[0] and np.array_equal(cg, np.arange(cg.size))
-            self._means = self.group_means if identity else self.group_means[cg]
+            self._means = self._class_rows(self.group_means)
         return self._means
+
+    def correct_class_means(self, centres, shift):
+        """Set the class means to ``centres + shift``: the second pass centred rows on ``centres`` (K, d),
+        and ``shift`` is the mean of what remained. Differences to the origin are exact for nearby values."""
+        cg = self.groups.class_group
+        self.group_rel = self.group_rel.copy()
+        self.group_rel[cg] = (centres - self.origin) + shift
+        self._group_means = self._means = None
+
+    @property
+    def means_rel(self):
+        """Class means relative to ``origin`` (use these for differences)."""
+        self.require_class_means()
+        return self._class_rows(self.group_rel)
+
+    def _class_rows(self, a):
+        cg = self.groups.class_group
+        identity = cg.size == a.shape[0] and np.array_equal(cg, np.arange(cg.size))
+        return a if identity else a[cg]
 
     @property
     def n_singletons(self):
         return int(self.counts.sum())
+
+    @property
+    def has_within(self):
+        return self._within is not None and self.has_class_means
 
     def within_trace(self):
         """Per-class ``sum_i ||h_i - mu_k||^2`` as ``(values, exp)``."""
@@ -495,19 +539,28 @@ class Statistics:
             raise UndefinedMetricError("within-class sums were not gathered (the second pass did not run)")
         return self._within, self._within_exp
 
-    def projected_within(self, V):
-        """``sum_i ((h_i - mu_{y_i}) . v_r)^2`` for each column of ``V`` (unit vectors in the means' span), as ``(values, exp)``."""
+    def weighted_projection(self, V, sing):
+        """``sum_r (v_r^T S v_r) / sing_r^2`` with ``S = sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T`` over singleton
+        rows and ``V`` orthonormal directions in the span of the centred means, as ``(value, exp)``
+        (``value * 4**exp``; ``sing`` in whatever units the caller divides by).
+        """
         self.require_class_means()
         if V.shape[1] == 0:
-            return np.zeros(0), 0
+            return 0.0, 0
+        inv = 1.0 / sing**2
         if self._gram is not None:
             A = self._gram_basis.T @ V
             if self._gram.ndim == 2:
-                return np.maximum(np.einsum("ij,ij->j", A, self._gram @ A), 0.0), self._gram_exp
-            # the diagonal in the gathering basis: V must be some of its columns
-            cols = np.argmax(np.abs(A), axis=0)
-            if np.allclose(np.abs(A[cols, np.arange(A.shape[1])]), 1.0, atol=1e-8):
-                return self._gram[cols], self._gram_exp
+                return float(np.einsum("ij,ij,j->", A, self._gram @ A, inv)), self._gram_exp
+            # Only the diagonal of S in the gathering basis U is known. With B = A diag(1/sing^2) A^T the sum is
+            # tr(B S_U); it equals sum_j B_jj S_jj when B is diagonal, which holds for the convention the pass
+            # was gathered for (rotations inside equal singular values included), up to the second pass's tiny
+            # correction of the means.
+            B = (A * inv) @ A.T
+            diag = np.diag(B)
+            off = np.abs(B - np.diag(diag))
+            if np.all(off <= 1e-6 * np.sqrt(np.outer(diag, diag)) + 1e-300):
+                return float(diag @ self._gram), self._gram_exp
             if self._scatter is None:
                 raise UndefinedMetricError(
                     "the second pass measured the within-class scatter for the accumulator's own "
@@ -520,7 +573,7 @@ class Statistics:
             delta = (self.group_means[cg] - self._shift[cg]) * own
             quad = np.einsum("ij,ij->j", V, self._scatter @ V)
             corr = np.einsum("ij,i->j", (delta @ V) ** 2, self.counts)
-            return np.maximum(quad - corr, 0.0), self._scatter_exp
+            return float(np.maximum(quad - corr, 0.0) @ inv), self._scatter_exp
         raise UndefinedMetricError(
             "the within-class scatter along the class means needs the second pass over the data "
             "(NCAccumulator.update_second_pass) or an accumulator with mode='one_pass'"
@@ -605,6 +658,11 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     n, d = X.shape
     be = backend_for(X)
     g_ids = groups.group
+    # Every row is centred on the first sample of its own group before anything is summed: float32 then rounds
+    # within-group differences, not the data's offset from the origin (means exact to ~1e-9 of the spread).
+    first = np.full(groups.n_groups, n, dtype=np.intp)
+    np.minimum.at(first, g_ids, np.arange(n))
+    shift = be.to_float64(be.take(X, be.index(first)))
     # Row blocks run on several threads when the per-row work is memory-bound (few classes); with many
     # classes the products dominate, and BLAS's own threads do better than several single-threaded calls.
     if be.name == "numpy" and n * d >= _PARALLEL_MIN and groups.n_groups <= 32:
@@ -614,13 +672,15 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
         n_threads = 1
     work = be.work_dtype_np(X)
     block = _block_rows(d, groups.n_classes, work.itemsize) if be.name == "numpy" else 1 << 16
-    # the common shift: the first sample, exact in the working dtype
-    g_w = be.asarray(be.to_numpy(be.rows(X, 0, 1))[0], _be_dtype(be, work))
+
+    shared_shift_w = shift if work == np.float64 else be.asarray(be.to_numpy(shift), _be_dtype(be, work))
 
     def first_work(start, stop, state):
         if state is None:
-            state = FirstPass(be, d, with_squares=False, dtype=work, common_shift=g_w)
-            state.grow_common(groups.n_groups)
+            state = FirstPass(be, d, with_squares=False, dtype=work)
+            state.shift, state.shift_w = shift, shared_shift_w
+            state.sums = be.zeros((groups.n_groups, d))
+            state.counts = np.zeros(groups.n_groups, dtype=np.int64)
         ids_np = g_ids[start:stop]
         ids = ids_np if be.name == "numpy" else be.index(ids_np)
         return state.add(be.rows(X, start, stop), ids, ids_np)
@@ -641,7 +701,7 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     if not second_pass or not stats.has_class_means:
         return stats
     means = stats.means
-    basis = basis_for(means, stats.counts)
+    basis = basis_for(stats)
     sample_class = groups.sample_class()
     rows = None if not groups.multilabel else np.flatnonzero(sample_class >= 0)
     n2 = n if rows is None else rows.size
@@ -668,9 +728,13 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     # The convention is known here, so the diagonal of the projected scatter in its basis suffices. Rows are
     # squared unscaled unless that over- or underflows (features beyond ~1e+-15 in float32, 1e+-120 in float64):
     # then the pass is redone after dividing by a power of two chosen from the largest centred magnitude.
-    plan = make_plan(means, basis, 0.0, work, W=W, b=b, full_gram=False)
+    # first try: the scale of the centred class means (the retry below covers rows far larger or smaller)
+    rel = stats.means_rel
+    guess = float(np.max(np.abs(rel - rel.mean(axis=0)))) if rel.size else 0.0
+    plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=False, means_rel=stats.means_rel)
     sp = run_second(plan)
-    if not sp.squares_in_range():
+    # all-zero squares are exact collapse or an underflow: the magnitude scan below tells them apart
+    if not sp.squares_in_range() or sp.max_row_sq == 0.0:
         amax = 0.0
         for start in range(0, n2, block):
             idx = np.arange(start, min(start + block, n2)) if rows is None else rows[start : start + block]
@@ -679,9 +743,11 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
             c = be.centre(x, be.asarray(means, _be_dtype(be, work)), cls_np if be.name == "numpy" else
                           be.index(cls_np), _be_dtype(be, work))
             amax = max(amax, be.abs_max(c))
-        plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=False)
-        sp = run_second(plan)
-    within, Q, agree = sp.finish()
+        if amax > 0:
+            plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=False, means_rel=stats.means_rel)
+            sp = run_second(plan)
+    within, Q, agree, shift = sp.finish()
+    stats.correct_class_means(sp.centres(), shift)
     stats._within, stats._within_exp = within, plan.scale_exp
     stats._gram, stats._gram_basis, stats._gram_exp = Q, basis, plan.scale_exp
     if W is not None:
