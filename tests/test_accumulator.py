@@ -110,13 +110,22 @@ def test_float32_stream_matches_float64(rng):
 
 
 def test_report_conventions_against_the_accumulators_own(rng):
+    # few classes: the second pass keeps the whole projected scatter, so any convention works at report time
     H, y, W, b = _data(rng, d=40)
     acc = sknc.NCAccumulator(mode="two_pass", between="sample")
     acc.update(H, y).update_second_pass(H, y)
-    same = acc.report(between="sample")
-    assert same["nc1"] == pytest.approx(sknc.nc1(H, y, between="sample"), rel=1e-9)
+    for between in ("sample", "class"):
+        assert acc.report(between=between)["nc1"] == pytest.approx(sknc.nc1(H, y, between=between), rel=1e-9)
+    # many classes: only its own conventions' diagonal is kept
+    k = 140
+    y2 = np.repeat(np.arange(k), rng.integers(2, 6, k))  # unbalanced: the conventions differ
+    H2 = rng.standard_normal((k, 150))[y2] + 0.1 * rng.standard_normal((len(y2), 150))
+    acc = sknc.NCAccumulator(mode="two_pass", global_mean="sample")
+    acc.update(H2, y2).update_second_pass(H2, y2)
+    assert acc.report(global_mean="sample")["nc1"] == pytest.approx(sknc.nc1(H2, y2, global_mean="sample"),
+                                                                    rel=1e-7)
     with pytest.warns(sknc.NCWarning, match="own conventions"):
-        other = acc.report(between="class")
+        other = acc.report(between="sample")
     assert np.isnan(other["nc1"]) and np.isfinite(other["nc2_h"])
 
 

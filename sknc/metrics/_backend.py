@@ -187,15 +187,17 @@ class NumpyOps:
         return np.matmul(a, b, out=ws.get(name, (a.shape[0], b.shape[1]), np.result_type(a, b)))
 
     @staticmethod
-    def gram(p, ws=None):
-        """``p^T p`` in float64."""
-        p64 = _as64(p, ws)
+    def as_float64(p, ws=None):
+        return _as64(p, ws)
+
+    @staticmethod
+    def gram(p64):
+        """``p^T p`` (float64 input)."""
         return p64.T @ p64
 
     @staticmethod
-    def col_sq(p, ws=None):
-        """Column sums of squares, accumulated in float64."""
-        p64 = _as64(p, ws)
+    def col_sq(p64):
+        """Column sums of squares (float64 input)."""
         return np.einsum("ij,ij->j", p64, p64)
 
     @staticmethod
@@ -310,13 +312,16 @@ class TorchOps:
     def matmul(a, b, ws=None, name=None):
         return a @ b
 
-    def gram(self, p, ws=None):
-        p = p.to(self.torch.float64)
-        return p.T @ p
+    def as_float64(self, p, ws=None):
+        return p.to(self.torch.float64)
 
-    def col_sq(self, p, ws=None):
-        p = p.to(self.torch.float64)
-        return (p * p).sum(dim=0)
+    @staticmethod
+    def gram(p64):
+        return p64.T @ p64
+
+    @staticmethod
+    def col_sq(p64):
+        return (p64 * p64).sum(dim=0)
 
     def count_agree(self, ncc_scores, clf_scores):
         # stays a device tensor: summed over batches, copied once at report time

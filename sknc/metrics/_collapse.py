@@ -205,7 +205,8 @@ def nc1_geometry(stats, geom):
     conventions match (its basis diagonalises them exactly; its rank is cut at ``geom``'s tolerance), else
     ``geom``."""
     own = getattr(stats, "nc1_geometry", None)
-    if own is None or own.conventions != geom.conventions:
+    if own is None or own.conventions != geom.conventions or getattr(stats, "_gram", None) is None \
+            or stats._gram.ndim == 2:  # a full projected scatter serves any basis: use the exact means
         return geom
     tol = float(np.ldexp(geom.tolerance, geom.exp - own.exp))
     keep = int(np.sum(own.singular_values > tol))

@@ -9,6 +9,7 @@ and why. The single-metric functions raise
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -87,9 +88,10 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
     holder = {}
 
     def basis_for(stats):
-        holder["geom"] = geometry_of(stats, global_mean, between, rtol)
-        stats.nc1_geometry = holder["geom"]  # NC1 is gathered in this geometry's basis
-        return holder["geom"].span
+        geom = geometry_of(stats, global_mean, between, rtol)
+        holder["geom"] = None if second_pass else geom
+        stats.nc1_geometry = replace(geom, centred=None)  # NC1 may be read in this geometry's basis
+        return geom.span
 
     stats = array_statistics(X, groups, eps, basis_for=basis_for, W=w, b=bias, second_pass=second_pass,
                              n_threads=n_threads)

@@ -47,6 +47,7 @@ _SAFE_EXP = {np.dtype(np.float64): 400, np.dtype(np.float32): 50}  # |x| in 2^(+
 _MAX_EXP = {np.dtype(np.float64): 1000, np.dtype(np.float32): 100}  # 2^(+-exp) is a finite, exact factor
 _BLOCK_BYTES = 4 << 20  # bytes of one row block's working arrays
 _PARALLEL_MIN = 1 << 21  # fewer feature entries than this: one thread
+_FULL_GRAM_MAX = 128  # up to this many span directions the second pass keeps the whole r x r scatter
 _SPAN_RTOL = 1e-13  # span directions below this (relative) are float64 rounding of the centring, not data
 
 
@@ -274,9 +275,14 @@ class SecondPassPlan:
         means_w = np.asarray(self.means64, dtype=self.dtype)
         # float32 rounding of the centring means (the pass's residual sums remove it; the NCC tables use it)
         err = None
-        if self.dtype != np.float64:
-            err = (means_w.astype(np.float64) - self.means64) * s
-        tables = {"means_w": be.asarray(means_w, work), "basis": be.asarray(self.basis, work)}
+        if self.dtype != np.float64:  # in row blocks: no K x d float64 temporaries
+            err = np.empty(self.means64.shape)
+            for start in range(0, err.shape[0], 256):
+                rows = slice(start, start + 256)
+                np.subtract(means_w[rows], self.means64[rows], out=err[rows], dtype=np.float64)
+            err *= s
+        tables = {"means_w": be.asarray(means_w, work), "basis": be.asarray(self.basis, work),
+                  "err": None if err is None else err.astype(np.float32)}
         del means_w
         if self.W is not None:
             # NCC: argmin_j -2 (c U)(U^T s mu~_j) + s^2 ||mu_w(y) - mu_j||^2 (distances from differences);
@@ -286,10 +292,11 @@ class SecondPassPlan:
             centred *= s  # every table in the pass's units (rows divided by 2**scale_exp)
             tables["C2"] = be.asarray(-2.0 * (self.basis.T @ centred.T), work)
             w_s = np.ldexp(1.0, -self.w_exp)
-            logits = (self.means64 * s) @ (self.W.T * w_s)
+            logits = self.means64 @ self.W.T  # scalings applied to the K x K result, not to K x d copies
             if err is not None:
-                logits += err @ (self.W.T * w_s)
-            logits += self.b * (s * w_s)
+                logits += (err @ self.W.T) / s
+            logits += self.b
+            logits *= s * w_s
             tables["logits"] = be.asarray(logits, work)
             dist = _rounded_sq_distances(centred, err)
             del centred
@@ -327,9 +334,11 @@ def _rounded_sq_distances(centred, err=None):
 class SecondPass:
     """Centred within-class sums, projected scatter ``Q`` and NCC agreement over singleton rows.
 
-    It also sums the centred rows per class: those residual sums correct the
-    class means of the first pass (and the statistics centred on them) exactly,
-    whatever precision the first pass summed in.
+    It also sums the centred rows' coordinates per class, in float64: those
+    residual sums correct the class means of the first pass within the span of
+    the means (what moves the geometry; the orthogonal remainder changes norms
+    and angles only to second order), whatever precision the first pass
+    summed in.
     """
 
     def __init__(self, be, plan: SecondPassPlan, tables=None):
@@ -338,7 +347,7 @@ class SecondPass:
         self.t = plan.on(be) if tables is None else tables
         k, r = plan.n_classes, plan.basis.shape[1]
         self.within = be.zeros(k)
-        self.resid = be.zeros((k, plan.basis.shape[0]))
+        self.resid = be.zeros((k, r))  # per class, sum of the centred rows' coordinates in the basis
         self.Q = be.zeros((r, r) if plan.full_gram else r)
         self.counts = np.zeros(k, dtype=np.int64)
         self.agree = 0
@@ -374,10 +383,11 @@ class SecondPass:
                 )
         self.max_row_sq = max(self.max_row_sq, block_max)
         within = be.bincount(cls, rs, plan.n_classes)
-        present, sums = be.segment_sum(c, cls, plan.n_classes, ws)
-        _add_sums(self.resid, present, sums)
         pu = be.matmul(c, t["basis"], ws, "proj")
-        self.Q += be.gram(pu, ws) if plan.full_gram else be.col_sq(pu, ws)
+        pu64 = be.as_float64(pu, ws)
+        self.Q += be.gram(pu64) if plan.full_gram else be.col_sq(pu64)
+        present, sums = be.segment_sum(pu64, cls, plan.n_classes, ws)
+        _add_sums(self.resid, present, sums)
         self.within += within
         self.counts += np.bincount(cls_np, minlength=plan.n_classes)
         if plan.W is not None:
@@ -411,17 +421,31 @@ class SecondPass:
         """
         be = self.be
         n = np.maximum(self.counts, 1).astype(np.float64)
-        resid = be.to_numpy(self.resid)
-        within = be.to_numpy(self.within) - np.einsum("ij,ij->i", resid, resid) / n
-        proj = resid @ self.plan.basis
+        # The mean residual r of class k is mu_k - mu_w(k): in the basis, r_u from the float64 residual sums;
+        # outside it, the float32 rounding of mu_w (known exactly), the first pass's own error there being
+        # second order. sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
+        proj = be.to_numpy(self.resid)
+        r_u = proj / n[:, None]
+        err = self.t.get("err")
+        err_u = None
+        within = be.to_numpy(self.within) - n * np.einsum("ij,ij->i", r_u, r_u)
+        if err is not None:  # err = mu_w - mu (scaled): the residual outside the basis is -err there
+            err = err.astype(np.float64)
+            err_u = err @ self.plan.basis
+            perp_sq = np.einsum("ij,ij->i", err, err) - np.einsum("ij,ij->i", err_u, err_u)
+            within -= n * np.maximum(perp_sq, 0.0)
         Q = be.to_numpy(self.Q)
         if self.plan.full_gram:
             Q = Q - (proj / n[:, None]).T @ proj
         else:
             Q = np.maximum(Q - np.sum(proj**2 / n[:, None], axis=0), 0.0)
         agree = int(be.to_numpy(self.agree)) if self.plan.W is not None else None
+        # r = r_u U^T - err_perp = (r_u + err_u) U^T - err
+        shift = (r_u if err_u is None else r_u + err_u) @ self.plan.basis.T
+        if err is not None:
+            shift -= err
         with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
-            shift = np.ldexp(resid / n[:, None], self.plan.scale_exp)
+            shift *= np.ldexp(1.0, self.plan.scale_exp)
         return np.maximum(within, 0.0), Q, agree, shift
 
     def centres(self):
@@ -434,7 +458,8 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
     scale_exp = _scale_exponent(2.0 * amax, dtype)
     w_exp = 0
     if W is not None:
-        w_exp = _exponent(float(np.max(np.abs(W)))) if np.any(W) else 0
+        top = float(max(np.max(W), -np.min(W)))
+        w_exp = _exponent(top) if top > 0 else 0
         b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
     return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
                           means_rel)
@@ -509,8 +534,10 @@ class Statistics:
         """Set the class means to ``centres + shift``: the second pass centred rows on ``centres`` (K, d),
         and ``shift`` is the mean of what remained. Differences to the origin are exact for nearby values."""
         cg = self.groups.class_group
-        self.group_rel = self.group_rel.copy()
-        self.group_rel[cg] = (centres - self.origin) + shift
+        centres -= self.origin
+        centres += shift
+        self.group_rel = self.group_rel.copy() if self.group_rel.shape[0] != cg.size else self.group_rel
+        self.group_rel[cg] = centres
         self._group_means = self._means = None
 
     @property
@@ -697,7 +724,7 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
             raise ValueError(f"features contain NaN or infinity in {bad} row(s).")
         raise ValueError("features are too large to sum in float64 (values near 1e308).")
     stats = Statistics(groups, fp.counts, fp.means(), eps)
-    del fp  # its per-group sums are no longer needed
+    del fp, shift, shared_shift_w  # the first pass's tables are no longer needed
     if not second_pass or not stats.has_class_means:
         return stats
     means = stats.means
@@ -725,13 +752,16 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
 
         return _run_blocks(n2, block, n_threads, second_work, lambda a, o: a.merge(o))
 
-    # The convention is known here, so the diagonal of the projected scatter in its basis suffices. Rows are
+    # With few directions the second pass keeps the whole r x r projected scatter (NC1 then follows the exactly
+    # corrected means); with many, its diagonal in this convention's basis (NC1 then uses the first pass's means,
+    # exact to ~1e-9 relative) keeps the cost at one product per row. Rows are
     # squared unscaled unless that over- or underflows (features beyond ~1e+-15 in float32, 1e+-120 in float64):
     # then the pass is redone after dividing by a power of two chosen from the largest centred magnitude.
     # first try: the scale of the centred class means (the retry below covers rows far larger or smaller)
     rel = stats.means_rel
     guess = float(np.max(np.abs(rel - rel.mean(axis=0)))) if rel.size else 0.0
-    plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=False, means_rel=stats.means_rel)
+    plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=basis.shape[1] <= _FULL_GRAM_MAX,
+                     means_rel=stats.means_rel)
     sp = run_second(plan)
     # all-zero squares are exact collapse or an underflow: the magnitude scan below tells them apart
     if not sp.squares_in_range() or sp.max_row_sq == 0.0:
@@ -744,7 +774,8 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
                           be.index(cls_np), _be_dtype(be, work))
             amax = max(amax, be.abs_max(c))
         if amax > 0:
-            plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=False, means_rel=stats.means_rel)
+            plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=basis.shape[1] <= _FULL_GRAM_MAX,
+                     means_rel=stats.means_rel)
             sp = run_second(plan)
     within, Q, agree, shift = sp.finish()
     stats.correct_class_means(sp.centres(), shift)
