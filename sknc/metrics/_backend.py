@@ -170,7 +170,10 @@ class NumpyOps:
             onehot.fill(0)
             onehot[ids, np.arange(n)] = 1
             return None, onehot @ values
-        # only the groups present in the block: O(n d), whatever the number of groups
+        if n_groups <= 4 * n:  # a CSC product into every group's row
+            onehot = sparse.csc_matrix((np.ones(n, dtype=values.dtype), ids, np.arange(n + 1)), shape=(n_groups, n))
+            return None, np.asarray(onehot @ values)
+        # far more groups than rows: only the groups present in the block, O(n d) whatever the number of groups
         present, local = np.unique(ids, return_inverse=True)
         onehot = sparse.csc_matrix((np.ones(n, dtype=values.dtype), local.ravel(), np.arange(n + 1)),
                                    shape=(present.size, n))
