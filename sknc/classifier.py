@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import LRScheduler
+from skorch.dataset import ValidSplit
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
@@ -16,101 +19,164 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .callbacks import CosineLR, NCTracker, head_parameters
-from .decision import TagWiseAverageClassifier
+from ._validation import check_device, check_layer_sizes, group_labels, untensor
+from .callbacks import CosineLR, DivergenceGuard, LearningRateRecorder, NCTracker, head_parameters
+from .decision import TagWiseAverageClassifier, check_tagwise_labels, pal_label_marginals
+from .exceptions import NCWarning
 from .losses import PALLoss
 from .nn import ETFHead, FeatureClassifier, LinearHead, MLP, ResNet18, SmallCNN, count_parameters, infer_out_features
 
 __all__ = ["PALClassifier"]
+
+_ROUTED = ("module__", "optimizer__", "criterion__", "iterator_train__", "iterator_valid__", "dataset__", "callbacks__")
+# per backbone: feature width and training budget when not given
+_BACKBONE_DEFAULTS = {"mlp": {"feature_dim": 64, "max_epochs": 200},
+                      "cnn": {"feature_dim": 64, "max_epochs": 30},
+                      "resnet18": {"feature_dim": 512, "max_epochs": 200},
+                      "user": {"feature_dim": None, "max_epochs": 100}}
+_FAST_ITERATOR_KEYS = {"shuffle", "drop_last", "batch_size"}
 
 
 class _BatchIterator:
     """Batches by tensor slicing (one gather per batch, not one Python call per sample).
 
     skorch accepts any iterable factory as ``iterator_train``/``iterator_valid``;
-    this one reproduces ``DataLoader(shuffle=...)`` semantics, drawing the
-    permutation from torch's (seeded) global generator.
+    this one reproduces ``DataLoader(shuffle=..., drop_last=...)`` on array
+    data (a skorch ``Dataset`` or a ``Subset`` of one, as skorch's validation
+    split makes), drawing the permutation from torch's (seeded) global
+    generator. Other datasets or DataLoader options fall back to a DataLoader.
     """
 
-    def __init__(self, dataset, batch_size=128, shuffle=False, **_ignored):
-        self.X = torch.as_tensor(np.asarray(dataset.X))
-        self.y = None if dataset.y is None else torch.as_tensor(np.asarray(dataset.y))
+    def __new__(cls, dataset, batch_size=128, shuffle=False, drop_last=False, **options):
+        arrays = _dataset_arrays(dataset)
+        if arrays is None or options:
+            return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                                               **options)
+        return super().__new__(cls)
+
+    def __init__(self, dataset, batch_size=128, shuffle=False, drop_last=False, **options):
+        self.X, self.y = _dataset_arrays(dataset)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
+        self.drop_last = drop_last
 
     def __len__(self):
-        return (len(self.X) + self.batch_size - 1) // self.batch_size
+        n = len(self.X)
+        return n // self.batch_size if self.drop_last else (n + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         n = len(self.X)
         order = torch.randperm(n) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                sl = slice(start, start + self.batch_size)
-                yield self.X[sl], (None if self.y is None else self.y[sl])
-            else:
-                idx = order[start : start + self.batch_size]
-                yield self.X[idx], (None if self.y is None else self.y[idx])
+        stop = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
+            idx = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            yield self.X[idx], (None if self.y is None else self.y[idx])
+
+
+def _dataset_arrays(dataset):
+    """``(X, y)`` tensors of a skorch Dataset or a Subset of one; None for other datasets."""
+    indices = None
+    if isinstance(dataset, torch.utils.data.Subset):
+        indices = torch.as_tensor(np.asarray(dataset.indices))
+        dataset = dataset.dataset
+    X = getattr(dataset, "X", None)
+    if X is None or not isinstance(X, (np.ndarray, torch.Tensor)):
+        return None
+    X = torch.as_tensor(np.asarray(X) if isinstance(X, np.ndarray) else X)
+    y = getattr(dataset, "y", None)
+    y = None if y is None else torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if indices is not None:
+        X = X[indices]
+        y = None if y is None else y[indices]
+    return X, y
 
 
 class _PALNet(NeuralNet):
     """skorch net whose module returns ``(logits, features)``; adds the feature decay.
 
-    The feature penalty ``n_train * lambda_H / 2 * mean_batch ||h||^2`` is, in
-    expectation over batches, ``lambda_H / 2 ||H||_F^2`` added to the mean loss:
-    the UFM normalisation of :mod:`sknc.theory`.
+    The training loss is ``mean_batch(PAL) + lambda_H / 2 * mean_batch ||h||^2``
+    (weight decay is the optimizer's). ``predict``/``predict_proba`` follow
+    scikit-learn's classifier convention on the encoded targets, so that
+    skorch's ``EpochScoring('accuracy')`` and friends work during training.
     """
 
-    def __init__(self, *args, feature_decay=0.0, n_train=1, **kwargs):
+    def __init__(self, *args, feature_decay=0.0, size_prior=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.feature_decay = feature_decay
-        self.n_train = n_train
+        self.size_prior = size_prior
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         logits, features = y_pred
         loss = super().get_loss(logits, y_true, X=X, training=training)
         if training and self.feature_decay:
-            loss = loss + 0.5 * self.feature_decay * self.n_train * features.pow(2).sum(dim=1).mean()
+            loss = loss + 0.5 * self.feature_decay * features.pow(2).sum(dim=1).mean()
         return loss
 
+    def _logits(self, X):
+        return self.forward(X, training=False)[0].double().cpu().numpy()
 
-def _resolve_device(device):
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available; use 'cpu' or 'auto'.")
-    return str(device)
+    def predict_proba(self, X):
+        logits = self._logits(X)
+        if self.size_prior is not None:
+            return pal_label_marginals(logits, self.size_prior)
+        z = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        if self.size_prior is not None:
+            return (proba >= 0.5).astype(np.int64)
+        return proba.argmax(axis=1)
 
 
 class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """Neural-network classifier trained with the pick-all-labels cross-entropy through skorch.
 
     Multi-class ``y`` (1-D) trains ordinary cross-entropy; a 0/1 indicator ``y``
-    (multi-label) trains the pick-all-labels loss. The network is a backbone
-    producing features ``h`` and a head producing logits ``W h + b``; the head
-    can be a fixed simplex ETF. Training minimises, in expectation over batches,
-    ``mean loss + lambda_W/2 ||theta||^2 + lambda_H/2 ||H||_F^2`` (the UFM
-    normalisation of :mod:`sknc.theory`, so theory comparisons need no
-    conversion).
+    (multi-label) trains the pick-all-labels (PAL) loss. The network is a
+    backbone producing features ``h`` and a head producing logits ``W h + b``;
+    the head can be a fixed simplex ETF. Training minimises, in expectation
+    over batches,
 
-    The defaults (a 256-256 ReLU MLP with a linear 64-d feature layer, SGD at
-    lr 0.1 with cosine annealing over 500 epochs, ``lambda_W=5e-4``,
-    ``lambda_H=6e-4``) were tuned on :func:`sknc.datasets.load_multilabel_digits`
-    to reach multi-label neural collapse (NC1, NC2 < 0.1; tag-wise angle < 10
-    degrees) while beating a BCE ``MLPClassifier`` on held-out subset accuracy
-    and Jaccard (``examples/multilabel_digits.py``).
+    ``mean_i L(W h_i + b, S_i) + lambda_W/2 ||theta||^2 + lambda_H/2 mean_i ||h_i||^2``
+
+    so ``lambda_H`` is a per-sample strength whatever the number of samples:
+    a cross-validation fold and the refit on all data regularise alike. In the
+    UFM normalisation of :mod:`sknc.theory` (feature penalty
+    ``lambda_H^UFM/2 ||H||_F^2`` on the sum over the ``N`` training samples)
+    this is ``lambda_H^UFM = lambda_H / N`` (see
+    :func:`sknc.theory.estimator_to_ufm_lambdas`).
+
+    The estimator is a skorch user's estimator too: double-underscore
+    parameters (``module__``, ``optimizer__``, ``criterion__``,
+    ``iterator_train__``, ``iterator_valid__``, ``dataset__``,
+    ``callbacks__NAME__param``) are routed to the inner skorch net in the
+    constructor, ``set_params`` and grids; a validation split
+    (``train_split`` or ``validation_fraction``) puts ``valid_loss`` in the
+    history for skorch's ``EarlyStopping``/``Checkpoint``; a skorch
+    ``LRScheduler`` replaces the built-in schedule; ``warm_start``,
+    ``partial_fit``, ``initialize`` and ``save_params``/``load_params`` behave
+    as in skorch.
 
     Parameters
     ----------
     module : {'mlp', 'cnn', 'resnet18'} or torch.nn.Module class or instance, default='mlp'
-        Backbone. A user module must map a batch to ``(batch, feature_dim)`` features.
-        A class is instantiated without arguments; an instance is deep-copied.
+        Backbone. A user module maps a batch to ``(batch, width)`` features; a
+        class is instantiated with the ``module__*`` parameters, an instance is
+        deep-copied. Built-in backbones take ``module__*`` too, e.g.
+        ``module__activation='gelu'``, ``module__batch_norm=True`` ('mlp') or
+        ``module__width=32`` ('cnn', channels of the first block; 'resnet18',
+        of the first stage).
     hidden_sizes : tuple of int, default=(256, 256)
-        Widths of the MLP layers ('mlp' only).
-    feature_dim : int or None, default=64
-        Feature width. For 'mlp' a *linear* feature layer of this width is
-        appended to the hidden layers (sign-unconstrained features); for
-        'cnn'/'resnet18' it is the width of the last layer (default 128 / 512).
+        Widths of the MLP's hidden layers ('mlp' only).
+    feature_dim : int, optional
+        Feature width: for 'mlp' a *linear* feature layer of this width on top
+        of the hidden layers (sign-unconstrained features), for 'cnn' the
+        width of its last (ReLU) layer, for 'resnet18' the channels of its
+        last stage. Default per backbone: 64 ('mlp', 'cnn'), 512 ('resnet18',
+        the CIFAR ResNet-18 of the neural-collapse papers). A user module has
+        its own width: setting ``feature_dim`` then is an error.
     input_shape : tuple, optional
         Shape ``(C, H, W)`` of one sample: flat ``X`` is reshaped for CNNs.
     fixed_etf : bool, default=False
@@ -121,63 +187,101 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Summed pick-all-labels CE, or the sum divided by ``|S|``.
     lambda_W : float, default=5e-4
         Weight decay on every trainable parameter (``(lambda_W/2)||theta||^2``).
-    lambda_H : float, default=6e-4
-        Feature decay in the UFM normalisation (a per-sample penalty
-        ``N lambda_H / 2 ||h||^2`` on the batch features, with a real gradient).
+    lambda_H : float, default=0.3
+        Feature decay per sample (``lambda_H/2 ||h||^2`` averaged over the
+        batch, with a real gradient). The default was tuned on the bundled
+        single- and multi-label digits, on 28x28 multi-label images with the
+        CNN and against ``MLPClassifier`` (``benchmarks/tune_defaults.py``).
     optimizer : {'sgd', 'adam'} or torch optimizer class, default='sgd'
     lr : float, default=0.1
     momentum : float, default=0.9
-        SGD momentum (ignored by other optimizers).
+        SGD momentum (``optimizer__momentum`` overrides it).
     lr_schedule : {'cosine', None}, default='cosine'
-        Cosine annealing to ``lr/1000`` over ``max_epochs``.
-    max_epochs : int, default=500
+        Cosine annealing to ``lr/1000`` over the epochs of each ``fit`` call.
+        Replaced by any skorch ``LRScheduler`` in ``callbacks``.
+    max_epochs : int, optional
+        Default per backbone: 200 ('mlp', 'resnet18'), 30 ('cnn'), 100 (a user module).
     batch_size : int, default=128
+    train_split : callable or None, default=None
+        skorch's validation split, e.g. ``skorch.dataset.ValidSplit(5)``.
+    validation_fraction : float, optional
+        scikit-learn style shortcut: hold out this fraction (stratified for
+        1-D labels, seeded by ``random_state``). Exclusive with ``train_split``.
+    warm_start : bool, default=False
+        ``fit`` continues training the fitted network instead of starting over.
     decision_rule : {'auto', 'tagwise', 'threshold', 'mean_logit', 'topk'}, default='auto'
-        Multi-label prediction rule. ``'tagwise'``: the nearest tag-wise prototype
-        of the penultimate feature (:class:`sknc.decision.TagWiseAverageClassifier`,
-        fitted on the training features); ``'threshold'``: labels whose softmax
-        probability is at least ``threshold``; ``'mean_logit'``: labels whose logit
-        exceeds the sample's mean logit; ``'topk'``: the ``top_k`` largest logits.
-        ``'auto'`` is ``'tagwise'``. Multi-class ``y`` always uses the argmax.
-    threshold : float or array-like of shape (K,), default=0.2
+        Multi-label prediction rule. ``'tagwise'``: the nearest tag-wise
+        prototype of the penultimate feature
+        (:class:`~sknc.TagWiseAverageClassifier`, fitted on the training
+        features), the most accurate; ``'threshold'``: labels whose
+        :meth:`predict_proba` reaches ``threshold`` (within a few points of the
+        tag-wise rule); ``'mean_logit'``: labels whose logit exceeds the
+        sample's mean logit, exact at the UFM optimum but weak on networks that
+        are not fully collapsed; ``'topk'``: the ``top_k`` largest logits,
+        weak when label-set sizes vary. ``'auto'`` is ``'tagwise'``.
+        Multi-class ``y`` always uses the argmax.
+    threshold : float or array-like of shape (K,), default=0.5
         Probability threshold(s) of the ``'threshold'`` rule.
     top_k : int, optional
         Labels predicted by ``'topk'``; default the most common training multiplicity.
     tagwise_metric : {'cosine', 'euclidean'}, default='euclidean'
-        Distance of the ``'tagwise'`` rule. Euclidean uses the fitted scale ``c_m``
-        and so tells a pair from a single label by the feature's length too.
+        Distance of the ``'tagwise'`` rule.
     track_nc : int, default=0
         Record NC metrics every this many epochs (0: off).
-    callbacks : list of skorch callbacks, optional
-        Extra callbacks (instances), appended to sknc's own.
-    device : {'auto', 'cpu', 'cuda'} or str, default='auto'
-        'auto' uses CUDA when available. Training runs the same code on either.
+    callbacks : list of skorch callbacks or (name, callback) pairs, optional
+        Extra callbacks, after sknc's own (``'lr_schedule'``, ``'nc'``,
+        ``'divergence_guard'``, ``'lr_recorder'``).
+    device : {'auto', 'cpu', 'cuda', 'cuda:N', ...} or torch.device, default='auto'
+        'auto' uses CUDA when available.
     random_state : int, RandomState or None
-        Seeds initialisation and shuffling (the global torch RNG is left untouched).
+        Seeds initialisation, shuffling and the validation split (the global
+        torch RNG is left untouched).
     verbose : int, default=0
         1 prints skorch's per-epoch log.
+    **kwargs
+        Routed skorch parameters (see above).
 
     Attributes
     ----------
     net_ : skorch.NeuralNet
     classes_ : ndarray
-        Class labels (multi-class) or ``arange(K)`` (multi-label).
+        Class labels (multi-class), or label names (multi-label: the columns
+        of a DataFrame ``y``, else ``arange(K)``).
     multilabel_ : bool
     n_features_in_ : int
-    coef_ : ndarray (K, feature_dim)
+    coef_ : ndarray (K, width)
         Classifier weights ``W`` (the ETF for ``fixed_etf=True``).
     intercept_ : ndarray (K,)
     history_ : pandas.DataFrame
-        ``epoch``, ``train_loss``, ``dur``, ``lr`` and tracked NC metrics.
+        ``epoch``, ``train_loss``, ``dur``, ``lr`` (the rate used), ``valid_loss``
+        with a validation split, and tracked NC metrics.
     n_parameters_ : int
         Trainable parameters of the network.
+    decision_ : TagWiseAverageClassifier
+        The fitted tag-wise rule (multi-label).
+
+    Raises
+    ------
+    sknc.TrainingDivergedError
+        When a training loss or output turns non-finite (with the epoch and
+        the likely causes).
 
     Notes
     -----
-    ``predict_proba`` returns the softmax probabilities. Under the PAL loss the
-    probability mass of a multi-label sample spreads over its labels: each true
-    label of a set of size ``m`` gets about ``1/m``, so the probabilities are not
-    per-label marginals.
+    ``predict_proba`` returns, for multi-class ``y``, the softmax; for
+    multi-label ``y``, one probability per label in scikit-learn's
+    convention: the marginals ``P(k in S | x)`` of the posterior over label
+    sets that the PAL softmax implies (:func:`sknc.decision.pal_label_marginals`).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sknc import PALClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = PALClassifier(hidden_sizes=(64,), max_epochs=10, device="cpu", random_state=0)
+    >>> clf = clf.fit(X[:1000] / 16, y[:1000])
+    >>> bool(clf.score(X[1000:] / 16, y[1000:]) > 0.85)
+    True
     """
 
     _parameter_constraints = {
@@ -194,15 +298,18 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "lr_schedule": [StrOptions({"cosine"}), None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "train_split": [callable, None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "warm_start": ["boolean"],
         "decision_rule": [StrOptions({"auto", "tagwise", "threshold", "mean_logit", "topk"})],
         "threshold": [Interval(Real, 0, 1, closed="neither"), "array-like"],
         "top_k": [Interval(Integral, 1, None, closed="left"), None],
         "tagwise_metric": [StrOptions({"cosine", "euclidean"})],
         "track_nc": [Interval(Integral, 0, None, closed="left")],
         "callbacks": [list, None],
-        "device": [str],
+        "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -211,21 +318,24 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self,
         module="mlp",
         hidden_sizes=(256, 256),
-        feature_dim=64,
+        feature_dim=None,
         input_shape=None,
         fixed_etf=False,
         bias=True,
         loss="pal",
         lambda_W=5e-4,
-        lambda_H=6e-4,
+        lambda_H=0.3,
         optimizer="sgd",
         lr=0.1,
         momentum=0.9,
         lr_schedule="cosine",
-        max_epochs=500,
+        max_epochs=None,
         batch_size=128,
+        train_split=None,
+        validation_fraction=None,
+        warm_start=False,
         decision_rule="auto",
-        threshold=0.2,
+        threshold=0.5,
         top_k=None,
         tagwise_metric="euclidean",
         track_nc=0,
@@ -233,6 +343,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         device="auto",
         random_state=None,
         verbose=0,
+        **kwargs,
     ):
         self.module = module
         self.hidden_sizes = hidden_sizes
@@ -249,6 +360,9 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.lr_schedule = lr_schedule
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.train_split = train_split
+        self.validation_fraction = validation_fraction
+        self.warm_start = warm_start
         self.decision_rule = decision_rule
         self.threshold = threshold
         self.top_k = top_k
@@ -258,37 +372,74 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        for key, value in kwargs.items():  # routed parameters; unknown names are refused by fit
+            setattr(self, key, value)
 
-    # ------------------------------------------------------------------ tags
+    # ------------------------------------------------------------- parameters
+    def _extra_params(self):
+        """Keyword arguments beyond the signature (routed skorch parameters, or misspellings fit refuses)."""
+        own = set(self._get_param_names())
+        return {k: v for k, v in vars(self).items() if k not in own and not k.endswith("_") and not k.startswith("_")}
+
+    def _routed_params(self):
+        return {k: v for k, v in self._extra_params().items() if k.startswith(_ROUTED)}
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params.update(self._extra_params())
+        return params
+
+    def set_params(self, **params):
+        routed = {k: v for k, v in params.items() if k.startswith(_ROUTED)}
+        for key, value in routed.items():
+            setattr(self, key, value)
+        rest = {k: v for k, v in params.items() if k not in routed}
+        return super().set_params(**rest) if rest else self
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         # CUDA kernels are not bitwise reproducible; tags must never raise, so no device validation here.
-        tags.non_deterministic = str(self.device) != "cpu" and torch.cuda.is_available()
+        tags.non_deterministic = str(self.device) not in ("cpu", "auto") or (
+            str(self.device) == "auto" and torch.cuda.is_available())
         tags.transformer_tags.preserves_dtype = []
         return tags
 
     # ------------------------------------------------------------- targets
-    def _encode_targets(self, y):
+    def _encode_targets(self, y, columns=None):
+        """Validate and encode ``y``; sets the label attributes. Everything about the labels is checked here,
+        before any training. ``columns``: label names of a DataFrame ``y``."""
         if y is None:
             raise ValueError("PALClassifier requires y to be passed, but the target y is None.")
+        if hasattr(y, "columns"):
+            columns = np.asarray(y.columns)
+        y = untensor(y)
+        if hasattr(y, "to_numpy"):
+            y = y.to_numpy()
+        if isinstance(y, list) and y and isinstance(y[0], (list, tuple, set)) and len({len(v) for v in y}) > 1:
+            group_labels(y)  # raises the clear ragged-labels error
         kind = type_of_target(y, input_name="y")
+        for attr in ("decision_", "_default_top_k", "_size_prior", "_y_dtype"):  # stale state of an earlier fit
+            if hasattr(self, attr):
+                delattr(self, attr)
         if kind == "multilabel-indicator":
             Y = np.asarray(y.toarray() if hasattr(y, "toarray") else y)
-            empty = ~Y.astype(bool).any(axis=1)
-            if empty.any():
-                raise ValueError(
-                    f"y has {int(empty.sum())} all-zero label row(s) (first at index {int(np.flatnonzero(empty)[0])}); "
-                    "every sample needs at least one label."
-                )
+            groups = group_labels(Y)  # 0/1 values, NaN
             if Y.shape[1] < 2:
                 raise ValueError("a multi-label y needs at least 2 label columns.")
+            if self._rule() == "tagwise":
+                check_tagwise_labels(groups)
             self.multilabel_ = True
-            self.classes_ = np.arange(Y.shape[1])
+            self.classes_ = np.arange(Y.shape[1]) if columns is None else columns
             self._y_dtype = Y.dtype
+            sizes = Y.astype(bool).sum(axis=1)
+            counts = np.bincount(sizes, minlength=Y.shape[1] + 1)
+            self._size_prior = {int(m): float(c) / len(sizes) for m, c in enumerate(counts) if c}
+            self._default_top_k = int(np.bincount(sizes[sizes > 0]).argmax()) if np.any(sizes) else 1
             return Y.astype(np.float32)
         check_classification_targets(y)
         y = column_or_1d(y, warn=True)
+        group_labels(y, min_classes=1)  # mixed label types, NaN
         self.multilabel_ = False
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
@@ -296,25 +447,51 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.classes_ = encoder.classes_
         return encoder.transform(y).astype(np.int64)
 
+    def _rule(self):
+        return "tagwise" if self.decision_rule == "auto" else self.decision_rule
+
     # -------------------------------------------------------------- network
+    def _kind(self):
+        return self.module if isinstance(self.module, str) else "user"
+
+    def _feature_dim(self):
+        if self._kind() == "user":
+            if self.feature_dim is not None:
+                raise ValueError(
+                    "feature_dim applies to the built-in backbones; a user module has its own feature width "
+                    "(set it in the module, e.g. with module__<param>)."
+                )
+            return None
+        return self.feature_dim or _BACKBONE_DEFAULTS[self._kind()]["feature_dim"]
+
+    def _max_epochs(self):
+        return self.max_epochs or _BACKBONE_DEFAULTS[self._kind()]["max_epochs"]
+
+    def _module_kwargs(self):
+        return {k[len("module__"):]: v for k, v in self._routed_params().items() if k.startswith("module__")}
+
     def _backbone(self, n_features):
-        module = self.module
-        shape = self.input_shape
+        module, shape, kwargs = self.module, self.input_shape, self._module_kwargs()
         if shape is not None:
-            shape = tuple(int(s) for s in shape)
+            shape = check_layer_sizes(shape, "input_shape")
             if int(np.prod(shape)) != n_features:
                 raise ValueError(f"input_shape={shape} holds {int(np.prod(shape))} values but X has {n_features} features.")
         if isinstance(module, str):
             if module == "mlp":
-                if self.feature_dim:  # a linear feature layer on top of the hidden layers
-                    return MLP(n_features, tuple(self.hidden_sizes) + (self.feature_dim,), feature_activation=False), None
-                return MLP(n_features, tuple(self.hidden_sizes)), None
+                hidden = check_layer_sizes(self.hidden_sizes, "hidden_sizes")
+                return MLP(n_features, hidden + (self._feature_dim(),), feature_activation=False, **kwargs), None
             if shape is None or len(shape) != 3:
                 raise ValueError(f"module={module!r} needs input_shape=(channels, height, width); got {self.input_shape!r}.")
             if module == "cnn":
-                return SmallCNN(shape[0], self.feature_dim or 128), shape
-            return ResNet18(shape[0], self.feature_dim or 512), shape
-        backbone = module() if isinstance(module, type) else copy.deepcopy(module)
+                return SmallCNN(shape[0], self._feature_dim(), **kwargs), shape
+            return ResNet18(shape[0], self._feature_dim(), **kwargs), shape
+        self._feature_dim()  # rejects feature_dim for a user module
+        if isinstance(module, type):
+            backbone = module(**kwargs)
+        else:
+            if kwargs:
+                raise ValueError("module__* parameters need a module class (or a built-in name), not an instance.")
+            backbone = copy.deepcopy(module)
         if not isinstance(backbone, torch.nn.Module):
             raise TypeError(f"module must be 'mlp', 'cnn', 'resnet18' or a torch.nn.Module; got {type(backbone).__name__}.")
         return backbone, shape
@@ -323,81 +500,208 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         backbone, shape = self._backbone(n_features)
         probe = example if shape is None else example.reshape(example.shape[0], *shape)
         width = infer_out_features(backbone, probe)
-        if self.fixed_etf:
-            head = ETFHead(width, n_classes, bias=self.bias)
-        else:
-            head = LinearHead(width, n_classes, bias=self.bias)
+        head = ETFHead(width, n_classes, bias=self.bias) if self.fixed_etf else LinearHead(width, n_classes, bias=self.bias)
         return FeatureClassifier(backbone, head, input_shape=shape)
 
-    def _optimizer(self):
+    def _optimizer_args(self):
         if self.optimizer == "sgd":
-            return torch.optim.SGD, {"optimizer__momentum": self.momentum}
-        if self.optimizer == "adam":
-            return torch.optim.Adam, {}
-        return self.optimizer, {}
+            opt, args = torch.optim.SGD, {"optimizer__momentum": self.momentum}
+        elif self.optimizer == "adam":
+            opt, args = torch.optim.Adam, {}
+        else:
+            opt, args = self.optimizer, {}
+        routed = {k: v for k, v in self._routed_params().items() if k.startswith("optimizer__")}
+        if "optimizer__weight_decay" in routed:
+            raise ValueError("set the weight decay with lambda_W, not optimizer__weight_decay.")
+        args.update(routed)
+        return opt, args
+
+    def _train_split(self):
+        if self.train_split is not None and self.validation_fraction is not None:
+            raise ValueError("give either train_split or validation_fraction, not both.")
+        if self.validation_fraction is not None:
+            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+            return ValidSplit(float(self.validation_fraction), stratified=not self.multilabel_, random_state=seed)
+        return self.train_split
+
+    def _callbacks(self, input_scale):
+        user = []
+        for i, cb in enumerate(self.callbacks or []):
+            if isinstance(cb, tuple):
+                user.append(cb)
+            else:
+                user.append((type(cb).__name__ if not any(type(cb).__name__ == n for n, _ in user) else
+                             f"{type(cb).__name__}_{i}", cb))
+        user_scheduler = any(isinstance(cb, LRScheduler) for _, cb in user)
+        own = []
+        if self.lr_schedule == "cosine" and not user_scheduler:  # a user scheduler replaces it, never both
+            own.append(("lr_schedule", CosineLR(T_max=self._max_epochs())))
+        if self.track_nc:
+            own.append(("nc", NCTracker(every=self.track_nc)))
+        own.append(("divergence_guard", DivergenceGuard(input_scale=input_scale)))
+        # after every scheduler, so that it reads the rate the optimizer uses
+        callbacks = own + user + [("lr_recorder", LearningRateRecorder())]
+        names = {name for name, _ in callbacks} | {"epoch_timer", "train_loss", "valid_loss", "print_log"}
+        for key in self._routed_params():
+            if key.startswith("callbacks__") and key.split("__")[1] not in names:
+                raise ValueError(f"{key!r} names no callback; the callbacks are {sorted(names)}.")
+        return callbacks
+
+    def _make_net(self, network, n_train, input_scale):
+        optimizer, opt_args = self._optimizer_args()
+        routed = {k: v for k, v in self._routed_params().items()
+                  if not k.startswith(("module__", "optimizer__"))}
+        criterion = {"criterion__normalize": self.loss == "pal_mean", "criterion__check_targets": False}
+        criterion.update({k: v for k, v in routed.items() if k.startswith("criterion__")})
+        iterators = {"iterator_train__shuffle": True}
+        iterators.update({k: v for k, v in routed.items() if k.startswith(("iterator_", "dataset__", "callbacks__"))})
+        return _PALNet(
+            module=network,
+            criterion=PALLoss,
+            optimizer=optimizer,
+            lr=self.lr,
+            optimizer__weight_decay=self.lambda_W,
+            max_epochs=self._max_epochs(),
+            batch_size=self.batch_size,
+            train_split=self._train_split(),
+            iterator_train=_BatchIterator,
+            iterator_valid=_BatchIterator,
+            callbacks=self._callbacks(input_scale),
+            device=self._device,
+            verbose=self.verbose,
+            warm_start=self.warm_start,
+            feature_decay=self.lambda_H,
+            size_prior=getattr(self, "_size_prior", None) if self.multilabel_ else None,
+            **criterion,
+            **iterators,
+            **opt_args,
+        )
 
     # ------------------------------------------------------------------- fit
+    def _prepare(self, X, y, reset):
+        """Validate everything (parameters, device, data, labels) before any training."""
+        self._validate_params()
+        _check_routed(self._extra_params())
+        self._device = check_device(self.device)
+        self._columns = np.asarray(y.columns) if hasattr(y, "columns") and getattr(y, "ndim", 1) == 2 else None
+        if isinstance(y, list) and y and isinstance(y[0], (list, tuple, set)) and len({len(v) for v in y}) > 1:
+            group_labels(y)  # raises the clear ragged-labels error before sklearn's generic one
+        X, y = validate_data(self, untensor(X), untensor(y) if y is not None else None, reset=reset,
+                             multi_output=True, dtype=[np.float32, np.float64], y_numeric=False)
+        Xf = np.ascontiguousarray(X, dtype=np.float32)
+        if not np.isfinite(Xf).all():
+            raise ValueError("X holds values too large for float32 (the network's precision); scale them first.")
+        return Xf, y
+
+    def _seed(self):
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _initialize(self, Xf, target):
+        seed = self._seed()
+        devices = [torch.device(self._device)] if self._device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            network = self._build_network(Xf.shape[1], len(self.classes_), torch.as_tensor(Xf[:2]))
+            self.net_ = self._make_net(network, len(Xf), float(np.max(np.abs(Xf))) if Xf.size else 0.0)
+            self.net_.initialize()
+
     def fit(self, X, y):
-        """Train the network.
+        """Train the network (continuing a fitted one when ``warm_start=True``).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
             Flat inputs (reshaped by ``input_shape`` for CNNs).
         y : array-like of shape (n_samples,) or (n_samples, K)
-            Class labels, or a 0/1 indicator matrix (multi-label).
+            Class labels, or a 0/1 indicator matrix (multi-label; a DataFrame's
+            column names become ``classes_``; all-zero rows are label-free
+            samples).
 
         Returns
         -------
         self
         """
-        self._validate_params()
-        if y is None:
-            raise ValueError("PALClassifier requires y to be passed, but the target y is None.")
-        X, y = validate_data(self, X, y, multi_output=True, dtype=[np.float32, np.float64], y_numeric=False)
-        target = self._encode_targets(y)
-        Xf = np.ascontiguousarray(X, dtype=np.float32)
-        device = _resolve_device(self.device)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        optimizer, opt_kwargs = self._optimizer()
-        callbacks = []
-        if self.lr_schedule == "cosine":
-            callbacks.append(("cosine_lr", CosineLR(T_max=self.max_epochs)))
-        if self.track_nc:
-            callbacks.append(("nc", NCTracker(every=self.track_nc)))
-        callbacks += [(f"user_{i}", cb) if not isinstance(cb, tuple) else cb for i, cb in enumerate(self.callbacks or [])]
-        devices = [torch.device(device)] if device.startswith("cuda") else []
+        continuing = self.warm_start and hasattr(self, "net_")
+        Xf, y = self._prepare(X, y, reset=not continuing)
+        classes = getattr(self, "classes_", None)
+        target = self._encode_targets(y, self._columns)
+        if continuing and (classes is None or not np.array_equal(classes, self.classes_)):
+            raise ValueError("warm_start continues a fitted network: y must have the classes of the first fit.")
+        if not continuing:
+            self._initialize(Xf, target)
+        return self._train(Xf, target)
+
+    def partial_fit(self, X, y, classes=None):
+        """Train for ``max_epochs`` more epochs without re-initialising (skorch's ``partial_fit``).
+
+        The first call builds the network; ``classes`` (1-D labels) must then
+        list every class if ``y`` does not hold them all.
+        """
+        first = not hasattr(self, "net_")
+        Xf, y = self._prepare(X, y, reset=first)
+        if first:
+            target = self._encode_targets(y if classes is None else np.concatenate([np.asarray(classes), y]),
+                                          self._columns)
+            if classes is not None:
+                target = target[len(classes):]
+            self._initialize(Xf, target)
+        else:
+            saved = (self.classes_, self._size_prior, self._default_top_k) if self.multilabel_ else (self.classes_,)
+            target = self._encode_targets(y) if self.multilabel_ else None
+            if self.multilabel_:  # the label statistics of the first call stay
+                self._size_prior, self._default_top_k = saved[1], saved[2]
+            saved = saved[0]
+            if not self.multilabel_:
+                unknown = np.setdiff1d(np.unique(np.asarray(y)), saved)
+                if unknown.size:
+                    raise ValueError(f"partial_fit got labels never declared in the first call: {unknown[:5].tolist()}.")
+                target = np.searchsorted(saved, np.asarray(y).ravel()).astype(np.int64)
+            self.classes_ = saved
+        return self._train(Xf, target)
+
+    def _train(self, Xf, target):
+        devices = [torch.device(self._device)] if self._device.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            network = self._build_network(Xf.shape[1], len(self.classes_), torch.as_tensor(Xf[:2]))
-            self.net_ = _PALNet(
-                module=network,
-                criterion=PALLoss,
-                criterion__normalize=self.loss == "pal_mean",
-                criterion__check_targets=False,  # validated above, once
-                optimizer=optimizer,
-                lr=self.lr,
-                optimizer__weight_decay=self.lambda_W,
-                max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
-                train_split=None,
-                iterator_train=_BatchIterator,
-                iterator_valid=_BatchIterator,
-                iterator_train__shuffle=True,
-                callbacks=callbacks,
-                device=device,
-                verbose=self.verbose,
-                feature_decay=self.lambda_H,
-                n_train=len(Xf),
-                **opt_kwargs,
-            )
-            self.net_.fit(Xf, target)
+            torch.manual_seed(self._seed() + len(self.net_.history))
+            self.net_.partial_fit(Xf, target)
         self._set_fitted_attributes()
         if self.multilabel_:
-            # The tag-wise rule lives on the training features of the trained network.
-            sizes = target.sum(axis=1).astype(int)
-            self._default_top_k = int(np.bincount(sizes).argmax())
-            self.decision_ = TagWiseAverageClassifier(metric=self.tagwise_metric).fit(self.transform(X), target)
+            self.fit_rule(Xf, target)
+        return self
+
+    def initialize(self, X, y):
+        """Build the (untrained) network for data like ``X``, ``y`` (then e.g. :meth:`load_params`)."""
+        Xf, y = self._prepare(X, y, reset=True)
+        target = self._encode_targets(y, self._columns)
+        self._initialize(Xf, target)
+        self._set_fitted_attributes()
+        return self
+
+    def fit_rule(self, X, y):
+        """Fit the multi-label tag-wise rule on the features of ``X`` (no training), e.g. after :meth:`load_params`."""
+        check_is_fitted(self, "net_")
+        Y = np.asarray(untensor(y))
+        features = self.transform(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NCWarning)
+            try:
+                self.decision_ = TagWiseAverageClassifier(metric=self.tagwise_metric).fit(features, Y)
+            except ValueError as exc:  # e.g. features that collapsed to zero
+                warnings.warn(f"the tag-wise rule could not be fitted ({exc}); decision_rule='tagwise' will raise.",
+                              NCWarning, stacklevel=2)
+                self.decision_ = None
+        return self
+
+    def save_params(self, **kwargs):
+        """Save the network's parameters, optimizer, criterion or history (skorch's ``save_params``)."""
+        check_is_fitted(self, "net_")
+        self.net_.save_params(**kwargs)
+
+    def load_params(self, **kwargs):
+        """Load what :meth:`save_params` saved into an initialized or fitted estimator."""
+        check_is_fitted(self, "net_")
+        self.net_.load_params(**kwargs)
+        self._set_fitted_attributes()
         return self
 
     def _set_fitted_attributes(self):
@@ -407,17 +711,25 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.n_parameters_ = count_parameters(self.net_.module_)
         rows = []
         for entry in self.net_.history:
-            row = {k: v for k, v in entry.items() if k != "batches" and not isinstance(v, (list, dict))}
-            rows.append(row)
+            rows.append({k: v for k, v in entry.items() if k != "batches" and not isinstance(v, (list, dict))})
         self.history_ = pd.DataFrame(rows)
         self._n_features_out = W.shape[1]
 
     # ------------------------------------------------------------- inference
     def _forward(self, X):
         check_is_fitted(self, "net_")
-        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
-        logits, features = self.net_.forward(np.ascontiguousarray(X, dtype=np.float32), training=False)
-        return logits.double().numpy(), features.double().numpy()
+        X = validate_data(self, untensor(X), reset=False, dtype=[np.float32, np.float64])
+        Xf = np.ascontiguousarray(X, dtype=np.float32)
+        logits, features = self.net_.forward(Xf, training=False)
+        logits, features = logits.double().cpu().numpy(), features.double().cpu().numpy()
+        bad = ~(np.isfinite(logits).all(axis=1) & np.isfinite(features).all(axis=1))
+        if bad.any():
+            raise ValueError(
+                f"the network's output is not finite for {int(bad.sum())} sample(s) (first at row "
+                f"{int(np.flatnonzero(bad)[0])}): their inputs are of a magnitude the network cannot handle "
+                f"(largest |X| {float(np.max(np.abs(Xf))):.3g}); scale X as in training."
+            )
+        return logits, features
 
     def decision_function(self, X):
         """Logits ``W h + b`` of shape (n_samples, K).
@@ -431,19 +743,23 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return logits
 
     def predict_proba(self, X):
-        """Softmax probabilities (n_samples, K), clipped to the open interval (0, 1).
+        """Class probabilities (n_samples, K).
 
-        Under PAL each of the ``m`` true labels of a multi-label sample gets
-        about ``1/m`` of the mass.
+        Multi-class: the softmax. Multi-label: one probability per label (rows
+        do not sum to 1), the marginal ``P(k in S | x)`` of the posterior over
+        label sets implied by PAL's softmax and the training frequency of each
+        set size (:func:`sknc.decision.pal_label_marginals`).
         """
         logits = self._forward(X)[0]
+        if self.multilabel_:
+            return pal_label_marginals(logits, self._size_prior)
         z = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
-        return np.clip(p, 1e-12, 1 - 1e-12)
+        return p
 
     def transform(self, X):
-        """Penultimate features (n_samples, feature_dim)."""
+        """Penultimate features (n_samples, width)."""
         return self._forward(X)[1]
 
     def get_feature_names_out(self, input_features=None):
@@ -451,8 +767,12 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return np.asarray([f"palclassifier{i}" for i in range(self._n_features_out)], dtype=object)
 
     def _multilabel_predict(self, logits, features):
-        rule = "tagwise" if self.decision_rule == "auto" else self.decision_rule
+        rule = self._rule()
+        allow_empty = self._size_prior.get(0, 0.0) > 0  # label-free training rows make the empty set valid
         if rule == "tagwise":
+            if getattr(self, "decision_", None) is None:
+                raise ValueError("the tag-wise rule is not fitted (call fit_rule(X, y) after load_params, or use "
+                                 "decision_rule='threshold').")
             self.decision_.set_params(metric=self.tagwise_metric)
             return self.decision_.predict(features).astype(bool)
         if rule == "mean_logit":
@@ -461,17 +781,16 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             k = self._default_top_k if self.top_k is None else min(int(self.top_k), logits.shape[1])
             chosen = np.zeros(logits.shape, dtype=bool)
             np.put_along_axis(chosen, np.argsort(-logits, axis=1)[:, :k], True, axis=1)
+            return chosen
         else:
-            z = logits - logits.max(axis=1, keepdims=True)
-            p = np.exp(z)
-            p /= p.sum(axis=1, keepdims=True)
+            proba = pal_label_marginals(logits, self._size_prior)
             thr = np.asarray(self.threshold, dtype=np.float64)
-            if thr.ndim == 1 and thr.shape != (p.shape[1],):
-                raise ValueError(f"threshold has shape {thr.shape}; expected a scalar or ({p.shape[1]},).")
-            chosen = p >= thr
-        # Never predict the empty set: keep the top label when nothing passes.
-        empty = ~chosen.any(axis=1)
-        chosen[empty, logits[empty].argmax(axis=1)] = True
+            if thr.ndim == 1 and thr.shape != (proba.shape[1],):
+                raise ValueError(f"threshold has shape {thr.shape}; expected a scalar or ({proba.shape[1]},).")
+            chosen = proba >= thr
+        if not allow_empty:  # never predict the empty set unless training had label-free rows
+            empty = ~chosen.any(axis=1)
+            chosen[empty, logits[empty].argmax(axis=1)] = True
         return chosen
 
     def predict(self, X):
@@ -480,3 +799,15 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if not self.multilabel_:
             return self.classes_[np.argmax(logits, axis=1)]
         return self._multilabel_predict(logits, features).astype(self._y_dtype)
+
+
+def _check_routed(params):
+    unknown = [k for k in params if not k.startswith(_ROUTED)]
+    if unknown:
+        raise TypeError(
+            f"PALClassifier got unexpected parameter(s) {sorted(unknown)}; routed skorch parameters start with "
+            f"{', '.join(_ROUTED)}."
+        )
+    for key in params:
+        if key.startswith("callbacks__") and key.count("__") < 2:
+            raise TypeError(f"{key!r}: callback parameters are routed as callbacks__NAME__param.")

@@ -1,9 +1,11 @@
-"""The tag-wise-average decision rule for multi-label prediction from features."""
+"""Multi-label decision rules: the tag-wise-average rule on features, and label marginals from PAL logits."""
 
 from __future__ import annotations
 
 from itertools import combinations
 from numbers import Integral
+
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -12,9 +14,10 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ._validation import group_labels
+from .exceptions import NCWarning
 from .metrics import class_means, tagwise_average
 
-__all__ = ["TagWiseAverageClassifier"]
+__all__ = ["TagWiseAverageClassifier", "pal_label_marginals", "check_tagwise_labels"]
 
 _ROW_BLOCK = 2048  # rows per block of the exhaustive search (bounds the n x n_sets score matrix)
 
@@ -50,6 +53,10 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
         Candidate sizes ``1..max_multiplicity``; default: the sizes seen in ``fit``.
         Unseen sizes use the plain-sum prototype (``c_m = m``) under Euclidean.
 
+    Label-free training samples (all-zero indicator rows) make the empty set a
+    candidate, with their centred mean as its prototype; it is predicted when
+    it is nearer (Euclidean) than the best labelled set.
+
     Attributes
     ----------
     classes_ : ndarray
@@ -63,7 +70,20 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
     scales_ : dict {m: c_m}
     multiplicities_ : ndarray
         Candidate set sizes.
+    empty_prototype_ : ndarray (d,) or None
+        Centred mean of the label-free training samples.
     n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import TagWiseAverageClassifier, simplex_etf
+    >>> M = simplex_etf(3, 4, random_state=0)
+    >>> Y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    >>> H = np.vstack([M, 1.5 * (M[0] + M[1]) / 2])
+    >>> rule = TagWiseAverageClassifier(metric="euclidean").fit(H, Y)
+    >>> rule.predict(H).tolist()
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]
     """
 
     _parameter_constraints = {
@@ -101,6 +121,7 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
             y = column_or_1d(y, warn=True)
             self.multilabel_ = False
         groups = group_labels(Y if self.multilabel_ else y, X.shape[0])
+        check_tagwise_labels(groups)
         self.classes_ = groups.classes
         k = groups.n_classes
         self.means_estimated_by_ = "singletons" if np.all(groups.class_group >= 0) else "least_squares"
@@ -110,7 +131,8 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
             means = self._least_squares_means(X, groups)
         self.center_ = means.mean(axis=0)
         self.means_ = means - self.center_
-        seen = np.unique(groups.multiplicity)
+        self.empty_prototype_ = self._empty_prototype(X, groups)
+        seen = np.unique(groups.multiplicity[groups.multiplicity > 0])
         if self.max_multiplicity is None:
             self.multiplicities_ = seen
         else:
@@ -119,9 +141,12 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
         self.scales_[1] = 1.0
         if self.multilabel_ and np.any((groups.multiplicity >= 2) & (groups.multiplicity < k)):
             if self.means_estimated_by_ == "singletons":
-                summary = tagwise_average(X, Y).summary
+                with warnings.catch_warnings():  # undefined set angles are irrelevant to the scales
+                    warnings.simplefilter("ignore", NCWarning)
+                    summary = tagwise_average(X, Y).summary
                 for m, c in zip(summary["multiplicity"], summary["scale_mean"]):
-                    self.scales_[int(m)] = float(c)
+                    if np.isfinite(c):
+                        self.scales_[int(m)] = float(c)
             else:
                 self.scales_.update(self._least_squares_scales(X, groups))
         if k in self.scales_:
@@ -132,19 +157,21 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
     def _least_squares_means(X, groups):
         """Class means when some class never occurs alone.
 
-        Fits ``h_i ~ c + sum_{k in S_i} mu_k / |S_i|`` (all samples, least squares);
-        the class means are ``c + mu_k``. Raises when the label sets cannot
-        separate two classes (e.g. they always occur together).
+        Fits ``h_i ~ c + sum_{k in S_i} mu_k / |S_i|`` (labelled samples, least
+        squares); the class means are ``c + mu_k``.
         """
-        sets = groups.sets[groups.group].astype(np.float64)
+        labelled = groups.multiplicity[groups.group] > 0
+        sets = groups.sets[groups.group[labelled]].astype(np.float64)
         design = np.hstack([np.ones((len(sets), 1)), sets / sets.sum(axis=1, keepdims=True)])
-        coef, _, rank, _ = np.linalg.lstsq(design, X, rcond=None)
-        if rank < design.shape[1] - 1:
-            raise ValueError(
-                "the label sets do not determine every class mean (some classes always occur together "
-                "and none occurs alone); the tag-wise rule cannot be fitted."
-            )
+        coef = np.linalg.lstsq(design, X[labelled], rcond=None)[0]
         return coef[0] + coef[1:]
+
+    def _empty_prototype(self, X, groups):
+        """Centred mean of the label-free samples (the empty set's prototype), or None."""
+        empty = groups.multiplicity[groups.group] == 0
+        if not empty.any():
+            return None
+        return X[empty].mean(axis=0) - self.center_
 
     def _least_squares_scales(self, X, groups):
         scales = {}
@@ -154,7 +181,9 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
                 continue
             rows = groups.multiplicity[groups.group] == m
             avg = (groups.sets[groups.group[rows]].astype(np.float64) @ self.means_) / m
-            scales[int(m)] = float(np.sum(centred[rows] * avg) / np.sum(avg * avg))
+            denom = np.sum(avg * avg)
+            if denom > 0:
+                scales[int(m)] = float(np.sum(centred[rows] * avg) / denom)
         return scales
 
     # ------------------------------------------------------------------ scoring
@@ -176,7 +205,7 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
 
     def _prototypes(self, sets_indicator):
         sizes = sets_indicator.sum(axis=1)
-        factor = np.array([self.scales_[int(m)] / m for m in sizes])
+        factor = np.array([self.scales_.get(int(m), float(m)) / m if m else 0.0 for m in sizes])
         return factor[:, None] * (sets_indicator @ self.means_)
 
     def _predict_indicator(self, X, search):
@@ -213,11 +242,24 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
             chosen[better] = ind[better].astype(bool)
         return chosen
 
+    def _with_empty_set(self, X, chosen):
+        """Label-free training samples make the empty set a candidate: nearest (Euclidean) prototype wins."""
+        if self.empty_prototype_ is None:
+            return chosen
+        H = X - self.center_
+        protos = self._prototypes(chosen.astype(np.float64))
+        d_set = np.einsum("ij,ij->i", H - protos, H - protos)
+        diff = H - self.empty_prototype_
+        d_empty = np.einsum("ij,ij->i", diff, diff)
+        chosen = chosen.copy()
+        chosen[d_empty < d_set] = False
+        return chosen
+
     def predict(self, X):
         """Indicator matrix (multi-label, dtype of the fitted ``y``) or class labels."""
         check_is_fitted(self, "means_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        chosen = self._predict_indicator(X, self.search)
+        chosen = self._with_empty_set(X, self._predict_indicator(X, self.search))
         if not self.multilabel_:
             return self.classes_[chosen.argmax(axis=1)]
         return chosen.astype(self._y_dtype)
@@ -229,3 +271,87 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
         fast = self._predict_indicator(X, "fast")
         full = self._predict_indicator(X, "exhaustive")
         return float(np.mean(np.any(fast != full, axis=1)))
+
+
+def check_tagwise_labels(groups):
+    """Raise ``ValueError`` when the label sets cannot determine every class mean.
+
+    The tag-wise rule needs each class's mean: from its single-label samples,
+    or, when some class never occurs alone, from a least-squares fit of every
+    labelled sample as the average of its tags' means; that fit needs the
+    label sets to tell every class apart (some classes that always occur
+    together, and never alone, cannot be separated). Checked before any
+    training.
+    """
+    if not groups.multilabel or np.all(groups.class_group >= 0):
+        return
+    labelled = groups.sets[groups.multiplicity > 0].astype(np.float64)
+    design = np.hstack([np.ones((len(labelled), 1)), labelled / labelled.sum(axis=1, keepdims=True)])
+    if np.linalg.matrix_rank(design) < design.shape[1] - 1:
+        missing = ", ".join(str(groups.classes[i]) for i in groups.missing_singletons()[:10])
+        raise ValueError(
+            f"the label sets do not determine every class mean: class(es) {missing} never occur alone and "
+            "some classes always occur together, so the tag-wise rule cannot be fitted; add single-label "
+            "samples of those classes or use decision_rule='threshold'."
+        )
+
+
+def pal_label_marginals(logits, size_prior):
+    """Per-label probabilities from pick-all-labels logits.
+
+    PAL scores a label set ``S`` of size ``m`` by ``sum_{k in S} -log q_k``
+    (``q = softmax(z)``), at best ``m log m`` (the ``m`` labels share the mass
+    evenly). The likelihood of ``S`` relative to that best value is
+    ``prod_{k in S} m q_k`` (1 for a perfect fit), and with a prior
+    ``pi(m)`` over set sizes (their training frequencies) the posterior over
+    candidate sets is ``P(S | z) ∝ pi(|S|) prod_{k in S} |S| q_k`` (the empty
+    set scores ``pi(0)``). This returns the marginals
+    ``P(k in S | z) = sum_{S ∋ k} P(S | z)``, computed exactly over every set of
+    every candidate size through elementary symmetric polynomials, O(K m) per
+    sample. Unlike a softmax row, they do not sum to 1: they follow
+    scikit-learn's convention of one probability per label.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_samples, K)
+    size_prior : dict {m: weight}
+        Candidate sizes (0 for the empty set) and their prior weights.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, K), values in [0, 1]
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.decision import pal_label_marginals
+    >>> z = np.log([[0.48, 0.48, 0.02, 0.02], [0.94, 0.02, 0.02, 0.02]])
+    >>> np.round(pal_label_marginals(z, {1: 0.5, 2: 0.5}), 2)
+    array([[0.71, 0.71, 0.05, 0.05],
+           [0.95, 0.08, 0.08, 0.08]])
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    q = np.exp(z)
+    q /= q.sum(axis=1, keepdims=True)
+    n, k = q.shape
+    total = np.full(n, float(size_prior.get(0, 0.0)))
+    numer = np.zeros((n, k))
+    for m, weight in sorted(size_prior.items()):
+        m = int(m)
+        if m < 1 or weight <= 0 or m > k:
+            continue
+        w = m * q
+        elem = np.zeros((m + 1, n))  # elementary symmetric polynomials e_0..e_m of w
+        elem[0] = 1.0
+        for col in range(k):
+            for j in range(m, 0, -1):
+                elem[j] += w[:, col] * elem[j - 1]
+        total += weight * elem[m]
+        without = np.ones((n, k))  # e_{j}(w without label k), built up to j = m - 1
+        for j in range(1, m):
+            without = elem[j][:, None] - w * without
+        numer += weight * w * np.maximum(without, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = numer / total[:, None]
+    return np.clip(np.nan_to_num(out), 0.0, 1.0)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validation import check_layer_sizes
 from .geometry import simplex_etf
 
 __all__ = ["MLP", "SmallCNN", "ResNet18", "LinearHead", "ETFHead", "FeatureClassifier", "etf_weight"]
@@ -36,8 +37,7 @@ class MLP(nn.Module):
     def __init__(self, in_features, hidden_sizes=(256, 256), activation="relu", batch_norm=False,
                  feature_activation=True):
         super().__init__()
-        if len(hidden_sizes) == 0:
-            raise ValueError("hidden_sizes must name at least one layer.")
+        hidden_sizes = check_layer_sizes(hidden_sizes, "hidden_sizes")
         layers, width = [], int(in_features)
         for i, size in enumerate(hidden_sizes):
             last = i == len(hidden_sizes) - 1
@@ -58,9 +58,16 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two-block CNN for small images: ``(conv-BN-ReLU) x 2`` per block, then a linear feature layer."""
+    """Two-block CNN for small images: ``(conv-BN-ReLU) x 2`` per block, then a feature layer.
 
-    def __init__(self, in_channels=1, feature_dim=128, width=32):
+    ``width`` channels in the first block, ``2 width`` in the second (max-pooled
+    between them, global-average-pooled after), then a linear layer to
+    ``feature_dim`` features: sign-unconstrained, as the centred multi-label
+    ETF needs, and they cannot die under feature decay. ``feature_activation=True``
+    adds a ReLU (non-negative features, the setting of Dang et al.).
+    """
+
+    def __init__(self, in_channels=1, feature_dim=64, width=32, feature_activation=False):
         super().__init__()
 
         def block(cin, cout):
@@ -75,7 +82,8 @@ class SmallCNN(nn.Module):
 
         self.body = nn.Sequential(block(in_channels, width), nn.MaxPool2d(2), block(width, 2 * width))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Sequential(nn.Linear(2 * width, feature_dim), nn.ReLU())
+        layers = [nn.Linear(2 * width, feature_dim)] + ([nn.ReLU()] if feature_activation else [])
+        self.fc = nn.Sequential(*layers)
         self.out_features = feature_dim
 
     def forward(self, x):
@@ -178,18 +186,30 @@ class FeatureClassifier(nn.Module):
 
 
 def infer_out_features(backbone, example):
-    """Feature width of a user backbone: its ``out_features`` or one forward pass."""
-    width = getattr(backbone, "out_features", None)
-    if isinstance(width, int):
-        return width
+    """Feature width of a backbone, from one forward pass on ``example``.
+
+    A declared ``out_features`` attribute that disagrees with the output is an
+    error (it would otherwise surface as a shape mismatch deep in training).
+    """
     was_training = backbone.training
     backbone.eval()
-    with torch.no_grad():
-        out = backbone(example[:2])
-    backbone.train(was_training)
-    if out.ndim != 2:
-        raise ValueError(f"the backbone must return (batch, feature_dim) features; got shape {tuple(out.shape)}.")
-    return int(out.shape[1])
+    try:
+        with torch.no_grad():
+            out = backbone(example[:2])
+    except Exception as exc:
+        raise ValueError(
+            f"the backbone failed on a batch of the training data of shape {tuple(example[:2].shape)}: {exc}"
+        ) from exc
+    finally:
+        backbone.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the backbone must return (batch, width) features; got {shape}.")
+    width = int(out.shape[1])
+    declared = getattr(backbone, "out_features", None)
+    if isinstance(declared, int) and declared != width:
+        raise ValueError(f"the backbone declares out_features={declared} but returns {width} features per sample.")
+    return width
 
 
 def count_parameters(module, trainable_only=True):

@@ -35,6 +35,7 @@ __all__ = [
     "mse_strong_collapse",
     "strong_collapse_errors",
     "network_to_ufm_lambdas",
+    "estimator_to_ufm_lambdas",
 ]
 
 
@@ -415,3 +416,22 @@ def network_to_ufm_lambdas(weight_decay, feature_decay, batch_size, n_samples):
     return _positive("weight_decay", weight_decay, True), 2.0 * _positive(
         "feature_decay", feature_decay, True
     ) * _count("batch_size", batch_size) / _count("n_samples", n_samples)
+
+
+def estimator_to_ufm_lambdas(lambda_W, lambda_H, n_samples):
+    """``PALClassifier``'s regularisation in the UFM normalisation of this module.
+
+    The estimator penalises ``lambda_H/2 ||h_i||^2`` per sample (averaged over
+    each batch, so its strength does not depend on ``N``); the UFM's
+    ``lambda_H^UFM/2 ||H||_F^2`` sums over the ``N`` samples added to a mean
+    loss. Equal objectives need ``lambda_H^UFM = lambda_H / N``; weight decay
+    maps one to one. Returns ``(lambda_W, lambda_H / N)``.
+
+    Examples
+    --------
+    >>> from sknc.theory import estimator_to_ufm_lambdas
+    >>> estimator_to_ufm_lambdas(5e-4, 0.3, n_samples=1500)
+    (0.0005, 0.0002)
+    """
+    n = _count("n_samples", n_samples)
+    return _positive("lambda_W", lambda_W, True), _positive("lambda_H", lambda_H, True) / n
