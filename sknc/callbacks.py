@@ -1,60 +1,87 @@
-"""skorch callbacks: NC tracking during training and a stateless cosine schedule."""
+"""skorch callbacks: NC tracking of any net, a stateless cosine schedule, the learning rate used, a divergence guard."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 from skorch.callbacks import Callback
 
-from .metrics import nc_report
+from .exceptions import NCWarning
+from .extract import classifier_parameters, model_nc_report
 
 __all__ = ["NCTracker", "CosineLR", "LearningRateRecorder", "DivergenceGuard", "head_parameters"]
 
 
 def head_parameters(module):
-    """Classifier ``(W, b)`` of a module as float64 numpy arrays.
+    """Classifier ``(W, b)`` of a module as float64 numpy arrays (see :func:`sknc.extract.classifier_parameters`)."""
+    return classifier_parameters(module)
 
-    Uses ``module.head`` when present (sknc networks), else the last
-    ``nn.Linear`` of the module. ``b`` is ``None`` when the head has no bias.
-    """
-    head = getattr(module, "head", None)
-    if head is None or not hasattr(head, "weight"):
-        linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
-        if not linears:
-            raise ValueError("cannot find the classifier: the module has no `head` and no nn.Linear layer.")
-        head = linears[-1]
-    W = head.weight.detach().double().cpu().numpy()
-    b = None if getattr(head, "bias", None) is None else head.bias.detach().double().cpu().numpy()
-    return W, b
+
+_COUNT_KEYS = {"n_samples", "n_classes", "n_dims", "n_singletons", "nc1_rank"}
+_DEFAULT_KEYS = ("nc1", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_w", "nc3", "nc4")
 
 
 class NCTracker(Callback):
-    """Record NC metrics into a skorch net's history every ``every`` epochs.
+    """Record NC metrics of a layer of any skorch net in its history, every ``every`` epochs.
 
-    Works with any skorch net whose module returns ``(logits, features)``
-    (sknc networks do). Metrics come from :func:`sknc.nc_report` on the
-    features of the training data (or of ``X``/``y`` when given), computed in
-    eval mode with the head's ``W`` and ``b``; multi-label ``y`` (indicator) adds
-    the tag-wise metrics.
+    The layer's activations are read by forward hooks
+    (:func:`sknc.extract.model_nc_report`, the one extraction sknc has), on
+    the training data and/or the validation split (any skorch ``Dataset``,
+    ``Subset`` included), with the net's own iterator and ``infer``. It works
+    with a plain ``NeuralNetClassifier`` whose module returns logits only.
+    Training never stops because of it: an undefined metric is NaN in the
+    history (with an :class:`sknc.NCWarning`), and a failed measurement
+    records NaN with the reason.
 
     Parameters
     ----------
     every : int, default=1
         Epoch period; the last epoch of training is always recorded.
+    layer : str, optional
+        A name from ``net.module_.named_modules()`` (its output) or
+        ``'name:input'``; default the input of the classifier (the
+        penultimate features), whose ``W, b`` then give NC2(W), NC3 and NC4.
+    on : {'train', 'valid', 'both'}, default='train'
+        Which data to measure. History keys are the metric names for the
+        training data and ``valid_<metric>`` for the validation split.
     metrics : sequence of str, optional
         Report keys to record (default: every key of the report except counts).
+    passes : {2, 1}, default=2
+        Forward passes per measurement (see :func:`sknc.extract.model_nc_report`).
+    reduce : str or callable, default='avg'
+        How activations with more than two axes become features.
     X, y : array-like, optional
-        Data to measure on instead of the training set. Kept out of ``get_params``
-        so that cloning in a grid search does not copy it.
+        Data to measure on instead of the training split. Kept out of
+        ``get_params`` so that cloning in a grid search does not copy it.
     prefix : str, default=''
-        Prefix of the history keys (e.g. ``'valid_'``).
+        Extra prefix of the history keys.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skorch import NeuralNetClassifier
+    >>> from sknc import NCTracker
+    >>> X = np.random.default_rng(0).standard_normal((90, 5)).astype(np.float32)
+    >>> y = np.arange(90) % 3
+    >>> module = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    >>> net = NeuralNetClassifier(module, max_epochs=2, train_split=None, verbose=0,
+    ...                           callbacks=[NCTracker()]).fit(X, y)
+    >>> len(net.history[:, "nc1"])
+    2
     """
 
-    def __init__(self, every=1, metrics=None, X=None, y=None, prefix=""):
+    def __init__(self, every=1, layer=None, on="train", metrics=None, passes=2, reduce="avg", X=None, y=None,
+                 prefix=""):
         self.every = every
+        self.layer = layer
+        self.on = on
         self.metrics = metrics
+        self.passes = passes
+        self.reduce = reduce
         self.prefix = prefix
         self._X, self._y = X, y
 
@@ -65,27 +92,51 @@ class NCTracker(Callback):
         return params
 
     def initialize(self):
-        if not isinstance(self.every, int) or self.every < 1:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"every must be a positive integer; got {self.every!r}.")
+        if self.on not in ("train", "valid", "both"):
+            raise ValueError(f"on must be 'train', 'valid' or 'both'; got {self.on!r}.")
+        if self.passes not in (1, 2):
+            raise ValueError(f"passes must be 1 or 2; got {self.passes!r}.")
+        self._keys = None
         return self
 
     def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         epoch = len(net.history)
-        last = epoch >= net.max_epochs
-        if epoch % self.every and not last:
+        if epoch % self.every and epoch < net.max_epochs:
             return
-        X, y = (self._X, self._y) if self._X is not None else (dataset_train.X, dataset_train.y)
-        out = net.forward(X, training=False)
-        if not isinstance(out, (tuple, list)) or len(out) < 2:
-            raise ValueError("NCTracker needs a module whose forward returns (logits, features).")
-        features = out[1]
-        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        W, b = head_parameters(net.module_)
-        report = nc_report(features, y_np, W, b)
-        skip = {"n_samples", "n_classes", "n_dims", "n_singletons", "nc1_rank"}
-        keys = self.metrics if self.metrics is not None else [k for k in report.index if k not in skip]
+        targets = []
+        if self.on in ("train", "both"):
+            targets.append(("", dataset_train))
+        if self.on in ("valid", "both"):
+            targets.append(("valid_", dataset_valid))
+        for tag, dataset in targets:
+            self._record(net, tag, dataset)
+
+    def _record(self, net, tag, dataset):
+        prefix = self.prefix + tag
+        try:
+            if tag == "" and self._X is not None:
+                data, labels = self._X, self._y
+            else:
+                if dataset is None:
+                    raise ValueError("there is no validation split (set train_split)" if tag else "no training data")
+                data, labels = net.get_iterator(dataset, training=False), None
+            frame = model_nc_report(net.module_, data, labels, layers=self.layer, passes=self.passes,
+                                    reduce=self.reduce, forward=net.infer)
+            report = frame.iloc[0]
+        except (ValueError, RuntimeError, TypeError) as exc:  # a measurement never stops training
+            warnings.warn(f"NCTracker: no NC metrics at epoch {len(net.history)} ({exc}); recording NaN.",
+                          NCWarning, stacklevel=2)
+            report = pd.Series(dtype=float)
+        keys = self.metrics
+        if keys is None:
+            if self._keys is None and len(report):
+                self._keys = [k for k in report.index if k not in _COUNT_KEYS]
+            keys = self._keys or list(_DEFAULT_KEYS)
         for key in keys:
-            net.history.record(self.prefix + key, float(report[key]))
+            value = report.get(key, np.nan)
+            net.history.record(prefix + key, float(value) if value is not None else np.nan)
 
 
 class CosineLR(Callback):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection._split import _BaseKFold
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import type_of_target
+
+from ._validation import group_labels
 
 __all__ = ["MultilabelStratifiedKFold"]
 
@@ -40,12 +41,10 @@ class MultilabelStratifiedKFold(_BaseKFold):
     def _indicator(self, y):
         if y is None:
             raise ValueError("MultilabelStratifiedKFold needs y (an indicator matrix or class labels).")
-        y = np.asarray(y)
-        if type_of_target(y) == "multilabel-indicator":
-            return y.astype(bool)
-        y = y.ravel()
-        _, codes = np.unique(y, return_inverse=True)
-        return np.eye(codes.max() + 1, dtype=bool)[codes]
+        groups = group_labels(y, min_classes=1)  # 0/1 indicators, NaN, ragged and mixed-type labels
+        if groups.multilabel:
+            return groups.sets[groups.group]
+        return np.eye(groups.n_classes, dtype=bool)[groups.group]
 
     def _iter_test_indices(self, X=None, y=None, groups=None):
         Y = self._indicator(y)

@@ -1,14 +1,33 @@
-"""Scorers for GridSearchCV / cross_validate: NC metrics and multi-label quality.
+"""Scorers for GridSearchCV / cross_validate: NC metrics of any classifier, and multi-label quality.
 
-Every NC scorer reads the estimator's features (``transform``) and classifier
-(``coef_``, ``intercept_``) and calls :func:`sknc.nc_report`, so the numbers are
-exactly those of the metrics core. Lower-is-better metrics are negated and named
-``neg_*``, as scikit-learn does.
+Every NC scorer asks one question of a fitted estimator, "what are your
+features of ``X`` and your classifier ``(W, b)``?", answered by a small
+adapter per family:
+
+* sknc estimators (``PALClassifier``): ``transform`` and ``coef_``/``intercept_``;
+* scikit-learn's ``MLPClassifier``: its last hidden activations, from
+  ``coefs_``/``intercepts_`` and its activation;
+* a linear classifier (``LogisticRegression``, ``LinearSVC``, ``RidgeClassifier``,
+  ``SGDClassifier``, ...) on its input, alone or at the end of a Pipeline (the
+  Pipeline's output before it are the features);
+* skorch nets: their module's penultimate layer, by forward hooks
+  (:func:`sknc.extract.model_nc_report`).
+
+The numbers are those of :func:`sknc.nc_report`. A binary linear classifier
+(one row ``w``, bias ``c``) is measured as the two rows ``-w/2, w/2`` and
+biases ``-c/2, c/2``, which decide exactly as it does.
+
+NC is a property of the *training* features: in a search, pass
+``return_train_score=True`` and read the ``mean_train_neg_*`` columns (the
+``mean_test_*`` ones measure how the held-out features sit).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     hamming_loss,
@@ -17,6 +36,8 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
+from ._validation import untensor
+from .exceptions import NCWarning
 from .metrics import nc_report
 
 __all__ = [
@@ -24,6 +45,7 @@ __all__ = [
     "nc_scorer",
     "nc_scorers",
     "nc_report_scorer",
+    "nc_report_of",
     "multilabel_scorers",
     "features_and_classifier",
 ]
@@ -34,35 +56,127 @@ NC_METRICS = {
     "nc1_trace_quotient": False,
     "cdnv": False,
     "nc2_h": False,
+    "nc2_h_equinorm": False,
+    "nc2_h_equiangular": False,
     "nc2_w": False,
+    "nc2_w_equinorm": False,
+    "nc2_w_equiangular": False,
     "nc3": False,
+    "nc3_difference": False,
     "nc4": False,
+    "ncc_agreement": True,
     "bias_collapse": False,
     "tagwise_angle": False,
-    "ncc_agreement": True,
+    "tagwise_residual": False,
+    "tagwise_angle_ratio": False,
 }
+
+_SUPPORTED = ("PALClassifier (or any estimator with transform and coef_), MLPClassifier, a linear classifier with "
+              "coef_ (alone or ending a Pipeline), or a skorch net")
+
+
+# ------------------------------------------------------------------------------- adapters
+def _is_skorch(estimator):
+    return hasattr(estimator, "module_") and hasattr(estimator, "infer")
+
+
+def _mlp_features(mlp, X):
+    """Last hidden activations of a fitted ``MLPClassifier``."""
+    from sklearn.neural_network._base import ACTIVATIONS
+
+    act = ACTIVATIONS[mlp.activation]  # scikit-learn's activations work in place
+    h = np.asarray(X, dtype=np.float64)
+    for W, b in zip(mlp.coefs_[:-1], mlp.intercepts_[:-1]):
+        h = h @ W + b
+        act(h)
+    return h
+
+
+def _binary_pair(W, b):
+    """A one-row (binary) linear classifier as the two rows that decide the same."""
+    W = np.asarray(W, dtype=np.float64)
+    b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64).reshape(-1)
+    if W.shape[0] == 1:
+        return np.vstack([-W / 2, W / 2]), np.concatenate([-b / 2, b / 2])
+    return W, b
 
 
 def features_and_classifier(estimator, X):
-    """Features of ``X`` and the classifier ``(W, b)`` of a fitted estimator or Pipeline.
+    """Features of ``X`` and the classifier ``(W, b)`` of a fitted estimator, held in memory.
 
-    In a Pipeline, the first step with both ``transform`` and ``coef_`` is the
-    feature extractor; the steps before it transform ``X``.
+    Supports the families of this module's docstring; a skorch net's features
+    are its classifier's input, read by forward hooks.
     """
-    steps = [est for _, est in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
-    Xt = X
-    for step in steps:
-        if hasattr(step, "coef_") and hasattr(step, "transform"):
-            W = np.asarray(step.coef_, dtype=np.float64)
-            b = getattr(step, "intercept_", None)
-            return np.asarray(step.transform(Xt), dtype=np.float64), W, b
-        if not hasattr(step, "transform"):
-            break
-        Xt = step.transform(Xt)
-    raise TypeError(
-        f"{type(estimator).__name__} exposes no feature extractor with `transform` and `coef_` "
-        "(e.g. a fitted PALClassifier, alone or inside a Pipeline)."
-    )
+    X = untensor(X)
+    if isinstance(estimator, Pipeline):
+        *front, (_, last) = estimator.steps
+        Xt = X
+        for _, step in front:
+            if step is None or step == "passthrough":
+                continue
+            Xt = step.transform(Xt)
+        return features_and_classifier(last, Xt)
+    if _is_skorch(estimator):
+        from .extract import classifier_parameters, layer_features
+
+        features, _ = layer_features(estimator.module_, X, np.zeros(len(X)), forward=estimator.infer)
+        W, b = classifier_parameters(estimator.module_)
+        return next(iter(features.values())).astype(np.float64), W, b
+    if hasattr(estimator, "coefs_") and hasattr(estimator, "intercepts_"):  # MLPClassifier
+        W, b = _binary_pair(estimator.coefs_[-1].T, estimator.intercepts_[-1])
+        return _mlp_features(estimator, X), W, b
+    if hasattr(estimator, "coef_"):
+        W, b = _binary_pair(estimator.coef_, getattr(estimator, "intercept_", None))
+        if hasattr(estimator, "transform") and hasattr(estimator, "net_"):  # sknc estimators
+            return np.asarray(estimator.transform(X), dtype=np.float64), W, b
+        return np.asarray(X, dtype=np.float64), W, b
+    raise TypeError(f"{type(estimator).__name__} is not a classifier whose features sknc can read; supported: "
+                    f"{_SUPPORTED}.")
+
+
+def nc_report_of(estimator, X, y, **conventions):
+    """The NC report of a fitted estimator's features of ``X`` (see :func:`features_and_classifier`).
+
+    skorch nets are measured by streaming their activations (nothing of size
+    ``n x width`` is kept); other families compute features in memory.
+    """
+    if _is_skorch(estimator):
+        from .extract import model_nc_report
+
+        frame = model_nc_report(estimator.module_, X, y, forward=estimator.infer, **conventions)
+        return frame.iloc[0]
+    features, W, b = features_and_classifier(estimator, X)
+    return nc_report(features, y, W, b, **conventions)
+
+
+class _LastReport:
+    """The report of the last (estimator, X, y): the scorers of one multi-metric call share one forward pass."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def get(self, estimator, X, y):
+        key = (estimator, X, y)
+        if self.key is not None and all(a is b for a, b in zip(self.key, key)):
+            return self.value
+        self.key, self.value = None, None
+        value = _safe_report(estimator, X, y)
+        self.key, self.value = key, value
+        return value
+
+
+def _safe_report(estimator, X, y):
+    """The report, or an empty one (all NaN) when the data leave NC undefined: a search never dies of it."""
+    try:
+        return nc_report_of(estimator, X, y)
+    except TypeError:
+        raise  # not a supported estimator: a usage error
+    except ValueError as exc:
+        warnings.warn(f"NC scores are NaN on this split ({exc}).", NCWarning, stacklevel=3)
+        return pd.Series(dtype=float)
+
+
+_CACHE = _LastReport()
 
 
 def _score_name(key):
@@ -78,13 +192,26 @@ def _scores_from_report(report, keys):
 
 
 def nc_report_scorer(estimator, X, y):
-    """All NC scores from one forward pass (a dict; for ``GridSearchCV(scoring=...)`` with ``refit=<key>``).
+    """Every NC score from one forward pass, as a dict: a ``GridSearchCV(scoring=...)`` value.
 
-    Keys are ``neg_nc1``, ``neg_nc2_h``, ..., ``ncc_agreement``; metrics that do
-    not apply (``neg_tagwise_angle`` for single-label data) are NaN.
+    Keys are ``neg_nc1``, ``neg_nc2_h``, ..., ``ncc_agreement`` (see
+    ``NC_METRICS``); metrics that do not apply (``neg_tagwise_angle`` for
+    single-label data) or are undefined on the split are NaN, never an error.
+    Use it with ``refit="<key>"`` (or ``refit=False``).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import cross_validate
+    >>> from sknc import nc_report_scorer
+    >>> X, y = load_iris(return_X_y=True)
+    >>> scores = cross_validate(LogisticRegression(max_iter=500), X, y, cv=3, scoring=nc_report_scorer,
+    ...                         return_train_score=True)
+    >>> sorted(k for k in scores if k.endswith("neg_nc1"))
+    ['test_neg_nc1', 'train_neg_nc1']
     """
-    features, W, b = features_and_classifier(estimator, X)
-    return _scores_from_report(nc_report(features, y, W, b), NC_METRICS)
+    return _scores_from_report(_CACHE.get(estimator, X, y), NC_METRICS)
 
 
 def nc_scorer(metric):
@@ -93,8 +220,7 @@ def nc_scorer(metric):
         raise ValueError(f"unknown NC metric {metric!r}; choose from {sorted(NC_METRICS)}.")
 
     def scorer(estimator, X, y):
-        features, W, b = features_and_classifier(estimator, X)
-        return _scores_from_report(nc_report(features, y, W, b), [metric])[_score_name(metric)]
+        return _scores_from_report(_CACHE.get(estimator, X, y), [metric])[_score_name(metric)]
 
     scorer.__name__ = _score_name(metric)
     return scorer
@@ -103,8 +229,8 @@ def nc_scorer(metric):
 def nc_scorers(metrics=None):
     """``{name: scorer}`` for multi-metric ``GridSearchCV(scoring=...)``.
 
-    Default metrics: ``nc1``, ``nc2_h``, ``nc2_w``, ``nc3``, ``nc4``. Each scorer
-    runs its own forward pass; use :func:`nc_report_scorer` for one pass.
+    Default metrics: ``nc1``, ``nc2_h``, ``nc2_w``, ``nc3``, ``nc4``. The scorers
+    of one call share one report (one forward pass per split).
     """
     metrics = ("nc1", "nc2_h", "nc2_w", "nc3", "nc4") if metrics is None else metrics
     return {_score_name(m): nc_scorer(m) for m in metrics}

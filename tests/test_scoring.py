@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,7 +50,7 @@ def test_scorers_in_pipelines(fitted):
     inner = pipe[-1]
     expected = nc_report(inner.transform(pipe[0].transform(X)), Y, inner.coef_, inner.intercept_)
     assert nc_scorer("nc3")(pipe, X, Y) == pytest.approx(-expected["nc3"])
-    with pytest.raises(TypeError, match="no feature extractor"):
+    with pytest.raises(TypeError, match="not a classifier whose features sknc can read"):
         nc_scorer("nc1")(make_pipeline(StandardScaler()).fit(X), X, Y)
 
 
@@ -110,3 +112,86 @@ def test_multilabel_stratified_kfold_shuffle_and_1d():
         MultilabelStratifiedKFold(3, random_state=0)
     with pytest.raises(ValueError, match="needs y"):
         list(MultilabelStratifiedKFold(3).split(Y, None))
+
+
+# --------------------------------------------------------------------- scorers for any classifier
+def _mlp_by_hand(mlp, X):
+    h = X
+    for W, b in zip(mlp.coefs_[:-1], mlp.intercepts_[:-1]):
+        h = np.maximum(h @ W + b, 0.0)  # relu, written out
+    return h
+
+
+def test_scorers_on_mlpclassifier_equal_the_metrics_by_hand():
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp = MLPClassifier((32, 16), max_iter=60, random_state=0).fit(X, y)
+    H = _mlp_by_hand(mlp, X)
+    expected = nc_report(H, y, mlp.coefs_[-1].T, mlp.intercepts_[-1])
+    scores = nc_report_scorer(mlp, X, y)
+    for key in ("nc1", "nc2_h", "nc2_w", "nc3", "nc4"):
+        assert scores[f"neg_{key}"] == pytest.approx(-expected[key], rel=1e-9), key
+    assert NCMetrics(estimator=mlp).fit(X, y).report_["nc1"] == pytest.approx(expected["nc1"], rel=1e-9)
+
+
+def test_scorers_on_a_linear_pipeline_including_binary():
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+    Z = pipe[0].transform(X)
+    lr = pipe[-1]
+    expected = nc_report(Z, y, lr.coef_, lr.intercept_)
+    assert nc_scorer("nc3")(pipe, X, y) == pytest.approx(-expected["nc3"], rel=1e-9)
+    yb = (y > 0).astype(int)
+    binary = LogisticRegression(max_iter=500).fit(X, yb)
+    w, c = binary.coef_[0], binary.intercept_[0]
+    # the one-row classifier is measured as the pair that decides like it
+    expected = nc_report(X, yb, np.vstack([-w / 2, w / 2]), np.array([-c / 2, c / 2]))
+    got = nc_report_scorer(binary, X, yb)
+    assert got["ncc_agreement"] == pytest.approx(expected["ncc_agreement"])
+    agree = np.mean((X @ w + c > 0) == (np.linalg.norm(X - X[yb == 1].mean(0), axis=1) <
+                                          np.linalg.norm(X - X[yb == 0].mean(0), axis=1)))
+    assert got["ncc_agreement"] == pytest.approx(agree)
+
+
+def test_scorers_on_a_plain_skorch_net_equal_the_metrics_by_hand():
+    import torch
+    from skorch import NeuralNetClassifier
+
+    X, Y = multilabel_blobs(seed=2)
+    y = Y.argmax(1)
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    net = NeuralNetClassifier(module, max_epochs=5, lr=0.1, train_split=None, verbose=0).fit(X, y)
+    with torch.no_grad():
+        H = module[1](module[0](torch.as_tensor(X))).numpy()
+    W, b = module[2].weight.detach().numpy(), module[2].bias.detach().numpy()
+    expected = nc_report(H, y, W, b)
+    scores = nc_report_scorer(net, X, y)
+    for key in ("nc1", "nc2_w", "nc3", "nc4"):
+        assert scores[f"neg_{key}"] == pytest.approx(-expected[key], rel=1e-6), key
+
+
+def test_report_scorer_survives_a_search_with_degenerate_folds():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    y = np.repeat([0, 1, 2], 20)
+    X[y == 2] = X[y == 1]  # classes 1 and 2 share their features: CDNV is undefined on every split
+    search = GridSearchCV(LogisticRegression(max_iter=200), {"C": [0.1, 1.0]}, scoring=nc_report_scorer,
+                          refit="neg_nc1", return_train_score=True, n_jobs=2, error_score="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(X, y)
+    res = search.cv_results_
+    assert np.all(np.isnan(res["mean_train_neg_cdnv"]))
+    assert np.all(np.isfinite(res["mean_train_neg_nc1"])) and np.all(np.isfinite(res["mean_test_neg_nc2_w"]))

@@ -277,6 +277,13 @@ class NCAccumulator:
             raise ValueError("the accumulator is empty: call update() with at least one batch first.")
 
     # ------------------------------------------------------------------ second pass
+    @property
+    def second_pass_possible(self):
+        """False when some class has no multiplicity-1 sample (no class means to centre on)."""
+        if not self._started or not self._key_list:
+            return False
+        return not self._groups()[0].missing_singletons().size
+
     def update_second_pass(self, features_batch, y_batch, W=None, b=None):
         """Add a batch of the second pass over the same data.
 

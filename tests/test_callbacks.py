@@ -1,0 +1,91 @@
+"""NCTracker on any skorch net: the layer's metrics per epoch, never an aborted run."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from skorch import NeuralNetClassifier
+
+import sknc
+from sknc import NCTracker, PALClassifier, nc_report
+
+from .conftest import multilabel_blobs
+
+
+def _plain_module():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+
+
+def test_tracker_on_a_plain_net_with_a_validation_split():
+    X, Y = multilabel_blobs(seed=3)
+    y = Y.argmax(1)
+    module = _plain_module()
+    net = NeuralNetClassifier(module, max_epochs=3, lr=0.1, verbose=0, callbacks=[NCTracker(on="both")])
+    net.fit(X, y)  # skorch's default validation split: Subsets
+    assert len(net.history[:, "nc1"]) == 3 and len(net.history[:, "valid_nc1"]) == 3
+    # the last row equals the metrics computed by hand on the training split's penultimate features
+    train_idx = net.train_split(net.get_dataset(X, y), y)[0].indices
+    with torch.no_grad():
+        H = module[1](module[0](torch.as_tensor(X[train_idx]))).numpy()
+    expected = nc_report(H, y[train_idx], module[2].weight.detach().numpy(), module[2].bias.detach().numpy())
+    assert net.history[-1, "nc1"] == pytest.approx(expected["nc1"], rel=1e-6)
+    assert net.history[-1, "nc4"] == pytest.approx(expected["nc4"], abs=1e-12)
+
+
+def test_tracker_on_a_named_layer_every_k_epochs():
+    X, Y = multilabel_blobs(seed=3)
+    y = Y.argmax(1)
+    net = NeuralNetClassifier(_plain_module(), max_epochs=5, lr=0.1, train_split=None, verbose=0,
+                              callbacks=[NCTracker(every=2, layer="0", metrics=["nc1", "nc2_h"])])
+    net.fit(X, y)
+    nc1 = [row.get("nc1") for row in net.history]
+    assert [v is not None for v in nc1] == [False, True, False, True, True]  # epochs 2, 4 and the last
+    assert "nc3" not in net.history[-1]
+
+
+def test_tracked_nc_columns_of_palclassifier():
+    X, Y = multilabel_blobs(seed=1)
+    clf = PALClassifier(hidden_sizes=(32,), feature_dim=8, max_epochs=6, track_nc=2, device="cpu",
+                        random_state=0).fit(X, Y)
+    hist = clf.history_
+    for col in ("nc1", "nc2_h", "nc2_w", "nc3", "nc4", "tagwise_angle"):
+        values = hist[col].dropna()
+        assert len(values) == 3 and np.isfinite(values).all(), col
+    rep = nc_report(clf.transform(X), Y, clf.coef_, clf.intercept_)
+    assert hist["nc1"].iloc[-1] == pytest.approx(rep["nc1"], rel=1e-4)
+
+
+def test_partly_degenerate_features_never_abort_training():
+    # class 3 never occurs alone: every class-mean metric is undefined, training goes on
+    rng = np.random.default_rng(0)
+    Y = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1], [0, 1, 0, 1]] * 20)
+    X = (Y @ rng.standard_normal((4, 10)) + 0.1 * rng.standard_normal((100, 10))).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf = PALClassifier(hidden_sizes=(16,), feature_dim=6, max_epochs=4, track_nc=1, decision_rule="threshold",
+                            device="cpu", random_state=0).fit(X, Y)
+    hist = clf.history_
+    assert len(hist) == 4
+    assert hist["nc1"].isna().all() and hist["nc2_w"].notna().all()
+    messages = [str(w.message) for w in caught if issubclass(w.category, sknc.NCWarning)]
+    assert messages and all("3 have no multiplicity-1 sample" in m for m in messages)
+    assert len(messages) == 4  # one per report, i.e. per tracked epoch
+
+
+def test_a_failed_measurement_records_nan_with_the_reason():
+    X, Y = multilabel_blobs(seed=3)
+    y = Y.argmax(1)
+    net = NeuralNetClassifier(_plain_module(), max_epochs=2, lr=0.1, train_split=None, verbose=0,
+                              callbacks=[NCTracker(on="valid")])  # no validation split to measure
+    with pytest.warns(sknc.NCWarning, match="no validation split"):
+        net.fit(X, y)
+    assert np.isnan(net.history[-1, "valid_nc1"])
+
+
+def test_tracker_parameters_are_checked():
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        NCTracker(every=0).initialize()
+    with pytest.raises(ValueError, match="on must be"):
+        NCTracker(on="test").initialize()
