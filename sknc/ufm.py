@@ -16,7 +16,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import theory
-from ._validation import group_labels
+from ._validation import check_device, group_labels, untensor
+from .exceptions import NCWarning
 from .metrics import nc_report, tagwise_average
 
 __all__ = ["UFMSolver"]
@@ -74,7 +75,11 @@ class UFMSolver(BaseEstimator):
     record_every : int, default=0
         Every this many iterations (and at the end), record objective, gradient
         norm and NC metrics in ``history_``; 0 records only the end point.
-    device : str, default='cpu'
+    reduce : {'auto', True, False}, default='auto'
+        Solve over one free feature per *label set* instead of per sample
+        (exact, see the Notes); ``'auto'`` reduces unless ``solver='gd'``
+        (gradient-flow studies follow every sample's path) or ``lambda_H=0``.
+    device : str or torch.device, default='cpu'
         Torch device for the objective and gradient ('cuda' for a GPU).
     dtype : {'float64', 'float32'}, default='float64'
     random_state : int, RandomState or None
@@ -99,6 +104,21 @@ class UFMSolver(BaseEstimator):
     theory_gap_ : dict or None
         Relative differences (absolute where the theory value is 0) between the
         fitted solution and ``theory_``: ``objective``, norms, margins, scales.
+
+    Notes
+    -----
+    **Label-set reduction.** Fix ``W`` and ``b``. Sample ``i`` enters the
+    objective only through ``L(W h_i + b, S_i)/N + lambda_H/2 ||h_i||^2``, a
+    strictly convex function of ``h_i`` when ``lambda_H > 0`` (on ``H >= 0`` too)
+    that depends on ``i`` only through its label set ``S_i``. Its minimiser is
+    therefore unique and shared by every sample of a set, so at any optimum
+    (where each ``h_i`` minimises its term given the optimal ``W, b``) all
+    samples of a set have one feature ``h_S``. Minimising over ``(W, b, h_S)``
+    with the weights ``n_S`` (samples per set),
+    ``sum_S n_S L(W h_S + b, S)/N + lambda_W/2 ||W||^2 + lambda_H/2 sum_S n_S ||h_S||^2 + ...``,
+    thus gives the same optimum at a cost independent of ``N``. The solver
+    works with ``u_S = sqrt(n_S) h_S``, which gives the reduced problem the
+    conditioning (and gradient norm) of the per-sample one.
 
     Examples
     --------
@@ -125,6 +145,7 @@ class UFMSolver(BaseEstimator):
         "init": [StrOptions({"normal", "norm"})],
         "init_scale": [Interval(Real, 0, None, closed="neither")],
         "record_every": [Interval(Integral, 0, None, closed="left")],
+        "reduce": [StrOptions({"auto"}), "boolean"],
         "device": [str, torch.device],
         "dtype": [StrOptions({"float64", "float32"})],
         "random_state": ["random_state"],
@@ -146,6 +167,7 @@ class UFMSolver(BaseEstimator):
         init="normal",
         init_scale=0.1,
         record_every=0,
+        reduce="auto",
         device="cpu",
         dtype="float64",
         random_state=None,
@@ -164,6 +186,7 @@ class UFMSolver(BaseEstimator):
         self.init = init
         self.init_scale = init_scale
         self.record_every = record_every
+        self.reduce = reduce
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
@@ -188,7 +211,7 @@ class UFMSolver(BaseEstimator):
             raise ValueError(f"feature_dim={d} < K={k}: non-negative features need d >= K for orthogonal class means.")
         return d
 
-    def _initial_point(self, n, k, d, rng, target):
+    def _initial_point(self, n, k, d, rng, target, weights):
         W = rng.standard_normal((k, d))
         H = rng.standard_normal((n, d))
         if self.nonnegative:
@@ -206,32 +229,40 @@ class UFMSolver(BaseEstimator):
             H *= self.init_scale
         if self.nonnegative:
             H = np.abs(H)
+        U = H * np.sqrt(weights)[:, None]  # u = sqrt(n_S) h_S (identity when every row is one sample)
         b = np.zeros(k)
-        return np.concatenate([W.ravel(), H.ravel(), b if self.bias else np.zeros(0)])
+        return np.concatenate([W.ravel(), U.ravel(), b if self.bias else np.zeros(0)])
 
-    def _objective(self, target, multiplicity, k, n, d):
-        """Torch closure computing the objective of a flat parameter vector."""
+    def _objective(self, target, multiplicity, weights, k, n, d):
+        """Torch closure computing the objective of a flat parameter vector.
+
+        Row ``r`` of ``H`` stands for ``weights[r]`` samples and is stored as
+        ``u_r = sqrt(weights[r]) h_r``; the loss is averaged over all samples.
+        """
         lw, lh, lb = float(self.lambda_W), float(self.lambda_H), float(self.lambda_b)
         loss = self.loss
+        n_total = float(weights.sum())
+        inv_sqrt = weights.rsqrt()[:, None]
 
         def f(theta):
             W = theta[: k * d].view(k, d)
-            H = theta[k * d : k * d + n * d].view(n, d)
+            U = theta[k * d : k * d + n * d].view(n, d)
+            H = U * inv_sqrt
             z = H @ W.T
             if self.bias:
                 b = theta[k * d + n * d :]
                 z = z + b
             if loss == "mse":
-                data = 0.5 * ((z - target) ** 2).sum() / n
+                per_sample = 0.5 * ((z - target) ** 2).sum(dim=1)
             else:
                 lse = torch.logsumexp(z, dim=1)
                 picked = (z * target).sum(dim=1)
-                if loss == "pal_mean":
-                    per_sample = lse - picked / multiplicity
+                if loss == "pal_mean":  # label-free rows (multiplicity 0) have no loss term
+                    per_sample = torch.where(multiplicity > 0, lse - picked / multiplicity.clamp(min=1), 0.0)
                 else:  # 'ce' (one-hot) and summed 'pal': |S| lse - sum of picked logits
                     per_sample = multiplicity * lse - picked
-                data = per_sample.mean()
-            value = data + 0.5 * lw * (W * W).sum() + 0.5 * lh * (H * H).sum()
+            data = (weights * per_sample).sum() / n_total
+            value = data + 0.5 * lw * (W * W).sum() + 0.5 * lh * (U * U).sum()
             if self.bias:
                 value = value + 0.5 * lb * (b * b).sum()
             return value
@@ -254,18 +285,31 @@ class UFMSolver(BaseEstimator):
         self
         """
         self._validate_params()
-        groups, target_np = self._targets(Y)
-        n, k = target_np.shape
+        device = torch.device(check_device(self.device, allow_auto=False))
+        groups, sample_target = self._targets(Y)
+        n_samples, k = sample_target.shape
         d = self._check_dims(k)
-        device = torch.device(self.device)
+        reduced = self._reduced()
+        if reduced:  # one row per label set, weighted by its count (exact: see the Notes)
+            target_np = groups.sets.astype(np.float64) if groups.multilabel else np.eye(k)
+            weights_np = groups.counts().astype(np.float64)
+        else:
+            target_np, weights_np = sample_target, np.ones(n_samples)
+        n = target_np.shape[0]
         dtype = torch.float64 if self.dtype == "float64" else torch.float32
         rng = check_random_state(self.random_state)
-        theta0 = self._initial_point(n, k, d, rng, target_np)
+        theta0 = self._initial_point(n, k, d, rng, target_np, weights_np)
         target = torch.as_tensor(target_np, dtype=dtype, device=device)
         multiplicity = target.sum(dim=1)
-        f = self._objective(target, multiplicity, k, n, d)
+        weights = torch.as_tensor(weights_np, dtype=dtype, device=device)
+        f = self._objective(target, multiplicity, weights, k, n, d)
         h_slice = slice(k * d, k * d + n * d)
+        rows = groups.group if reduced else np.arange(n_samples)  # the row of each sample
+        inv_sqrt = 1.0 / np.sqrt(weights_np)
         records = []
+        threads = torch.get_num_threads()
+        if theta0.size < 200_000 and device.type == "cpu":
+            torch.set_num_threads(1)  # tiny problems: thread start-up costs more than it saves
 
         def value_and_grad(theta_np):
             theta = torch.as_tensor(theta_np, dtype=dtype, device=device).requires_grad_(True)
@@ -282,31 +326,46 @@ class UFMSolver(BaseEstimator):
                 return float(np.linalg.norm(g))
             return float(np.linalg.norm(grad))
 
+        def features(theta_np):
+            """Per-sample features from the flat parameters (rows expanded to their samples)."""
+            return (theta_np[h_slice].reshape(n, d) * inv_sqrt[:, None])[rows]
+
         def record(iteration, theta_np, value=None, grad=None):
             if value is None:
                 value, grad = value_and_grad(theta_np)
             row = {"iteration": iteration, "objective": value, "grad_norm": projected_norm(theta_np, grad)}
-            row.update(self._metrics(theta_np, Y, k, n, d))
+            row.update(self._metrics(theta_np, features(theta_np), Y, k, n, d))
             records.append(row)
 
         every = self.record_every
-        if self.solver == "lbfgs":
-            theta, n_iter = self._run_lbfgs(theta0, value_and_grad, projected_norm, h_slice, every, record)
-            if self.nonnegative:
-                theta, n_iter = self._escape_boundary_saddles(
-                    theta, n_iter, groups, k, n, d, rng, value_and_grad, projected_norm, h_slice
-                )
-        else:
-            theta, n_iter = self._run_first_order(theta0, f, value_and_grad, projected_norm, dtype, device, h_slice, every, record)
+        try:
+            if self.solver == "lbfgs":
+                theta, n_iter = self._run_lbfgs(theta0, value_and_grad, projected_norm, h_slice, every, record)
+                if self.nonnegative:
+                    theta, n_iter = self._escape_boundary_saddles(
+                        theta, n_iter, groups, k, n, d, rng, value_and_grad, projected_norm, h_slice, reduced
+                    )
+            else:
+                theta, n_iter = self._run_first_order(theta0, f, value_and_grad, projected_norm, dtype, device, h_slice,
+                                                      every, record)
+            value, grad = value_and_grad(theta)
+        finally:
+            torch.set_num_threads(threads)
+        if not np.isfinite(value):
+            from .exceptions import TrainingDivergedError
 
-        value, grad = value_and_grad(theta)
+            raise TrainingDivergedError(
+                f"the UFM objective is {value} after {n_iter} iterations; lower lr (solver={self.solver!r}) or "
+                "use solver='lbfgs'."
+            )
         self.grad_norm_ = projected_norm(theta, grad)
         self.converged_ = bool(self.grad_norm_ <= self.tol)
         if not records or records[-1]["iteration"] != n_iter:
             record(n_iter, theta, value, grad)
         self.W_ = theta[: k * d].reshape(k, d)
-        self.H_ = theta[h_slice].reshape(n, d)
+        self.H_ = features(theta)
         self.b_ = theta[k * d + n * d :] if self.bias else np.zeros(k)
+        self.reduced_ = reduced
         self.objective_ = value
         self.n_iter_ = int(n_iter)
         self.classes_ = groups.classes
@@ -323,6 +382,13 @@ class UFMSolver(BaseEstimator):
                 stacklevel=2,
             )
         return self
+
+    def _reduced(self):
+        if self.reduce == "auto":
+            return self.solver != "gd" and float(self.lambda_H) > 0
+        if self.reduce and float(self.lambda_H) <= 0:
+            raise ValueError("reduce=True needs lambda_H > 0 (otherwise the optimal features need not be shared).")
+        return bool(self.reduce)
 
     def _run_lbfgs(self, theta0, value_and_grad, projected_norm, h_slice, every, record, start_iter=0):
         bounds = None
@@ -360,7 +426,8 @@ class UFMSolver(BaseEstimator):
                 break
         return theta, state["it"]
 
-    def _escape_boundary_saddles(self, theta, n_iter, groups, k, n, d, rng, value_and_grad, projected_norm, h_slice):
+    def _escape_boundary_saddles(self, theta, n_iter, groups, k, n, d, rng, value_and_grad, projected_norm, h_slice,
+                                 reduced):
         """Leave spurious KKT points where a class sits at ``h = 0``.
 
         With ``H >= 0`` a class whose features are all zero is stationary even when
@@ -371,7 +438,7 @@ class UFMSolver(BaseEstimator):
         value = value_and_grad(theta)[0]
         if groups.multilabel:
             return theta, n_iter
-        cls = groups.group
+        cls = np.arange(n) if reduced else groups.group  # the class of each row
         for _ in range(2 * k):
             H = theta[h_slice].reshape(n, d)
             alive = H[H > 0]
@@ -426,13 +493,14 @@ class UFMSolver(BaseEstimator):
                 record(it, theta.detach().cpu().numpy().astype(np.float64))
         return theta.detach().cpu().numpy().astype(np.float64), n_iter
 
-    def _metrics(self, theta, Y, k, n, d):
+    def _metrics(self, theta, H, Y, k, n, d):
         W = theta[: k * d].reshape(k, d)
-        H = theta[k * d : k * d + n * d].reshape(n, d)
         b = theta[k * d + n * d :] if self.bias else None
         try:
-            rep = nc_report(H, Y, W, b)
-        except ValueError:  # e.g. H = 0 at complete collapse: the metrics are undefined
+            with warnings.catch_warnings():  # undefined metrics (e.g. H = 0 at complete collapse) are NaN here
+                warnings.simplefilter("ignore", NCWarning)
+                rep = nc_report(H, Y, W, b)
+        except ValueError:
             return {key: np.nan for key in _HISTORY_METRICS}
         return {key: float(rep[key]) if key in rep else np.nan for key in _HISTORY_METRICS}
 
@@ -521,7 +589,10 @@ class UFMSolver(BaseEstimator):
                 idx.append(gid)
             idx = np.asarray(idx)
         else:
-            labels = np.asarray(Y).ravel()
+            labels = np.asarray(untensor(Y))
+            if labels.ndim == 2 and labels.shape[1] > 1:
+                raise ValueError(f"Y has {labels.shape[1]} columns, but the solver was fitted on 1-D class labels.")
+            labels = labels.ravel()
             pos = np.searchsorted(fitted.classes, labels)
             pos = np.clip(pos, 0, k - 1)
             unseen = fitted.classes[pos] != labels

@@ -6,6 +6,8 @@ import warnings
 from itertools import combinations
 
 import numpy as np
+
+import sknc
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
@@ -136,7 +138,8 @@ def test_projected_gd_keeps_features_nonnegative():
 
 def test_history_and_convergence_warning():
     y = np.repeat(np.arange(3), 4)
-    ufm = UFMSolver(lambda_W=5e-3, lambda_H=5e-3, feature_dim=4, record_every=5, random_state=0).fit(y)
+    ufm = UFMSolver(lambda_W=5e-3, lambda_H=5e-3, feature_dim=4, record_every=5, reduce=False,
+                    random_state=0).fit(y)
     hist = ufm.history_
     assert list(hist.columns[:3]) == ["iteration", "objective", "grad_norm"]
     assert {"nc1", "nc2_h", "nc2_w", "nc3"} <= set(hist.columns)
@@ -189,3 +192,39 @@ def test_random_state_and_invariances():
 def test_bad_input(Y, params, match):
     with pytest.raises(ValueError, match=match):
         UFMSolver(**params).fit(Y)
+
+
+# ------------------------------------------------------------------------- label-set reduction
+@pytest.mark.parametrize("loss,nonnegative", [("ce", False), ("pal", False), ("pal_mean", False), ("mse", False),
+                                              ("ce", True)])
+def test_label_set_reduction_reaches_the_per_sample_optimum(loss, nonnegative):
+    if loss in ("pal", "pal_mean"):
+        Y = _label_sets(4, {1: 3, 2: 2})
+    else:
+        Y = np.repeat(np.arange(4), [3, 5, 8, 4])  # imbalanced
+    params = dict(loss=loss, lambda_W=5e-3, lambda_H=5e-3, feature_dim=5, nonnegative=nonnegative, bias=not nonnegative,
+                  random_state=0, tol=1e-10)
+    full = UFMSolver(reduce=False, **params).fit(Y)
+    red = UFMSolver(**params).fit(Y)
+    assert red.reduced_ and not full.reduced_
+    assert red.objective_ == pytest.approx(full.objective_, rel=1e-10)
+    assert red.H_.shape == full.H_.shape
+    # at the optimum every sample of a label set shares one feature
+    groups = sknc._validation.group_labels(Y)
+    for g in range(groups.n_groups):
+        rows = red.H_[groups.group == g]
+        assert np.allclose(rows, rows[0])
+
+
+def test_reduced_solver_cost_does_not_grow_with_n():
+    # N = 20 000, K = 100, d = 128: the closed form of Zhu et al., reached in seconds
+    y = np.repeat(np.arange(100), 200)
+    ufm = UFMSolver(lambda_W=5e-4, lambda_H=5e-4, feature_dim=128, random_state=0).fit(y)
+    assert ufm.converged_ and ufm.theory_gap_["objective"] < 1e-8
+    assert ufm.theory_gap_["margin"] < 1e-6
+
+
+def test_reduce_needs_feature_decay():
+    with pytest.raises(ValueError, match="lambda_H > 0"):
+        UFMSolver(lambda_H=0.0, reduce=True).fit(np.repeat(np.arange(3), 2))
+    assert not UFMSolver(lambda_H=0.0, loss="mse", lambda_W=0.0, max_iter=5).fit(np.repeat(np.arange(3), 2)).reduced_
