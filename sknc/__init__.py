@@ -1,42 +1,45 @@
 """sknc: neural-collapse research tools for the scikit-learn world.
 
-``import sknc`` loads the metrics, the geometry helpers and the warnings only
-(numpy, scipy, pandas). Everything else (the torch-backed estimators, the
-callbacks, the scorers, the datasets, ...) is imported on first use, so
-measuring saved features never loads torch.
+``import sknc`` loads nothing but the warnings: every public name is imported
+from its module on first use. The metrics, geometry, theory and plotting paths
+need numpy, scipy and pandas only, so measuring saved features never loads
+torch or skorch, and the ``sknc`` command starts at once.
 """
 
 from importlib import import_module
 
 from .exceptions import NCWarning, TrainingDivergedError, UndefinedMetricError
-from .geometry import etf_alignment_error, etf_gram, gram_etf_error, multilabel_prototypes, simplex_etf
-from .metrics import (
-    NCAccumulator,
-    TagwiseResult,
-    bias_collapse,
-    cdnv,
-    class_mean_norms,
-    class_means,
-    equiangularity,
-    equinorm,
-    mean_orthogonality,
-    minority_collapse,
-    nc1,
-    nc1_trace_quotient,
-    nc2_h,
-    nc2_w,
-    nc3,
-    nc4,
-    nc_report,
-    ncc_agreement,
-    tagwise_angle_ratio,
-    tagwise_average,
-)
-
 __version__ = "0.2.0"
 
 # public name -> module that defines it (imported lazily by __getattr__)
 _LAZY = {
+    "etf_alignment_error": "geometry",
+    "etf_gram": "geometry",
+    "gram_etf_error": "geometry",
+    "multilabel_prototypes": "geometry",
+    "simplex_etf": "geometry",
+    "NCAccumulator": "metrics",
+    "TagwiseResult": "metrics",
+    "bias_collapse": "metrics",
+    "cdnv": "metrics",
+    "class_mean_norms": "metrics",
+    "class_means": "metrics",
+    "equiangularity": "metrics",
+    "equinorm": "metrics",
+    "mean_orthogonality": "metrics",
+    "minority_collapse": "metrics",
+    "nc1": "metrics",
+    "nc1_trace_quotient": "metrics",
+    "nc2_h": "metrics",
+    "nc2_w": "metrics",
+    "nc3": "metrics",
+    "nc4": "metrics",
+    "nc_report": "metrics",
+    "ncc_agreement": "metrics",
+    "tagwise_angle_ratio": "metrics",
+    "tagwise_average": "metrics",
+    "geometry": None,
+    "metrics": None,
     "theory": None,
     "datasets": None,
     "plotting": None,
@@ -66,37 +69,7 @@ _LAZY = {
     "NCMetrics": "transformers",
 }
 
-__all__ = [
-    "NCAccumulator",
-    "NCWarning",
-    "TagwiseResult",
-    "TrainingDivergedError",
-    "UndefinedMetricError",
-    "bias_collapse",
-    "cdnv",
-    "class_mean_norms",
-    "class_means",
-    "equiangularity",
-    "equinorm",
-    "etf_alignment_error",
-    "etf_gram",
-    "gram_etf_error",
-    "mean_orthogonality",
-    "minority_collapse",
-    "multilabel_prototypes",
-    "nc1",
-    "nc1_trace_quotient",
-    "nc2_h",
-    "nc2_w",
-    "nc3",
-    "nc4",
-    "nc_report",
-    "ncc_agreement",
-    "simplex_etf",
-    "tagwise_angle_ratio",
-    "tagwise_average",
-    *sorted(_LAZY),
-]
+__all__ = sorted({"NCWarning", "TrainingDivergedError", "UndefinedMetricError", *_LAZY})
 
 
 def __getattr__(name):

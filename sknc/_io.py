@@ -1,35 +1,108 @@
-"""Reading feature/label/weight arrays from .npy, .npz, .csv and .parquet files."""
+"""Reading arrays from .npy, .npz, .csv and .parquet files, with errors that name the file and the problem.
+
+Two kinds of failure: the path cannot be used at all (missing, a folder, an
+unsupported suffix: :class:`UnusableFileError`, a usage error) and the file is
+there but its content is not what it should be (empty, truncated, not numeric:
+:class:`BadFileError`, a data error). Both subclass ``ValueError``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 SUPPORTED = (".npy", ".npz", ".csv", ".parquet")
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+
+
+class UnusableFileError(ValueError):
+    """The path cannot be read as asked (missing, a folder, an unsupported type)."""
+
+
+class BadFileError(ValueError):
+    """The file exists but its content cannot be used (empty, truncated, not numeric, wrong arrays)."""
 
 
 def _check_path(path) -> Path:
     p = Path(path)
+    if p.is_dir():
+        raise UnusableFileError(f"{p} is a folder; give a file ({', '.join(SUPPORTED)}).")
     if not p.exists():
-        raise FileNotFoundError(f"no such file: {p}")
+        raise UnusableFileError(f"no such file: {p}")
     if p.suffix.lower() not in SUPPORTED:
-        raise ValueError(f"unsupported file type {p.suffix!r} for {p}; use one of {', '.join(SUPPORTED)}.")
+        raise UnusableFileError(f"unsupported file type {p.suffix!r} for {p}; use one of {', '.join(SUPPORTED)}.")
+    if p.stat().st_size == 0:
+        raise BadFileError(f"{p} is empty.")
     return p
 
 
-def _table(p: Path) -> pd.DataFrame:
-    if p.suffix.lower() == ".parquet":
-        return pd.read_parquet(p)
-    frame = pd.read_csv(p)
+def _npy(p: Path) -> np.ndarray:
+    try:
+        return np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):
+            raise BadFileError(f"{p} holds Python objects, not a numeric array; save it with numpy.save.") from exc
+        raise BadFileError(f"{p} is not a readable .npy file (truncated or not written by numpy.save).") from exc
+    except (OSError, EOFError) as exc:
+        raise BadFileError(f"{p} is not a readable .npy file (truncated or not written by numpy.save).") from exc
+
+
+def _npz(p: Path, keys=None) -> dict:
+    """Every array (or those in ``keys`` that exist) of an .npz archive, read now."""
+    if not zipfile.is_zipfile(p):
+        raise BadFileError(f"{p} is not an .npz archive (not a zip file); write it with numpy.savez.")
+    try:
+        with np.load(p, allow_pickle=False) as archive:
+            names = list(archive.files)
+            wanted = names if keys is None else [k for k in keys if k in names]
+            arrays = {k: archive[k] for k in wanted}
+    except ValueError as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):
+            raise BadFileError(f"{p} holds Python objects, not numeric arrays; save them with numpy.savez.") from exc
+        raise BadFileError(f"{p} is a damaged .npz archive ({exc}).") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadFileError(f"{p} is a damaged or truncated .npz archive ({exc}).") from exc
+    except Exception as exc:  # zlib.error and friends from a corrupt member
+        raise BadFileError(f"{p} is a damaged .npz archive ({type(exc).__name__}: {exc}).") from exc
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # numpy hands back raw bytes for a member that is not .npy
+            raise BadFileError(f"{p}: the member {key!r} is not a numpy array (a damaged archive?).")
+    return {"_files": names, **arrays}
+
+
+def _table(p: Path):
+    import pandas as pd
+
+    try:
+        if p.suffix.lower() == ".parquet":
+            return pd.read_parquet(p)
+        frame = pd.read_csv(p)
+    except ImportError as exc:
+        raise UnusableFileError(f"reading {p.suffix} files needs an extra package: {exc}") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise BadFileError(f"{p} holds no data.") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise BadFileError(f"{p} is not a readable {p.suffix} table ({exc}).") from exc
     # A header row is assumed; if every column name parses as a number there was none.
     try:
         [float(c) for c in frame.columns]
-    except ValueError:
+    except (TypeError, ValueError):
         return frame
     return pd.read_csv(p, header=None)
+
+
+def _numeric(frame, p: Path, what: str) -> np.ndarray:
+    bad = [str(c) for c in frame.columns if not (frame[c].dtype.kind in "biuf")]
+    if bad:
+        raise BadFileError(f"{p}: {what} column(s) {bad[:5]} are not numeric.")
+    if frame.shape[0] == 0:
+        raise BadFileError(f"{p} has a header but no rows.")
+    return frame.to_numpy(dtype=float)
 
 
 def load_bundle(path) -> dict:
@@ -37,13 +110,13 @@ def load_bundle(path) -> dict:
     p = _check_path(path)
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        return {"features": np.load(p, allow_pickle=False)}
+        return {"features": _npy(p)}
     if suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            if "features" not in z.files:
-                raise ValueError(f"{p} holds arrays {z.files}; an .npz features file needs an array named 'features'.")
-            return {k: z[k] for k in ("features", "labels", "W", "b") if k in z.files}
-    return {"features": _table(p).to_numpy()}
+        arrays = _npz(p, ("features", "labels", "W", "b"))
+        if "features" not in arrays:
+            raise BadFileError(f"{p} holds arrays {arrays['_files']}; an .npz features file needs one named 'features'.")
+        return {k: v for k, v in arrays.items() if k != "_files"}
+    return {"features": _numeric(_table(p), p, "feature")}
 
 
 def load_labels(path) -> np.ndarray:
@@ -51,11 +124,13 @@ def load_labels(path) -> np.ndarray:
     p = _check_path(path)
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        return np.load(p, allow_pickle=False)
+        return _npy(p)
     if suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            key = "labels" if "labels" in z.files else z.files[0]
-            return z[key]
+        arrays = _npz(p)
+        names = arrays.pop("_files")
+        if not names:
+            raise BadFileError(f"{p} holds no arrays.")
+        return arrays["labels" if "labels" in names else names[0]]
     frame = _table(p)
     return frame.iloc[:, 0].to_numpy() if frame.shape[1] == 1 else frame.to_numpy()
 
@@ -65,29 +140,93 @@ def load_weights(path):
     p = _check_path(path)
     suffix = p.suffix.lower()
     if suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            if "W" not in z.files:
-                raise ValueError(f"{p} holds arrays {z.files}; a weights .npz needs an array named 'W'.")
-            return z["W"], (z["b"] if "b" in z.files else None)
+        arrays = _npz(p, ("W", "b"))
+        if "W" not in arrays:
+            raise BadFileError(f"{p} holds arrays {arrays['_files']}; a weights .npz needs an array named 'W'.")
+        return arrays["W"], arrays.get("b")
     if suffix == ".npy":
-        return np.load(p, allow_pickle=False), None
-    return _table(p).to_numpy(dtype=float), None
+        return _npy(p), None
+    return _numeric(_table(p), p, "weight"), None
+
+
+def load_dataset(path, target=None):
+    """``(X, y, target_names)`` for a study: an .npz with ``X`` and ``y``, or a table with target columns.
+
+    ``target``: comma-separated column names of a .csv/.parquet file (several
+    columns = a multi-label indicator); default the column ``y``, ``label`` or
+    ``target`` if there is one. An .npz holds arrays ``X`` and ``y`` (or
+    ``features`` and ``labels``).
+    """
+    p = _check_path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        raise UnusableFileError(f"{p}: a study needs features and labels; use an .npz with arrays X and y, or a table.")
+    if suffix == ".npz":
+        arrays = _npz(p)
+        names = arrays.pop("_files")
+        x_key = next((k for k in ("X", "features") if k in names), None)
+        y_key = next((k for k in ("y", "Y", "labels") if k in names), None)
+        if x_key is None or y_key is None:
+            raise BadFileError(f"{p} holds arrays {names}; a study .npz needs 'X' and 'y' (or 'features' and 'labels').")
+        return arrays[x_key], arrays[y_key], None
+    frame = _table(p)
+    if target is None:
+        found = [c for c in ("y", "label", "target") if c in frame.columns]
+        if not found:
+            raise BadFileError(f"{p}: name the label column(s) with --target; columns are {list(frame.columns)[:10]}.")
+        columns = found[:1]
+    else:
+        columns = [c.strip() for c in str(target).split(",") if c.strip()]
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise BadFileError(f"{p} has no column(s) {missing}; columns are {list(frame.columns)[:10]}.")
+    features = frame.drop(columns=columns)
+    if features.shape[1] == 0:
+        raise BadFileError(f"{p} has no feature columns besides the target {columns}.")
+    X = _numeric(features, p, "feature").astype(np.float32)
+    y = frame[columns[0]].to_numpy() if len(columns) == 1 else _numeric(frame[columns], p, "target").astype(int)
+    return X, y, columns
+
+
+def check_writable_dir(path) -> Path:
+    """Create ``path`` if needed and prove a file can be written there; ``UnusableFileError`` otherwise."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UnusableFileError(f"output folder {p} is an existing file.")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".sknc-write-test-"):
+            pass
+    except OSError as exc:
+        raise UnusableFileError(f"cannot write to the output folder {p} ({exc.strerror or exc}).") from exc
+    return p
+
+
+def check_writable_file(path, suffixes) -> Path:
+    """Check an output file's suffix and that its folder is writable, before any work is done."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise UnusableFileError(f"output file {p.name!r} must end in one of {', '.join(suffixes)}.")
+    if p.is_dir():
+        raise UnusableFileError(f"output file {p} is a folder.")
+    check_writable_dir(p.parent if str(p.parent) else ".")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UnusableFileError(f"cannot overwrite {p} (no write permission).")
+    return p
 
 
 def write_report(report, path) -> Path:
     """Write a Series or DataFrame as CSV (``.csv``) or JSON (``.json``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    suffix = p.suffix.lower()
+    import pandas as pd
+
+    p = check_writable_file(path, (".csv", ".json"))
     if isinstance(report, pd.Series):
         frame = report.rename("value").rename_axis("metric").reset_index()
     else:
         frame = report
-    if suffix == ".csv":
+    if p.suffix.lower() == ".csv":
         frame.to_csv(p, index=False)
-    elif suffix == ".json":
+    else:
         records = report.to_dict() if isinstance(report, pd.Series) else frame.to_dict(orient="records")
         p.write_text(json.dumps(records, indent=2, default=float))
-    else:
-        raise ValueError(f"--out must end in .csv or .json; got {p.name!r}.")
     return p

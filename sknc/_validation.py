@@ -29,6 +29,7 @@ __all__ = [
     "label_kind",
     "check_device",
     "check_layer_sizes",
+    "check_fit_inputs",
 ]
 
 
@@ -420,3 +421,19 @@ def check_layer_sizes(sizes, name="hidden_sizes", *, allow_empty=False) -> tuple
     if not out and not allow_empty:
         raise ValueError(f"{name} must name at least one layer.")
     return tuple(out)
+
+
+def check_fit_inputs(X, y):
+    """The checks every estimator runs on ``X`` and ``y`` before scikit-learn's ``validate_data``.
+
+    scikit-learn would silently parse numeric strings in ``X`` and report
+    mixed-type, ragged or non-0/1 labels by a consequence ("y has 1 class",
+    "y should be a 1d array"); these rules name the cause, the same way the
+    metrics do. The number of classes is left to the estimator (``partial_fit``
+    batches may hold one).
+    """
+    dtype = getattr(X, "dtype", None)
+    if getattr(dtype, "kind", None) in ("U", "S"):
+        raise TypeError(f"X must be numeric; got dtype {dtype}.")
+    if y is not None:
+        group_labels(untensor(y), min_classes=1)

@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._validation import check_device, check_layer_sizes, group_labels, untensor
+from ._validation import check_device, check_fit_inputs, check_layer_sizes, group_labels, untensor
 from .callbacks import CosineLR, DivergenceGuard, LearningRateRecorder, NCTracker, head_parameters
 from .decision import TagWiseAverageClassifier, check_tagwise_labels, pal_label_marginals
 from .exceptions import NCWarning
@@ -584,8 +584,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         _check_routed(self._extra_params())
         self._device = check_device(self.device)
         self._columns = np.asarray(y.columns) if hasattr(y, "columns") and getattr(y, "ndim", 1) == 2 else None
-        if isinstance(y, list) and y and isinstance(y[0], (list, tuple, set)) and len({len(v) for v in y}) > 1:
-            group_labels(y)  # raises the clear ragged-labels error before sklearn's generic one
+        check_fit_inputs(X, y)  # string X, mixed-type/ragged/non-0-1 labels: named before sklearn's checks
         X, y = validate_data(self, untensor(X), untensor(y) if y is not None else None, reset=reset,
                              multi_output=True, dtype=[np.float32, np.float64], y_numeric=False)
         Xf = np.ascontiguousarray(X, dtype=np.float32)

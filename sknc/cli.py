@@ -1,20 +1,22 @@
 """The ``sknc`` command line.
 
-Exit codes: 0 success, 1 the computation failed on valid arguments (bad data),
-2 bad usage (unknown option, missing file, unsupported format).
+Exit codes: 0 success; 1 the computation failed on usable arguments (bad data:
+an empty or damaged file, labels that do not match, training that diverged);
+2 bad usage (unknown option, out-of-range value, missing file, unsupported
+format, an output path that cannot be written). Every failure is one line on
+stderr (set ``SKNC_DEBUG=1`` for the traceback). Output paths are checked
+before any training or solving starts.
+
+Only ``argparse`` is imported up front, so ``sknc --help`` starts at once; each
+command imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from pathlib import Path
-
-import numpy as np
-from skorch.callbacks import Callback
-
-from . import _io
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -23,7 +25,49 @@ class _UsageError(Exception):
     """Bad arguments or files: reported with exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (its default prints the whole usage block)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------ argument types
+def _int_at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(low, strict):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g} and finite, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_nonnegative = _float_in(0.0, strict=False)
+_positive = _float_in(0.0, strict=True)
+
+
 def _format_value(v) -> str:
+    import numpy as np
+
     if isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer() and abs(v) < 1e12):
         return f"{int(v)}"
     return f"{float(v):.6g}"
@@ -37,26 +81,47 @@ def format_report(report, title="NC report") -> str:
     return "\n".join(lines)
 
 
-def _cmd_metrics(args) -> int:
-    from .metrics import nc_report, tagwise_average
+def _usage_from_io(fn, *args, **kwargs):
+    """Run an ``_io`` call, turning unusable paths into usage errors (bad content stays a data error)."""
+    from . import _io
 
     try:
-        bundle = _io.load_bundle(args.features)
-        labels = _io.load_labels(args.labels) if args.labels else bundle.get("labels")
-        W, b = bundle.get("W"), bundle.get("b")
-        if args.weights:
-            W, b = _io.load_weights(args.weights)
-    except (FileNotFoundError, ValueError) as exc:
+        return fn(*args, **kwargs)
+    except _io.UnusableFileError as exc:
         raise _UsageError(str(exc)) from exc
+
+
+def _check_device(device):
+    from ._validation import check_device
+
+    try:
+        return check_device(device)
+    except (TypeError, ValueError) as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+# ------------------------------------------------------------------------ metrics
+def _cmd_metrics(args) -> int:
+    import numpy as np
+
+    from . import _io
+    from .metrics import nc_report, tagwise_average
+
+    if args.out:
+        _usage_from_io(_io.check_writable_file, args.out, (".csv", ".json"))
+    bundle = _usage_from_io(_io.load_bundle, args.features)
+    labels = _usage_from_io(_io.load_labels, args.labels) if args.labels else bundle.get("labels")
+    W, b = bundle.get("W"), bundle.get("b")
+    if args.weights:
+        W, b = _usage_from_io(_io.load_weights, args.weights)
     if labels is None:
         raise _UsageError("no labels: pass --labels FILE or store an array 'labels' in the .npz features file.")
     if args.no_classifier:
         W = b = None
-    report = nc_report(
-        bundle["features"], labels, W, b, global_mean=args.global_mean, between=args.between
-    )
+    report = nc_report(bundle["features"], labels, W, b, global_mean=args.global_mean, between=args.between)
     print(format_report(report, title=f"NC report of {args.features}"))
-    if np.asarray(labels).ndim == 2 and np.asarray(labels).shape[1] > 1:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
         try:
             summary = tagwise_average(bundle["features"], labels).summary
             print("\nTag-wise average per multiplicity")
@@ -64,84 +129,40 @@ def _cmd_metrics(args) -> int:
         except ValueError as exc:  # e.g. no label set of size 2..K-1 in the data
             print(f"\n(no tag-wise summary: {exc})")
     if args.out:
-        try:
-            path = _io.write_report(report, args.out)
-        except ValueError as exc:
-            raise _UsageError(str(exc)) from exc
-        print(f"\nwrote {path}")
+        print(f"\nwrote {_io.write_report(report, args.out)}")
     return EXIT_OK
 
 
-class _Progress(Callback):
-    """Live progress of a skorch net: one updating line on a terminal, every few epochs otherwise."""
-
-    def __init__(self, total, stream=None):
-        self.total = total
-        self.stream = stream
-
-    def on_epoch_end(self, net, **kwargs):
-        stream = self.stream or sys.stdout
-        row = net.history[-1]
-        epoch = row["epoch"]
-        text = f"epoch {epoch:4d}/{self.total}  loss {row['train_loss']:.4f}  lr {row.get('lr', float('nan')):.4g}"
-        if "nc1" in row:
-            text += f"  nc1 {row['nc1']:.3g}"
-        if stream.isatty():
-            stream.write("\r" + text.ljust(72))
-            if epoch == self.total:
-                stream.write("\n")
-        elif epoch % max(1, self.total // 20) == 0 or epoch == self.total or epoch == 1:
-            stream.write(text + "\n")
-        stream.flush()
-
-
-_TABLE_KEYS = ("nc1", "nc2_h", "nc2_w", "nc3", "nc4", "tagwise_angle")
-
-
-class _CheckpointTable(Callback):
-    """Print an NC table whenever the NC tracker recorded a row."""
-
-    def on_epoch_end(self, net, **kwargs):
-        row = net.history[-1]
-        if "nc1" not in row:
-            return
-        if sys.stdout.isatty():
-            sys.stdout.write("\n")
-        cells = "  ".join(f"{k} {row[k]:.4g}" for k in _TABLE_KEYS if k in row)
-        print(f"  [NC checkpoint, epoch {row['epoch']}] {cells}")
-
-
+# --------------------------------------------------------------------------- demo
 def _cmd_demo(args) -> int:
+    from . import _io
+
+    epochs = args.epochs if args.epochs is not None else (60 if args.quick else 500)
+    out = _usage_from_io(_io.check_writable_dir, args.out)
+    device = _check_device(args.device)
+
     from sklearn.metrics import accuracy_score, hamming_loss, jaccard_score, label_ranking_average_precision_score
 
+    from ._progress import CheckpointTable, Progress
     from .classifier import PALClassifier
     from .datasets import load_multilabel_digits
     from .metrics import nc_report, tagwise_average
+    from .theory import estimator_to_ufm_lambdas
 
-    if args.epochs is not None and args.epochs < 1:
-        raise _UsageError(f"--epochs must be a positive integer; got {args.epochs}.")
-    epochs = args.epochs if args.epochs is not None else (60 if args.quick else 500)
-    out = Path(args.out)
     data = load_multilabel_digits(random_state=0)
     Xtr, Ytr, Xte, Yte = data.X_train, data.Y_train, data.X_test, data.Y_test
     print(
         f"sknc demo: multi-label digits, {len(Xtr)} train / {len(Xte)} test samples, K={Ytr.shape[1]}, "
-        f"label sets of size {sorted(set(Ytr.sum(1).tolist()))}; {epochs} epochs on {args.device}"
+        f"label sets of size {sorted(set(Ytr.sum(1).tolist()))}; {epochs} epochs on {device}"
     )
-    every = max(1, epochs // 5)
     clf = PALClassifier(
         max_epochs=epochs,
-        track_nc=every,
-        callbacks=[("progress", _Progress(epochs)), ("table", _CheckpointTable())],
-        device=args.device,
+        track_nc=max(1, epochs // 5),
+        callbacks=[("progress", Progress(epochs)), ("table", CheckpointTable())],
+        device=device,
         random_state=args.seed,
     )
-    try:
-        clf.fit(Xtr, Ytr)
-    except ValueError as exc:
-        if "CUDA" in str(exc):
-            raise _UsageError(str(exc)) from exc
-        raise
+    clf.fit(Xtr, Ytr)
     H = clf.transform(Xtr)
     report = nc_report(H, Ytr, clf.coef_, clf.intercept_)
     pred = clf.predict(Xte)
@@ -149,9 +170,12 @@ def _cmd_demo(args) -> int:
         "subset_accuracy": float(accuracy_score(Yte, pred)),
         "jaccard_samples": float(jaccard_score(Yte, pred, average="samples", zero_division=1.0)),
         "hamming_loss": float(hamming_loss(Yte, pred)),
-        "label_ranking_average_precision": float(label_ranking_average_precision_score(Yte, clf.decision_function(Xte))),
+        "label_ranking_average_precision": float(
+            label_ranking_average_precision_score(Yte, clf.decision_function(Xte))),
     }
-    tagwise = tagwise_average(H, Ytr, regularization={"lambda_W": clf.lambda_W, "lambda_H": clf.lambda_H, "loss": clf.loss})
+    # The estimator's per-sample feature decay is lambda_H / N in the UFM's normalisation.
+    lambda_W, lambda_H = estimator_to_ufm_lambdas(clf.lambda_W, clf.lambda_H, len(Xtr))
+    tagwise = tagwise_average(H, Ytr, regularization={"lambda_W": lambda_W, "lambda_H": lambda_H, "loss": clf.loss})
     print()
     print(format_report(report, title="NC of the training features (final)"))
     print("\nTest metrics (tag-wise-average decision rule)")
@@ -161,7 +185,6 @@ def _cmd_demo(args) -> int:
     print(tagwise.summary[["multiplicity", "n_sets", "angle_mean", "scale_mean", "scale_theory"]].to_string(
         index=False, float_format=lambda v: f"{v:.4f}"))
 
-    out.mkdir(parents=True, exist_ok=True)
     clf.history_.to_csv(out / "history.csv", index=False)
     tagwise.sets.to_csv(out / "tagwise_sets.csv", index=False)
     tagwise.summary.to_csv(out / "tagwise_summary.csv", index=False)
@@ -190,11 +213,15 @@ def _cmd_demo(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- ufm
 def _parse_counts(text, what):
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
         raise _UsageError(f"{what} must be comma-separated integers; got {text!r}.") from exc
+    if not values:
+        raise _UsageError(f"{what} lists no counts.")
+    return values
 
 
 def _parse_sets(text):
@@ -208,13 +235,9 @@ def _parse_sets(text):
     return out
 
 
-def _cmd_ufm(args) -> int:
-    import warnings
+def _ufm_labels(args):
+    import numpy as np
     from itertools import combinations
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    from .ufm import UFMSolver
 
     k = args.classes
     if args.loss in ("pal", "pal_mean"):
@@ -223,18 +246,39 @@ def _cmd_ufm(args) -> int:
         for m, count in sorted(sets.items()):
             if not 1 <= m <= k:
                 raise _UsageError(f"multiplicity {m} in --sets must be between 1 and --classes={k}.")
+            if count < 1:
+                raise _UsageError(f"--sets: the count of multiplicity {m} must be positive; got {count}.")
             for s in combinations(range(k), m):
                 row = np.zeros(k, dtype=int)
                 row[list(s)] = 1
                 rows += [row] * count
-        Y = np.array(rows)
-    else:
-        sizes = _parse_counts(args.sizes, "--sizes") if args.sizes else [args.per_class] * k
-        if len(sizes) != k:
-            raise _UsageError(f"--sizes lists {len(sizes)} counts but --classes is {k}.")
-        if min(sizes) < 1:
-            raise _UsageError("class sizes must be positive.")
-        Y = np.repeat(np.arange(k), sizes)
+        return np.array(rows)
+    if args.sets:
+        raise _UsageError("--sets is for --loss pal/pal_mean; use --sizes or --per-class for ce/mse.")
+    sizes = _parse_counts(args.sizes, "--sizes") if args.sizes else [args.per_class] * k
+    if len(sizes) != k:
+        raise _UsageError(f"--sizes lists {len(sizes)} counts but --classes is {k}.")
+    if min(sizes) < 1:
+        raise _UsageError(f"class sizes in --sizes must be positive; got {min(sizes)}.")
+    return np.repeat(np.arange(k), sizes)
+
+
+def _cmd_ufm(args) -> int:
+    import warnings
+
+    from . import _io
+
+    if args.plot:
+        _usage_from_io(_io.check_writable_file, args.plot, _io.FIGURE_SUFFIXES)
+    Y = _ufm_labels(args)
+    if args.lr is not None and args.solver == "lbfgs":
+        raise _UsageError("--lr applies to --solver gd or adam (L-BFGS chooses its own steps).")
+    device = _check_device(args.device)
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from .ufm import UFMSolver
+
     solver = UFMSolver(
         loss=args.loss,
         feature_dim=args.feature_dim,
@@ -249,11 +293,13 @@ def _cmd_ufm(args) -> int:
         init="norm" if args.init_norm else "normal",
         init_scale=args.init_scale,
         record_every=args.record_every if args.plot else 0,
+        device=device,
         random_state=args.seed,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         solver.fit(Y)
+    k = args.classes
     print(f"UFM: loss={args.loss}, K={k}, N={len(Y)}, d={solver.W_.shape[1]}, lambda_W={args.lambda_W}, "
           f"lambda_H={args.lambda_H}, lambda_b={args.lambda_b}, bias={not args.no_bias}, nonnegative={args.nonnegative}")
     print(f"  objective {solver.objective_:.12g} after {solver.n_iter_} iterations "
@@ -263,8 +309,7 @@ def _cmd_ufm(args) -> int:
     if solver.theory_ is None:
         print("  no closed form applies to this setting (see sknc.theory).")
     else:
-        ref = solver.theory_
-        print(f"  theory: {type(ref).__name__}, objective {ref.objective:.12g}")
+        print(f"  theory: {type(solver.theory_).__name__}, objective {solver.theory_.objective:.12g}")
         for key, gap in solver.theory_gap_.items():
             print(f"    gap {key:<24} {gap:.3e}")
     if args.plot:
@@ -275,76 +320,233 @@ def _cmd_ufm(args) -> int:
     return EXIT_OK
 
 
-def _cmd_study(args) -> int:
-    import joblib
-    import pandas as pd
-    from sklearn.model_selection import GridSearchCV
+# -------------------------------------------------------------------------- study
+def _read_grid(path):
+    from pathlib import Path
 
-    from .classifier import PALClassifier
-    from .datasets import load_multilabel_digits
-    from .model_selection import MultilabelStratifiedKFold
-    from .scoring import multilabel_scorers, nc_scorers
-
+    p = Path(path)
+    if p.is_dir():
+        raise _UsageError(f"--grid {p} is a folder; give a JSON file.")
     try:
-        grid = json.loads(Path(args.grid).read_text())
+        grid = json.loads(p.read_text())
     except FileNotFoundError as exc:
-        raise _UsageError(f"no such file: {args.grid}") from exc
-    except json.JSONDecodeError as exc:
-        raise _UsageError(f"{args.grid} is not valid JSON: {exc}") from exc
-    if not isinstance(grid, (dict, list)) or not grid:
-        raise _UsageError("the grid must be a JSON object {param: [values, ...]} (or a list of them).")
+        raise _UsageError(f"no such file: {p}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _UsageError(f"{p} is not valid JSON ({exc}).") from exc
+    grids = grid if isinstance(grid, list) else [grid]
+    if not grids or not all(isinstance(g, dict) and g for g in grids):
+        raise _UsageError(f"{p}: the grid must be a JSON object {{param: [values, ...]}} (or a list of them).")
+    return grid, grids
+
+
+def _parse_settings(items, valid):
+    params = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--set takes PARAM=VALUE (VALUE in JSON), e.g. lr=0.05 or hidden_sizes=[64,64]; "
+                              f"got {item!r}.")
+        if key not in valid and "__" not in key:
+            raise _UsageError(f"--set: unknown PALClassifier parameter {key!r}.")
+        try:
+            params[key] = json.loads(text)
+        except json.JSONDecodeError:
+            params[key] = text  # a bare word such as cnn or sgd
+    return params
+
+
+def _scoring(names, multilabel):
+    from sklearn.metrics import get_scorer, get_scorer_names
+
+    from .scoring import NC_METRICS, multilabel_scorers, nc_scorer
+
+    quality = multilabel_scorers() if multilabel else {}
+    default_quality = list(quality) if multilabel else ["accuracy"]
+    names = names.split(",") if names else ["nc1", "nc2_h", "nc2_w", "nc3", "nc4", *default_quality]
+    scoring = {}
+    for name in (n.strip() for n in names if n.strip()):
+        metric = name[4:] if name.startswith("neg_") and name[4:] in NC_METRICS else name
+        if metric in NC_METRICS:
+            scorer = nc_scorer(metric)
+            scoring[scorer.__name__] = scorer
+        elif name in quality:
+            scoring[name] = quality[name]
+        elif name in get_scorer_names():
+            scoring[name] = get_scorer(name)
+        else:
+            raise _UsageError(f"--scoring: unknown score {name!r}; use NC metrics {sorted(NC_METRICS)}, "
+                              f"{sorted(multilabel_scorers())} or a scikit-learn scorer name.")
+    return scoring
+
+
+def _versions():
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+
+    out = {"python": platform.python_version(), "sknc": __version__}
+    for dist in ("numpy", "scipy", "pandas", "scikit-learn", "torch", "skorch", "joblib", "matplotlib",
+                 "dask", "distributed"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _cmd_study(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    from . import _io
+
+    out = _usage_from_io(_io.check_writable_dir, args.out)
+    grid, grids = _read_grid(args.grid)
+    device = _check_device(args.device)
+
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from ._validation import group_labels
+    from .classifier import PALClassifier
+    from .model_selection import MultilabelStratifiedKFold
+    from .study import history_scorers, study_table, study_trajectories, tracked_epochs
+
     valid = set(PALClassifier().get_params())
-    for g in grid if isinstance(grid, list) else [grid]:
-        unknown = set(g) - valid
+    for g in grids:
+        unknown = sorted(k for k in g if k not in valid and "__" not in k)
         if unknown:
-            raise _UsageError(f"unknown PALClassifier parameter(s) in the grid: {sorted(unknown)}.")
+            raise _UsageError(f"unknown PALClassifier parameter(s) in the grid: {unknown}.")
         if not all(isinstance(v, list) and v for v in g.values()):
             raise _UsageError("every grid entry must be a non-empty JSON list of values.")
-    data = load_multilabel_digits(random_state=0)
-    scoring = nc_scorers() | multilabel_scorers()
-    search = GridSearchCV(
-        PALClassifier(max_epochs=args.epochs, device=args.device, random_state=0),
-        grid,
-        scoring=scoring,
-        refit=args.refit,
-        cv=MultilabelStratifiedKFold(args.cv),
-        n_jobs=args.n_jobs,
-        error_score="raise",
-    )
+    fixed = _parse_settings(args.set, valid)
+    if args.data:
+        X, y, target = _usage_from_io(_io.load_dataset, args.data, args.target)
+        source = str(Path(args.data).resolve())
+    else:
+        if args.target:
+            raise _UsageError("--target needs --data.")
+        from .datasets import load_multilabel_digits
+
+        data = load_multilabel_digits(random_state=0)
+        X, y, target, source = data.X_train, data.Y_train, None, "bundled multi-label digits (training split)"
+    multilabel = group_labels(y, len(X)).multilabel  # also validates the labels before any training
+    scoring = _scoring(args.scoring, multilabel)
+    refit = args.refit or ("jaccard_samples" if "jaccard_samples" in scoring else
+                           "accuracy" if "accuracy" in scoring else next(iter(scoring)))
+    if refit not in scoring:
+        raise _UsageError(f"--refit {refit!r} is not one of the scores {sorted(scoring)}.")
+    epoch_values = sorted({int(e) for g in grids for e in g.get("max_epochs", [args.epochs])})
+    if args.track_every:
+        epochs = sorted({e for m in epoch_values for e in tracked_epochs(m, args.track_every)})
+        columns = ["nc1", "nc2_h", "nc2_w", "nc3"] + (["tagwise_angle"] if multilabel else [])
+        scoring |= history_scorers(epochs, columns + ["train_loss"])
+    params = {"max_epochs": args.epochs, "track_nc": args.track_every, "device": device,
+              "random_state": args.seed, "module": args.module, **fixed}
+    try:
+        estimator = PALClassifier(**params)
+    except TypeError as exc:
+        raise _UsageError(str(exc)) from exc
+    splitter = (MultilabelStratifiedKFold(args.cv, shuffle=True, random_state=args.seed) if multilabel
+                else StratifiedKFold(args.cv, shuffle=True, random_state=args.seed))
+    # Written before the search: a study folder says what ran even if the run is interrupted.
+    (out / "grid.json").write_text(json.dumps(grid, indent=2))
+    rerun = ["sknc", "study", "--grid", str((out / "grid.json").resolve()), "--out", str(out.resolve())]
+    for name in ("data", "target", "module", "epochs", "track_every", "cv", "scoring", "refit", "seed", "n_jobs",
+                 "device"):
+        value = getattr(args, name)
+        if value is not None:
+            rerun += [f"--{name.replace('_', '-')}", str(Path(value).resolve()) if name == "data" else str(value)]
+    for item in args.set or []:
+        rerun += ["--set", item]
+    settings = {"command": shlex.join(rerun), "data": source, "target": target, "n_samples": len(X),
+                "multilabel": bool(multilabel), "estimator": {k: repr(v) for k, v in params.items()},
+                "cv": repr(splitter), "scoring": sorted(k for k in scoring if not k.startswith("history_")),
+                "refit": refit, "return_train_score": True}
+    (out / "settings.json").write_text(json.dumps(settings, indent=2))
+    (out / "versions.json").write_text(json.dumps(_versions(), indent=2))
+
+    search = GridSearchCV(estimator, grid, scoring=scoring, refit=False, cv=splitter, n_jobs=args.n_jobs,
+                          return_train_score=True, error_score=np.nan)
     if args.scheduler:
         try:
             from distributed import Client
         except ImportError as exc:
             raise _UsageError("--scheduler needs dask.distributed: pip install 'sknc[dask]'.") from exc
         with Client(args.scheduler, timeout="20s"), joblib.parallel_config(backend="dask"):
-            search.fit(data.X_train, data.Y_train)
+            search.fit(X, y)
     else:
-        search.fit(data.X_train, data.Y_train)
-    frame = pd.DataFrame(search.cv_results_)
-    keep = [c for c in frame.columns if c.startswith("param_") or c.startswith("mean_test_") or c.startswith("std_test_")]
-    table = frame[keep]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        search.fit(X, y)
+    results = pd.DataFrame(search.cv_results_)
+    results.to_csv(out / "cv_results.csv", index=False)
+    table = study_table(search.cv_results_)
+    best = int(np.nanargmax(results[f"mean_test_{refit}"])) if results[f"mean_test_{refit}"].notna().any() else None
     table.to_csv(out / "study.csv", index=False)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"\nbest by {args.refit}: {search.best_params_}")
-    written = ["study.csv"]
-    try:
-        from .plotting import plot_study
-    except ImportError:
-        print("matplotlib is not installed: skipping study.png (pip install 'sknc[plot]').")
-    else:
-        first = next(iter(grid if isinstance(grid, dict) else grid[0]))
-        plot_study(search.cv_results_, first, ["neg_nc1", args.refit]).savefig(out / "study.png", dpi=110)
-        written.append("study.png")
+    written = ["grid.json", "settings.json", "versions.json", "cv_results.csv", "study.csv"]
+    trajectories = None
+    if args.track_every:
+        try:
+            trajectories = study_trajectories(search.cv_results_)
+        except ValueError:
+            trajectories = None
+        else:
+            trajectories.to_csv(out / "trajectories.csv", index=False)
+            written.append("trajectories.csv")
+    shown = [c for c in table.columns if not c.endswith("_std")]
+    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if best is not None:
+        print(f"\nbest by {refit} (test folds): {search.cv_results_['params'][best]}")
+    failed = int(results[f"mean_test_{refit}"].isna().sum())
+    if failed:
+        print(f"{failed} candidate(s) failed on at least one fold (NaN above); see the warnings.")
+    written += _study_figures(search.cv_results_, grids, refit, trajectories, out)
     print(f"wrote {', '.join(written)} to {out}/")
     return EXIT_OK
 
 
+def _study_figures(cv_results, grids, refit, trajectories, out):
+    try:
+        import matplotlib.pyplot as plt
+
+        from .plotting import plot_study, plot_study_heatmap, plot_trajectories
+    except ImportError:
+        print("matplotlib is not installed: skipping the figures (pip install 'sknc[plot]').")
+        return []
+    import pandas as pd
+
+    frame = pd.DataFrame(cv_results)
+    varied = [c[len("param_"):] for c in frame.columns
+              if c.startswith("param_") and frame[c].astype(str).nunique() > 1]
+    first = varied[0] if varied else next(iter(grids[0]))
+    hue = varied[1] if len(varied) == 2 else None
+    nc = "nc1" if "mean_test_neg_nc1" in frame.columns else None
+    metrics = [m for m in (nc, refit) if m]
+    figures = {"study.png": lambda: plot_study(cv_results, first, metrics, hue=hue)}
+    if len(varied) == 2 and nc:
+        figures["heatmap.png"] = lambda: plot_study_heatmap(cv_results, varied[0], varied[1], nc)
+    if trajectories is not None and "nc1" in set(trajectories["metric"]):
+        figures["trajectories.png"] = lambda: plot_trajectories(cv_results, "nc1")
+    written = []
+    for name, draw in figures.items():
+        try:
+            fig = draw()
+        except ValueError as exc:  # e.g. every value NaN: the tables above still hold the results
+            print(f"(no {name}: {exc})")
+            continue
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+# ------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sknc",
-        description="Neural-collapse tools: metrics of saved features, UFM solutions, training demos.",
+        description="Neural-collapse tools: metrics of saved features, UFM solutions, training demos, studies.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -372,18 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
         "default: 'W'/'b' of an .npz FEATURES file",
     )
     m.add_argument("--no-classifier", action="store_true", help="ignore any classifier stored with the features")
-    m.add_argument(
-        "--global-mean",
-        choices=("class", "sample"),
-        default="class",
-        help="centre of the class means: mean of class means (default) or sample mean",
-    )
-    m.add_argument(
-        "--between",
-        choices=("class", "sample"),
-        default="class",
-        help="weighting of the between-class covariance: 1/K (default) or n_k/N",
-    )
+    m.add_argument("--global-mean", choices=("class", "sample"), default="class",
+                   help="centre of the class means: mean of class means (default) or sample mean")
+    m.add_argument("--between", choices=("class", "sample"), default="class",
+                   help="weighting of the between-class covariance: 1/K (default) or n_k/N")
     m.add_argument("--out", metavar="FILE", help="also write the report to FILE (.csv or .json)")
     m.set_defaults(func=_cmd_metrics)
 
@@ -393,10 +587,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train PALClassifier (tuned defaults) on multi-label digits built from scikit-learn's bundled "
             "8x8 digits, with live progress, NC tables at checkpoints, final test metrics and the tag-wise "
-            "scale against UFM theory; writes plots, CSV and JSON to --out. About 30 seconds on 2 CPU cores."
+            "scale against UFM theory; writes plots, CSV and JSON to --out. About a minute on 2 CPU cores "
+            "(500 epochs); --quick takes a few seconds."
         ),
     )
-    d.add_argument("--epochs", type=int, help="training epochs (default 500; 60 with --quick)")
+    d.add_argument("--epochs", type=_int_at_least(1), help="training epochs (default 500; 60 with --quick)")
     d.add_argument("--quick", action="store_true", help="a short run (60 epochs) to try things out")
     d.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
     d.add_argument("--seed", type=int, default=0, help="random_state of the network (default 0)")
@@ -409,41 +604,59 @@ def build_parser() -> argparse.ArgumentParser:
         description="Solve a UFM with UFMSolver and print its optimum against the matching closed form.",
     )
     u.add_argument("--loss", choices=("ce", "pal", "pal_mean", "mse"), default="ce", help="loss (default ce)")
-    u.add_argument("--classes", type=int, default=4, help="number of classes K (default 4)")
-    u.add_argument("--per-class", type=int, default=5, help="samples per class for ce/mse (default 5)")
+    u.add_argument("--classes", type=_int_at_least(2), default=4, help="number of classes K >= 2 (default 4)")
+    u.add_argument("--per-class", type=_int_at_least(1), default=5, help="samples per class for ce/mse (default 5)")
     u.add_argument("--sizes", help="comma-separated class sizes for ce/mse, e.g. 2,4,8,16 (imbalanced)")
     u.add_argument("--sets", help="samples per label set by multiplicity for pal, e.g. 1:3,2:1 (default)")
-    u.add_argument("--lambda-W", dest="lambda_W", type=float, default=5e-3, help="weight decay (default 5e-3)")
-    u.add_argument("--lambda-H", dest="lambda_H", type=float, default=5e-3, help="feature decay (default 5e-3)")
-    u.add_argument("--lambda-b", dest="lambda_b", type=float, default=0.0, help="bias decay (default 0)")
+    u.add_argument("--lambda-W", dest="lambda_W", type=_nonnegative, default=5e-3, help="weight decay (default 5e-3)")
+    u.add_argument("--lambda-H", dest="lambda_H", type=_nonnegative, default=5e-3, help="feature decay (default 5e-3)")
+    u.add_argument("--lambda-b", dest="lambda_b", type=_nonnegative, default=0.0, help="bias decay (default 0)")
     u.add_argument("--no-bias", action="store_true", help="no classifier bias")
     u.add_argument("--nonnegative", action="store_true", help="constrain features to be >= 0 (ReLU UFM)")
-    u.add_argument("--feature-dim", type=int, help="feature dimension d (default K)")
+    u.add_argument("--feature-dim", type=_int_at_least(1), help="feature dimension d (default K)")
     u.add_argument("--solver", choices=("lbfgs", "gd", "adam"), default="lbfgs", help="optimiser (default lbfgs)")
-    u.add_argument("--lr", type=float, help="step size for gd/adam")
-    u.add_argument("--max-iter", type=int, default=10000, help="iteration limit (default 10000)")
-    u.add_argument("--init-scale", type=float, default=0.1, help="initialisation scale (default 0.1)")
+    u.add_argument("--lr", type=_positive, help="step size for gd/adam")
+    u.add_argument("--max-iter", type=_int_at_least(1), default=10000, help="iteration limit (default 10000)")
+    u.add_argument("--init-scale", type=_positive, default=0.1, help="initialisation scale (default 0.1)")
     u.add_argument("--init-norm", action="store_true", help="scale the initial W and H to Frobenius norm --init-scale")
-    u.add_argument("--record-every", type=int, default=10, help="history period for --plot (default 10)")
+    u.add_argument("--record-every", type=_int_at_least(1), default=10, help="history period for --plot (default 10)")
+    u.add_argument("--device", default="cpu", help="torch device (default cpu)")
     u.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    u.add_argument("--plot", metavar="FILE", help="save the dynamics (objective, gradient, NC) to FILE")
+    u.add_argument("--plot", metavar="FILE", help="save the dynamics (objective, gradient, NC) to FILE (.png, .pdf, ...)")
     u.set_defaults(func=_cmd_ufm)
 
     s = sub.add_parser(
         "study",
-        help="GridSearchCV study of PALClassifier with NC and quality scorers",
+        help="GridSearchCV study of PALClassifier: training-fold NC, per-epoch trajectories, figures",
         description=(
-            "Run a GridSearchCV over PALClassifier parameters on the bundled multi-label digits with NC "
-            "scorers (neg_nc1, neg_nc2_h, ...) and multi-label quality scorers, locally or on a Dask "
-            "scheduler; writes study.csv and study.png to --out."
+            "Run a GridSearchCV over PALClassifier parameters with NC scorers on the training and the test "
+            "folds (NC is a property of the training features), quality scorers and, with --track-every, the "
+            "per-epoch NC trajectory of every candidate; locally or on a Dask scheduler. Writes study.csv, "
+            "cv_results.csv, trajectories.csv, the figures and, to re-run the study, grid.json, settings.json "
+            "(with the command line) and versions.json to --out."
         ),
     )
-    s.add_argument("--grid", required=True, metavar="FILE", help='JSON grid, e.g. {"lambda_H": [1e-4, 6e-4]}')
-    s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786")
+    s.add_argument("--grid", required=True, metavar="FILE", help='JSON grid, e.g. {"lambda_H": [0.03, 0.3, 3]}')
+    s.add_argument("--data", metavar="FILE",
+                   help="training data: .npz with arrays X and y (or an indicator), or a .csv/.parquet table; "
+                        "default the bundled multi-label digits")
+    s.add_argument("--target", metavar="COLS",
+                   help="label column(s) of a .csv/.parquet --data, comma-separated (several = multi-label "
+                        "indicator); default the column y, label or target")
+    s.add_argument("--module", default="mlp", help="backbone: mlp (default), cnn or resnet18")
+    s.add_argument("--set", action="append", metavar="PARAM=VALUE",
+                   help="fix a PALClassifier parameter (VALUE in JSON), e.g. --set hidden_sizes=[64,64]; repeatable")
+    s.add_argument("--epochs", type=_int_at_least(1), default=100, help="max_epochs of each fit (default 100)")
+    s.add_argument("--track-every", type=_int_at_least(1), default=10,
+                   help="record NC every this many epochs for the trajectories (default 10)")
+    s.add_argument("--cv", type=_int_at_least(2), default=3, help="number of folds (default 3)")
+    s.add_argument("--scoring", metavar="NAMES",
+                   help="comma-separated scores: NC metrics (nc1, nc2_h, ...), jaccard_samples, neg_hamming_loss, "
+                        "or scikit-learn scorer names (default: nc1..nc4 and the quality scores)")
+    s.add_argument("--refit", help="score that names the best candidate (default jaccard_samples or accuracy)")
+    s.add_argument("--seed", type=int, default=0, help="random_state of every fit and of the folds (default 0)")
     s.add_argument("--n-jobs", type=int, default=1, help="parallel jobs (default 1; -1 for all)")
-    s.add_argument("--epochs", type=int, default=100, help="max_epochs of each fit (default 100)")
-    s.add_argument("--cv", type=int, default=3, help="folds of MultilabelStratifiedKFold (default 3)")
-    s.add_argument("--refit", default="jaccard_samples", help="score that picks the best model (default jaccard_samples)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786")
     s.add_argument("--device", default="cpu", help="device of every fit (default cpu)")
     s.add_argument("--out", default="sknc-study", help="output folder (default ./sknc-study)")
     s.set_defaults(func=_cmd_study)
@@ -456,13 +669,24 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
+    prog = f"sknc {args.command}"
     try:
         return args.func(args)
     except _UsageError as exc:
-        print(f"sknc {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, TypeError) as exc:
-        print(f"sknc {args.command}: failed: {exc}", file=sys.stderr)
+    except ImportError as exc:  # an optional dependency the command needs
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, never a traceback; SKNC_DEBUG=1 shows it
+        if os.environ.get("SKNC_DEBUG"):
+            raise
+        kind = "" if isinstance(exc, (ValueError, TypeError, ArithmeticError, OSError)) else "internal error: "
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{prog}: failed: {kind}{message}", file=sys.stderr)
         return EXIT_FAIL
 
 

@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._validation import group_labels
+from ._validation import check_fit_inputs, group_labels, untensor
 from .exceptions import NCWarning
 from .metrics import class_means, tagwise_average
 
@@ -111,7 +111,8 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         if y is None:
             raise ValueError("TagWiseAverageClassifier requires y to be passed, but the target y is None.")
-        X, y = validate_data(self, X, y, multi_output=True, dtype=np.float64)
+        check_fit_inputs(X, y)
+        X, y = validate_data(self, untensor(X), untensor(y), multi_output=True, dtype=np.float64)
         if type_of_target(y) == "multilabel-indicator":
             Y = np.asarray(y)
             self.multilabel_ = True
@@ -258,7 +259,7 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         """Indicator matrix (multi-label, dtype of the fitted ``y``) or class labels."""
         check_is_fitted(self, "means_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_data(self, untensor(X), reset=False, dtype=np.float64)
         chosen = self._with_empty_set(X, self._predict_indicator(X, self.search))
         if not self.multilabel_:
             return self.classes_[chosen.argmax(axis=1)]
@@ -267,7 +268,7 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
     def search_disagreement(self, X):
         """Fraction of rows where the fast and the exhaustive search pick different sets."""
         check_is_fitted(self, "means_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_data(self, untensor(X), reset=False, dtype=np.float64)
         fast = self._predict_indicator(X, "fast")
         full = self._predict_indicator(X, "exhaustive")
         return float(np.mean(np.any(fast != full, axis=1)))

@@ -206,7 +206,14 @@ def _run(model, data, y, layers, reduce, batch_size, progress, desc, forward, on
             batches = _batches(data, y, batch_size, device)
             for xb, yb in _progress(batches, _n_batches(data, batch_size), progress, desc):
                 store.clear()
-                (forward or model)(xb)
+                try:
+                    (forward or model)(xb)
+                except (RuntimeError, TypeError) as exc:
+                    if "out of memory" in str(exc):
+                        raise
+                    raise ValueError(f"the model failed on an input batch of shape {tuple(xb.shape)} "
+                                     f"({' '.join(str(exc).split())}); check the data's shape and dtype against "
+                                     "the model.") from exc
                 missing = [layer for layer in layers if layer not in store]
                 if missing:
                     raise ValueError(f"layer(s) {missing} did not run in the forward pass.")

@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_nc_history", "plot_class_means", "plot_tagwise", "plot_ufm_dynamics", "plot_study"]
+__all__ = [
+    "plot_class_means",
+    "plot_layerwise",
+    "plot_nc_history",
+    "plot_study",
+    "plot_study_heatmap",
+    "plot_tagwise",
+    "plot_trajectories",
+    "plot_ufm_dynamics",
+]
 
 _NC_KEYS = ("nc1", "nc2_h", "nc2_w", "nc3", "nc4", "tagwise_angle")
 
@@ -161,34 +170,254 @@ def plot_ufm_dynamics(history, columns=("objective", "grad_norm", "nc1", "nc2_w"
     return fig
 
 
-def plot_study(cv_results, param, metrics, ax=None):
-    """Mean test score (with std bars) of each metric against one hyperparameter.
+def _log_spaced(values):
+    """Positive numbers spread over more than a factor of 10 read best on a log axis."""
+    try:
+        values = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    values = values[np.isfinite(values)]
+    return values.size > 1 and bool((values > 0).all()) and values.max() / values.min() > 10
 
-    ``cv_results`` is ``GridSearchCV.cv_results_`` or a DataFrame of it. Other
-    hyperparameters are shown as separate lines.
+
+def _metric_label(metric):
+    """Axis text that names the metric and what it measures (from the report-key registry)."""
+    import textwrap
+
+    from .metrics import key_info
+
+    try:
+        meaning = key_info(metric).meaning
+    except KeyError:
+        return metric
+    return textwrap.fill(f"{metric}: {meaning}", 44)
+
+
+def _conventions(metric):
+    """``"global_mean='class', between='class'"``: the nc_report defaults the scorers measure with."""
+    import inspect
+
+    from .metrics import key_info, nc_report
+
+    try:
+        names = key_info(metric).conventions
+    except KeyError:
+        return ""
+    defaults = inspect.signature(nc_report).parameters
+    return ", ".join(f"{n}={defaults[n].default!r}" for n in names if n in defaults)
+
+
+def _numeric_or_text(series):
+    numeric = pd.to_numeric(series, errors="coerce")
+    return numeric if numeric.notna().all() else series.astype(str)
+
+
+def plot_study(cv_results, param, metrics=("nc1",), hue=None, splits=("train", "test"), ax=None):
+    """NC (or quality) metrics of a search against one hyperparameter, the papers' way.
+
+    NC scores (``neg_nc1``) are drawn as the positive metric (``nc1``); the
+    training-fold values (solid, what neural collapse is about: search with
+    ``return_train_score=True``) and the test-fold values (dashed) are told
+    apart. Axes are logarithmic where the values are positive and span more
+    than a decade; one line per value of ``hue`` (another parameter).
+
+    Parameters
+    ----------
+    cv_results : dict or DataFrame
+        ``GridSearchCV.cv_results_``.
+    param : str
+        Hyperparameter on the x axis.
+    metrics : str or sequence of str, default=('nc1',)
+        Metric names (``'nc1'``, ``'nc2_h'``, ``'jaccard_samples'``, ...) or
+        score names (``'neg_nc1'``); one panel each.
+    hue : str, optional
+        Second hyperparameter, one line per value; default the only other
+        varied parameter, if there is exactly one.
+    splits : sequence of {'train', 'test'}, default=('train', 'test')
+        Which folds to draw (those present in ``cv_results``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from .study import study_table
+
+    plt = _pyplot()
+    table = study_table(cv_results)
+    if param not in table.columns:
+        raise ValueError(f"cv_results has no parameter {param!r}; parameters: {list(_param_names(cv_results))}.")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    metrics = [m[4:] if m.startswith("neg_") and f"{m[4:]}_test" in table.columns else m for m in metrics]
+    others = [p for p in _param_names(cv_results) if p != param and table[p].astype(str).nunique() > 1]
+    if hue is None and len(others) == 1:
+        hue = others[0]
+    if hue is not None and hue not in table.columns:
+        raise ValueError(f"cv_results has no parameter {hue!r}.")
+    if ax is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.8), squeeze=False)
+        axes = axes[0]
+    else:
+        fig, axes = ax.figure, [ax]
+    xs_all = _numeric_or_text(table[param])
+    groups = table.groupby(table[hue].astype(str), sort=False) if hue else [(None, table)]
+    for a, metric in zip(axes, metrics):
+        present = [s for s in splits if f"{metric}_{s}" in table.columns]
+        if not present:
+            raise ValueError(f"cv_results has no score for {metric!r}.")
+        drawn = []
+        for i, (key, rows) in enumerate(groups):
+            order = np.argsort(xs_all.loc[rows.index].to_numpy(), kind="stable")
+            rows = rows.iloc[order]
+            xs = xs_all.loc[rows.index]
+            for split in present:
+                ys = rows[f"{metric}_{split}"].to_numpy(dtype=float)
+                err = rows[f"{metric}_{split}_std"].to_numpy(dtype=float)
+                label = ", ".join(t for t in (f"{hue}={key}" if hue else "", split) if t)
+                a.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=f"C{i}",
+                           linestyle="-" if split == "train" else "--", label=label)
+                drawn.append(ys)
+        if xs_all.dtype.kind in "fi" and _log_spaced(xs_all):
+            a.set_xscale("log")
+        values = np.concatenate(drawn) if drawn else np.array([])
+        if _log_spaced(values):
+            a.set_yscale("log")
+        a.set_xlabel(param)
+        a.set_ylabel(_metric_label(metric))
+        conv = _conventions(metric)
+        a.set_title(f"{metric} vs {param}" + (f" [{conv}]" if conv else "")
+                    + ("\nsolid: training folds, dashed: test folds" if len(present) > 1 else ""), fontsize=8)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _param_names(cv_results):
+    return [c[len("param_"):] for c in pd.DataFrame(cv_results).columns if c.startswith("param_")]
+
+
+def plot_study_heatmap(cv_results, x, y, metric="nc1", split="train", ax=None):
+    """A metric over a two-parameter grid as a heatmap (log colour scale for NC metrics).
+
+    Cells are annotated with their value; parameters not on the axes must be
+    fixed (one value), otherwise pick one by filtering ``cv_results`` first.
+
+    Parameters
+    ----------
+    cv_results : dict or DataFrame
+    x, y : str
+        The two hyperparameters.
+    metric : str, default='nc1'
+        A metric (``'nc1'``) or score (``'neg_nc1'``) name.
+    split : {'train', 'test'}, default='train'
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.colors import LogNorm
+
+    from .study import study_table
+
+    plt = _pyplot()
+    table = study_table(cv_results)
+    for p in (x, y):
+        if p not in table.columns:
+            raise ValueError(f"cv_results has no parameter {p!r}.")
+    metric = metric[4:] if metric.startswith("neg_") and f"{metric[4:]}_{split}" in table.columns else metric
+    column = f"{metric}_{split}"
+    if column not in table.columns:
+        raise ValueError(f"cv_results has no {split} score for {metric!r}.")
+    rest = [p for p in _param_names(cv_results) if p not in (x, y) and table[p].astype(str).nunique() > 1]
+    if rest:
+        raise ValueError(f"parameters {rest} also vary; select one value of each before drawing a heatmap.")
+    pivot = table.pivot_table(index=y, columns=x, values=column, aggfunc="mean")
+    pivot = pivot.sort_index(axis=0).sort_index(axis=1)
+    values = pivot.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * values.shape[1] + 2.5, 0.8 * values.shape[0] + 1.8)) if ax is None else (
+        ax.figure, ax)
+    finite = values[np.isfinite(values)]
+    norm = LogNorm() if finite.size and (finite > 0).all() and metric in _NC_KEYS + ("cdnv",) else None
+    image = ax.imshow(values, cmap="viridis", norm=norm, aspect="auto", origin="lower")
+    ax.set_xticks(range(values.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in pivot.columns])
+    ax.set_yticks(range(values.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in pivot.index])
+    for (i, j), v in np.ndenumerate(values):
+        bright = np.isfinite(v) and image.norm(v) > 0.6  # viridis is light at the top: dark text there
+        ax.text(j, i, "NaN" if not np.isfinite(v) else f"{v:.3g}", ha="center", va="center", fontsize=8,
+                color="k" if bright else "w")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    conv = _conventions(metric)
+    ax.set_title(f"{metric} ({split} folds)" + (f"\n[{conv}]" if conv else ""), fontsize=9)
+    fig.colorbar(image, ax=ax, label=_metric_label(metric))
+    fig.tight_layout()
+    return fig
+
+
+def plot_trajectories(cv_results, metric="nc1", ax=None):
+    """A metric against epochs, one line per candidate (mean over folds, band = std).
+
+    Needs ``history_scorers(...)`` in the search's ``scoring`` (see
+    :mod:`sknc.study`). The y axis is logarithmic for positive values.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from .study import study_trajectories
+
+    plt = _pyplot()
+    traj = study_trajectories(cv_results)
+    rows = traj[traj["metric"] == metric]
+    if rows.empty:
+        raise ValueError(f"no trajectory of {metric!r}; recorded: {sorted(traj['metric'].unique())}.")
+    params = [p for p in _param_names(cv_results) if traj[p].astype(str).nunique() > 1] or _param_names(cv_results)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
+    for i, (candidate, line) in enumerate(rows.groupby("candidate", sort=True)):
+        label = ", ".join(f"{p}={line[p].iloc[0]}" for p in params)
+        epochs, mean, std = line["epoch"].to_numpy(), line["mean"].to_numpy(), line["std"].to_numpy()
+        ax.plot(epochs, mean, marker="o", markersize=3, color=f"C{i % 10}", label=label)
+        ax.fill_between(epochs, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15, linewidth=0)
+    if (rows["mean"] > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(_metric_label(metric))
+    ax.set_title(f"{metric} during training, one line per candidate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layerwise(report, metrics=("nc1", "nc2_h", "nc4"), ax=None):
+    """NC metrics against depth: one line per metric over the layers of a layer-wise report.
+
+    ``report`` is what :func:`sknc.model_nc_report` returns for many layers
+    (one row per layer, in forward order). Positive metrics share a log axis;
+    layers where a metric is undefined (NaN) or zero are left out of its line.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     plt = _pyplot()
-    frame = pd.DataFrame(cv_results)
-    column = f"param_{param}"
-    if column not in frame.columns:
-        raise ValueError(f"cv_results has no parameter {param!r}.")
+    if not isinstance(report, pd.DataFrame) or report.empty:
+        raise ValueError("report must be the non-empty DataFrame of model_nc_report(..., layers=[...]).")
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    others = [c for c in frame.columns if c.startswith("param_") and c != column]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False) if ax is None else (
-        ax.figure, np.array([[ax]]))
-    for a, metric in zip(axes[0], metrics):
-        if f"mean_test_{metric}" not in frame.columns:
-            raise ValueError(f"cv_results has no score {metric!r}.")
-        groups = frame.groupby([frame[c].astype(str) for c in others]) if others else [("", frame)]
-        for key, rows in groups:
-            rows = rows.sort_values(column)
-            label = ", ".join(f"{o[6:]}={v}" for o, v in zip(others, key if isinstance(key, tuple) else (key,))) or None
-            xs = rows[column].astype(float) if pd.api.types.is_numeric_dtype(rows[column]) else rows[column].astype(str)
-            a.errorbar(xs, rows[f"mean_test_{metric}"], yerr=rows[f"std_test_{metric}"], marker="o", capsize=3,
-                       label=label)
-        a.set_xlabel(param)
-        a.set_ylabel(metric)
-        if others:
-            a.legend(fontsize=8)
+    missing = [m for m in metrics if m not in report.columns]
+    if missing:
+        raise ValueError(f"report has no column(s) {missing}; columns: {list(report.columns)}.")
+    names = [str(n) for n in report.index]
+    depth = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2), 4)) if ax is None else (ax.figure, ax)
+    for metric in metrics:
+        values = report[metric].to_numpy(dtype=float)
+        keep = np.isfinite(values) & (values > 0)
+        label = metric if keep.all() else f"{metric} (NaN/zero layers not shown)"
+        ax.plot(depth[keep], values[keep], marker="o", label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(depth, names, rotation=35, ha="right", fontsize=8)
+    ax.set_xlabel("layer (forward order)")
+    ax.set_ylabel("metric (log scale)")
+    ax.set_title("Neural collapse across depth")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

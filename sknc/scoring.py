@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import (
     accuracy_score,
     hamming_loss,
@@ -35,6 +36,7 @@ from sklearn.metrics import (
     label_ranking_average_precision_score,
 )
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 from ._validation import untensor
 from .exceptions import NCWarning
@@ -130,6 +132,8 @@ def features_and_classifier(estimator, X):
         if hasattr(estimator, "transform") and hasattr(estimator, "net_"):  # sknc estimators
             return np.asarray(estimator.transform(X), dtype=np.float64), W, b
         return np.asarray(X, dtype=np.float64), W, b
+    if hasattr(estimator, "fit") and hasattr(estimator, "get_params"):
+        check_is_fitted(estimator)  # an unfitted estimator is the problem then, not its type
     raise TypeError(f"{type(estimator).__name__} is not a classifier whose features sknc can read; supported: "
                     f"{_SUPPORTED}.")
 
@@ -169,8 +173,8 @@ def _safe_report(estimator, X, y):
     """The report, or an empty one (all NaN) when the data leave NC undefined: a search never dies of it."""
     try:
         return nc_report_of(estimator, X, y)
-    except TypeError:
-        raise  # not a supported estimator: a usage error
+    except (TypeError, NotFittedError):
+        raise  # not a supported or not a fitted estimator: a usage error
     except ValueError as exc:
         warnings.warn(f"NC scores are NaN on this split ({exc}).", NCWarning, stacklevel=3)
         return pd.Series(dtype=float)

@@ -1,4 +1,5 @@
 import json
+import shlex
 import subprocess
 import sys
 
@@ -105,18 +106,70 @@ def test_ufm_command_reports_theory_gap(capsys):
     assert main(["ufm", "--loss", "hinge"]) == 2
 
 
-def test_study_command(tmp_path, capsys):
+def test_study_command_on_the_users_data(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X, y = (X[:240] / 16).astype(np.float32), y[:240]
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    frame = pd.DataFrame(X, columns=[f"px{i}" for i in range(X.shape[1])]).assign(digit=y)
+    frame.to_csv(tmp_path / "data.csv", index=False)
     grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps({"lambda_H": [1e-4, 6e-4]}))
-    assert main(["study", "--grid", str(grid), "--epochs", "2", "--cv", "2", "--out", str(tmp_path / "s")]) == 0
+    grid.write_text(json.dumps({"lambda_H": [0.03, 0.3], "fixed_etf": [False, True]}))
+    out = tmp_path / "s"
+    argv = ["study", "--grid", str(grid), "--data", str(tmp_path / "data.npz"), "--epochs", "4", "--track-every", "2",
+            "--cv", "2", "--set", "hidden_sizes=[32]", "--seed", "1", "--out", str(out)]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "study.csv")
+    assert len(table) == 4
+    for column in ("nc1_train", "nc1_test", "accuracy_train", "accuracy_test"):
+        assert np.isfinite(table[column]).all(), column
+    assert (table["nc1_train"] > 0).all()  # the metric itself, not its negation
+    results = pd.read_csv(out / "cv_results.csv")
+    assert np.allclose(table["nc1_train"], -results["mean_train_neg_nc1"])
+    traj = pd.read_csv(out / "trajectories.csv")
+    assert set(traj["epoch"]) == {2, 4} and {"nc1", "train_loss"} <= set(traj["metric"])
+    for name in ("grid.json", "settings.json", "versions.json", "study.png", "heatmap.png", "trajectories.png"):
+        assert (out / name).exists(), name
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["n_samples"] == 240 and settings["multilabel"] is False and settings["refit"] == "accuracy"
+    words = shlex.split(settings["command"])
+    assert words[words.index("--set") + 1] == "hidden_sizes=[32]" and words[words.index("--seed") + 1] == "1"
+    assert json.loads((out / "versions.json").read_text())["sknc"] == sknc.__version__
+    # the saved command re-runs the study from its folder, to the same numbers
+    rerun = words[2:]
+    rerun[rerun.index("--out") + 1] = str(tmp_path / "again")
+    assert main(["study", *rerun]) == 0
+    again = pd.read_csv(tmp_path / "again" / "study.csv")
+    assert np.allclose(again["nc1_train"], table["nc1_train"], rtol=1e-6)
+    # a table with a named target column
+    assert main(["study", "--grid", str(grid), "--data", str(tmp_path / "data.csv"), "--target", "digit",
+                 "--epochs", "2", "--track-every", "2", "--cv", "2", "--scoring", "nc1,accuracy",
+                 "--out", str(tmp_path / "csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "csv" / "study.csv")) == 4
+    capsys.readouterr()
+
+
+def test_study_command_multilabel_default_data(tmp_path):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"lambda_H": [0.03, 0.3]}))
+    assert main(["study", "--grid", str(grid), "--epochs", "2", "--cv", "2", "--track-every", "1",
+                 "--out", str(tmp_path / "s")]) == 0
     table = pd.read_csv(tmp_path / "s" / "study.csv")
-    assert len(table) == 2 and np.isfinite(table["mean_test_neg_nc1"]).all()
-    assert (tmp_path / "s" / "study.png").exists()
-    grid.write_text("{not json")
-    assert main(["study", "--grid", str(grid)]) == 2
-    grid.write_text(json.dumps({"bogus": [1]}))
-    assert main(["study", "--grid", str(grid)]) == 2
-    assert "unknown PALClassifier parameter" in capsys.readouterr().err
+    assert len(table) == 2 and np.isfinite(table["nc1_train"]).all() and "jaccard_samples_test" in table
+    traj = pd.read_csv(tmp_path / "s" / "trajectories.csv")
+    assert "tagwise_angle" in set(traj["metric"])
+
+
+def test_help_is_light():
+    code = "import sys, sknc.cli; sknc.cli.build_parser(); print(sorted(m for m in ('torch', 'skorch', 'numpy', " \
+           "'pandas', 'sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    code = "import sys, sknc; sknc.nc1; sknc.simplex_etf; import sknc.theory, sknc.plotting; " \
+           "print(sorted(m for m in ('torch', 'skorch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("command", ["demo", "ufm", "study", "metrics"])
