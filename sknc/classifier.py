@@ -626,7 +626,9 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         target = self._encode_targets(y, self._columns)
         if continuing and (classes is None or not np.array_equal(classes, self.classes_)):
             raise ValueError("warm_start continues a fitted network: y must have the classes of the first fit.")
-        if not continuing:
+        if continuing:
+            self._sync_net(Xf)
+        else:
             self._initialize(Xf, target)
         return self._train(Xf, target)
 
@@ -656,7 +658,34 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     raise ValueError(f"partial_fit got labels never declared in the first call: {unknown[:5].tolist()}.")
                 target = np.searchsorted(saved, np.asarray(y).ravel()).astype(np.int64)
             self.classes_ = saved
+            self._sync_net(Xf)
         return self._train(Xf, target)
+
+    def _sync_net(self, Xf):
+        """Apply what ``set_params`` changed since the net was built before it trains again.
+
+        A warm-started ``fit`` or a later ``partial_fit`` continues the same
+        module and optimizer state, with the current epochs, rate, split,
+        callbacks and penalties (as ``set_params`` on a skorch net would).
+        """
+        input_scale = float(np.max(np.abs(Xf))) if Xf.size else 0.0
+        routed = {k: v for k, v in self._routed_params().items()
+                  if k.startswith(("iterator_", "dataset__", "criterion__"))}
+        self.net_.set_params(max_epochs=self._max_epochs(), batch_size=self.batch_size,
+                             train_split=self._train_split(), feature_decay=self.lambda_H,
+                             callbacks=self._callbacks(input_scale), **routed)
+        self.net_.initialize_callbacks()  # skorch's set_params builds them from the list it is replacing
+        callback_params = {k: v for k, v in self._routed_params().items() if k.startswith("callbacks__")}
+        if callback_params:
+            self.net_.set_params(**callback_params)
+        settings = {"lr": self.lr, "weight_decay": self.lambda_W}
+        if self.optimizer == "sgd":
+            settings["momentum"] = self.momentum
+        settings.update({k[len("optimizer__"):]: v for k, v in self._routed_params().items()
+                         if k.startswith("optimizer__")})
+        for group in self.net_.optimizer_.param_groups:  # in place: momentum buffers are kept
+            group.update({k: v for k, v in settings.items() if k in group})
+        self.net_.lr = self.lr
 
     def _train(self, Xf, target):
         devices = [torch.device(self._device)] if self._device.startswith("cuda") else []

@@ -251,6 +251,30 @@ def test_warm_start_partial_fit_and_reload(digits, tmp_path):
     assert len(fresh.history_) == 6
 
 
+def test_warm_start_applies_parameters_changed_by_set_params(digits):
+    from skorch.callbacks import EarlyStopping
+
+    X, y = digits
+    clf = small(max_epochs=4, validation_fraction=0.25, lr_schedule=None,
+                callbacks=[("early", EarlyStopping(patience=50))]).fit(X[:300], y[:300])
+    assert "valid_loss" in clf.history_
+    momentum = {id(p): clf.net_.optimizer_.state[p]["momentum_buffer"].clone()
+                for p in clf.net_.module_.parameters() if p in clf.net_.optimizer_.state}
+    assert momentum  # SGD state exists after the first call
+    clf.set_params(warm_start=True, max_epochs=2, lr=0.01, validation_fraction=None, callbacks=None, lambda_W=1e-3)
+    clf.fit(X[:300], y[:300])
+    assert len(clf.history_) == 6  # 4 + 2: the new max_epochs, not the old one
+    assert np.allclose(clf.history_["lr"].iloc[4:], 0.01)  # the new rate is the one used
+    assert clf.history_["valid_loss"].iloc[4:].isna().all()  # the split was switched off
+    group = clf.net_.optimizer_.param_groups[0]
+    assert group["lr"] == 0.01 and group["weight_decay"] == 1e-3
+    inc = small(max_epochs=2, lr_schedule=None)
+    inc.partial_fit(X[:100], y[:100], classes=np.arange(10))
+    inc.set_params(max_epochs=1, lr=0.02)
+    inc.partial_fit(X[100:200], y[100:200])
+    assert len(inc.history_) == 3 and inc.history_["lr"].iloc[-1] == pytest.approx(0.02)
+
+
 def test_reload_a_multilabel_model_needs_its_rule(multilabel, tmp_path):
     X, Y = multilabel
     clf = small(max_epochs=5).fit(X, Y)

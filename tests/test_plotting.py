@@ -74,3 +74,22 @@ def test_ufm_dynamics_and_study_plots():
     assert ys == [(0.5, 0.6), (0.55, 0.7)]
     with pytest.raises(ValueError, match="no score"):
         plot_study(cv, "lambda_H", "f1")
+
+
+def test_layerwise_plot_draws_each_metric_over_depth():
+    from sknc.plotting import plot_layerwise
+
+    report = pd.DataFrame({"nc1": [0.9, 0.3, 0.1], "nc2_h": [0.7, 0.6, 0.5], "nc4": [np.nan, np.nan, 0.0]},
+                          index=["pixels", "relu1", "relu2"])
+    fig = plot_layerwise(report, metrics=["nc1", "nc2_h", "nc4"])
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert np.allclose(lines["nc1"].get_ydata(), [0.9, 0.3, 0.1])
+    assert np.allclose(lines["nc1"].get_xdata(), [0, 1, 2])
+    assert len(lines["nc4 (NaN/zero layers not shown)"].get_ydata()) == 0
+    assert ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["pixels", "relu1", "relu2"]
+    with pytest.raises(ValueError, match="no column"):
+        plot_layerwise(report, metrics=["cdnv"])
+    with pytest.raises(ValueError, match="non-empty DataFrame"):
+        plot_layerwise(pd.DataFrame())
