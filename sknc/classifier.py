@@ -185,6 +185,11 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Learn a classifier bias.
     loss : {'pal', 'pal_mean'}, default='pal'
         Summed pick-all-labels CE, or the sum divided by ``|S|``.
+    label_smoothing : float in [0, 1), default=0.0
+        Label smoothing of every picked cross-entropy term (see
+        :class:`sknc.PALLoss`).
+    focal_gamma : float >= 0, default=0.0
+        Focal exponent of every picked term (see :class:`sknc.PALLoss`).
     lambda_W : float, default=5e-4
         Weight decay on every trainable parameter (``(lambda_W/2)||theta||^2``).
     lambda_H : float, default=0.3
@@ -292,6 +297,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "fixed_etf": ["boolean"],
         "bias": ["boolean"],
         "loss": [StrOptions({"pal", "pal_mean"})],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "focal_gamma": [Interval(Real, 0, None, closed="left")],
         "lambda_W": [Interval(Real, 0, None, closed="left")],
         "lambda_H": [Interval(Real, 0, None, closed="left")],
         "optimizer": [StrOptions({"sgd", "adam"}), type],
@@ -323,6 +330,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         fixed_etf=False,
         bias=True,
         loss="pal",
+        label_smoothing=0.0,
+        focal_gamma=0.0,
         lambda_W=5e-4,
         lambda_H=0.3,
         optimizer="sgd",
@@ -352,6 +361,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.fixed_etf = fixed_etf
         self.bias = bias
         self.loss = loss
+        self.label_smoothing = label_smoothing
+        self.focal_gamma = focal_gamma
         self.lambda_W = lambda_W
         self.lambda_H = lambda_H
         self.optimizer = optimizer
@@ -551,7 +562,9 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         optimizer, opt_args = self._optimizer_args()
         routed = {k: v for k, v in self._routed_params().items()
                   if not k.startswith(("module__", "optimizer__"))}
-        criterion = {"criterion__normalize": self.loss == "pal_mean", "criterion__check_targets": False}
+        criterion = {"criterion__normalize": self.loss == "pal_mean", "criterion__check_targets": False,
+                     "criterion__label_smoothing": float(self.label_smoothing),
+                     "criterion__focal_gamma": float(self.focal_gamma)}
         criterion.update({k: v for k, v in routed.items() if k.startswith("criterion__")})
         iterators = {"iterator_train__shuffle": True}
         iterators.update({k: v for k, v in routed.items() if k.startswith(("iterator_", "dataset__", "callbacks__"))})
@@ -669,8 +682,13 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         callbacks and penalties (as ``set_params`` on a skorch net would).
         """
         input_scale = float(np.max(np.abs(Xf))) if Xf.size else 0.0
-        routed = {k: v for k, v in self._routed_params().items()
-                  if k.startswith(("iterator_", "dataset__", "criterion__"))}
+        routed = {"criterion__normalize": self.loss == "pal_mean",
+                  "criterion__label_smoothing": float(self.label_smoothing),
+                  "criterion__focal_gamma": float(self.focal_gamma)}
+        routed.update({k: v for k, v in self._routed_params().items()
+                       if k.startswith(("iterator_", "dataset__", "criterion__"))})
+        # skorch rebuilds the criterion and the optimizer (losing its state) on any criterion change
+        routed = {k: v for k, v in routed.items() if not hasattr(self.net_, k) or getattr(self.net_, k) != v}
         self.net_.set_params(max_epochs=self._max_epochs(), batch_size=self.batch_size,
                              train_split=self._train_split(), feature_decay=self.lambda_H,
                              callbacks=self._callbacks(input_scale), **routed)

@@ -48,6 +48,12 @@ class UFMSolver(BaseEstimator):
         Cross-entropy (1-D labels); pick-all-labels ``sum_{k in S} CE(z, k)``;
         the same divided by ``|S|``; or ``0.5 ||z - y||^2`` against one-hot or
         indicator targets.
+    label_smoothing : float in [0, 1), default=0.0
+        Label smoothing of every picked cross-entropy term (``'ce'``, ``'pal'``,
+        ``'pal_mean'``; see :class:`sknc.PALLoss` for the formula).
+    focal_gamma : float >= 0, default=0.0
+        Focal exponent of every picked term (same losses). No closed form covers
+        smoothing or focal terms, so ``theory_`` is None with either.
     feature_dim : int, optional
         Feature dimension ``d``; default ``K``. Must be at least ``K - 1`` (``K`` for
         non-negative features, whose optimum is an orthogonal frame).
@@ -132,6 +138,8 @@ class UFMSolver(BaseEstimator):
 
     _parameter_constraints = {
         "loss": [StrOptions({"ce", "pal", "pal_mean", "mse"})],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "focal_gamma": [Interval(Real, 0, None, closed="left")],
         "feature_dim": [Interval(Integral, 1, None, closed="left"), None],
         "lambda_W": [Interval(Real, 0, None, closed="left")],
         "lambda_H": [Interval(Real, 0, None, closed="left")],
@@ -154,6 +162,8 @@ class UFMSolver(BaseEstimator):
     def __init__(
         self,
         loss="ce",
+        label_smoothing=0.0,
+        focal_gamma=0.0,
         feature_dim=None,
         lambda_W=5e-4,
         lambda_H=5e-4,
@@ -173,6 +183,8 @@ class UFMSolver(BaseEstimator):
         random_state=None,
     ):
         self.loss = loss
+        self.label_smoothing = label_smoothing
+        self.focal_gamma = focal_gamma
         self.feature_dim = feature_dim
         self.lambda_W = lambda_W
         self.lambda_H = lambda_H
@@ -241,6 +253,7 @@ class UFMSolver(BaseEstimator):
         """
         lw, lh, lb = float(self.lambda_W), float(self.lambda_H), float(self.lambda_b)
         loss = self.loss
+        alpha, gamma = float(self.label_smoothing), float(self.focal_gamma)
         n_total = float(weights.sum())
         inv_sqrt = weights.rsqrt()[:, None]
 
@@ -254,6 +267,16 @@ class UFMSolver(BaseEstimator):
                 z = z + b
             if loss == "mse":
                 per_sample = 0.5 * ((z - target) ** 2).sum(dim=1)
+            elif alpha or gamma:  # per picked label: (1 - p_k)^gamma [(1 - alpha)(-log p_k) - alpha mean_j log p_j]
+                per_label = torch.logsumexp(z, dim=1, keepdim=True) - z
+                if alpha:
+                    per_label = (1 - alpha) * per_label + alpha * per_label.mean(dim=1, keepdim=True)
+                if gamma:
+                    per_label = (-torch.expm1(z - torch.logsumexp(z, dim=1, keepdim=True))).clamp(min=0) ** gamma \
+                        * per_label
+                per_sample = (target * per_label).sum(dim=1)
+                if loss == "pal_mean":
+                    per_sample = per_sample / multiplicity.clamp(min=1)
             else:
                 lse = torch.logsumexp(z, dim=1)
                 picked = (z * target).sum(dim=1)
@@ -285,6 +308,9 @@ class UFMSolver(BaseEstimator):
         self
         """
         self._validate_params()
+        if self.loss == "mse" and (self.label_smoothing or self.focal_gamma):
+            raise ValueError("label_smoothing and focal_gamma apply to the cross-entropy losses ('ce', 'pal', "
+                             "'pal_mean'), not to loss='mse'.")
         device = torch.device(check_device(self.device, allow_auto=False))
         groups, sample_target = self._targets(Y)
         n_samples, k = sample_target.shape
@@ -514,7 +540,7 @@ class UFMSolver(BaseEstimator):
             if balanced and lw == 0 and lh == 0 and self.lambda_b == 0 and self.bias and d >= k:
                 return theory.mse_strong_collapse(k, int(counts[0]))
             return None
-        if lw <= 0 or lh <= 0:
+        if lw <= 0 or lh <= 0 or self.label_smoothing or self.focal_gamma:
             return None
         if self.nonnegative:
             if self.loss == "ce" and not self.bias and not groups.multilabel:

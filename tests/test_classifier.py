@@ -261,6 +261,7 @@ def test_warm_start_applies_parameters_changed_by_set_params(digits):
     momentum = {id(p): clf.net_.optimizer_.state[p]["momentum_buffer"].clone()
                 for p in clf.net_.module_.parameters() if p in clf.net_.optimizer_.state}
     assert momentum  # SGD state exists after the first call
+    optimizer = clf.net_.optimizer_
     clf.set_params(warm_start=True, max_epochs=2, lr=0.01, validation_fraction=None, callbacks=None, lambda_W=1e-3)
     clf.fit(X[:300], y[:300])
     assert len(clf.history_) == 6  # 4 + 2: the new max_epochs, not the old one
@@ -268,6 +269,10 @@ def test_warm_start_applies_parameters_changed_by_set_params(digits):
     assert clf.history_["valid_loss"].iloc[4:].isna().all()  # the split was switched off
     group = clf.net_.optimizer_.param_groups[0]
     assert group["lr"] == 0.01 and group["weight_decay"] == 1e-3
+    assert clf.net_.optimizer_ is optimizer  # the same optimizer, its momentum continued
+    clf.set_params(max_epochs=1, label_smoothing=0.1)
+    clf.fit(X[:300], y[:300])
+    assert clf.net_.criterion_.label_smoothing == 0.1 and len(clf.history_) == 7
     inc = small(max_epochs=2, lr_schedule=None)
     inc.partial_fit(X[:100], y[:100], classes=np.arange(10))
     inc.set_params(max_epochs=1, lr=0.02)

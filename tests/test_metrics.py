@@ -277,10 +277,78 @@ def test_orthogonal_imbalanced_frame_and_minority_collapse(rng):
     H = means[y]
     assert np.allclose(sknc.class_mean_norms(H, y), lengths)
     assert sknc.mean_orthogonality(H, y) == pytest.approx(0.0, abs=1e-15)
-    W = np.vstack([[-1.0, -1, -1, 0, 0, 0], [3, -1, -1, 0, 0, 0], [-1, 3, -1, 0, 0, 0], [-1.0, -1, -1, 0, 0, 0]])
-    out = sknc.minority_collapse(H, y, W)
-    assert out["collapsed_classes"].tolist() == [0]
-    assert [g.tolist() for g in out["indistinguishable"]] == [[0, 3]]
+    W = np.zeros((4, d))
+    W[[1, 2, 3], [1, 2, 3]] = 1.0  # w_k = e_k for k = 1, 2, 3
+    W[0, 1:4] = -1 / 3  # the row of a collapsed class in the non-negative UFM: minus the others' mean
+    table = sknc.minority_collapse(H, y, W)
+    # by hand: class means 0, e_1, 2 e_2, 4 e_3 have margins 0, 1, 2, 4
+    assert np.allclose(table["margin"], [0, 1, 2, 4])
+    assert np.allclose(table["margin_ratio"], [0, 0.25, 0.5, 1])
+    assert np.allclose(table["collapse_score"], [1, 0.75, 0.5, 0])
+    assert table["collapsed"].tolist() == [True, True, True, False]
+    assert sknc.minority_collapse(H, y, W, threshold=0.9)["collapsed"].tolist() == [True, False, False, False]
+    unit = W / np.linalg.norm(W, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    np.fill_diagonal(cos, -np.inf)
+    assert np.allclose(table["max_classifier_cosine"], cos.max(axis=1))
+    centred = means - means.mean(0)
+    ratio = np.linalg.norm(centred, axis=1) / np.linalg.norm(centred, axis=1).max()
+    assert np.allclose(table["mean_norm_ratio"], ratio)
+    no_w = sknc.minority_collapse(H, y)
+    assert np.allclose(no_w["collapse_score"], 1 - ratio) and "margin" not in no_w
+    merged = W.copy()
+    merged[3] = merged[0]  # Fang et al.: minority rows that coincide
+    fang = sknc.minority_collapse(H, y, merged)
+    assert fang.loc[0, "closest_classifier"] == 3 and fang.loc[0, "max_classifier_cosine"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("sizes", [[2, 8, 16, 32], [3, 6, 12, 24, 48, 96]])
+def test_minority_collapse_score_on_ufm_optima_matches_theory(sizes):
+    sizes = np.array(sizes)
+    y = np.repeat(np.arange(len(sizes)), sizes)
+    checked = 0
+    for lam in np.geomspace(5e-3, 0.06, 4):
+        opt = sknc.theory.nonnegative_ce_optimum(sizes, lam, lam)
+        if opt.complete_collapse:
+            continue
+        ufm = sknc.UFMSolver(lambda_W=lam, lambda_H=lam, nonnegative=True, bias=False, random_state=0).fit(y)
+        table = sknc.minority_collapse(ufm.H_, y, ufm.W_)
+        score = table["collapse_score"].to_numpy()
+        collapsed = opt.minority_collapsed
+        assert np.all(score[collapsed] >= 1 - 1e-6)  # zero margin, exactly as the closed form says
+        assert np.all(table["collapsed"].to_numpy()[collapsed])
+        far = sizes >= 4 * opt.threshold  # well above the critical size
+        assert not np.any(table["collapsed"].to_numpy()[far])
+        expected = 1 - np.clip(opt.margins / opt.margins.max(), 0, 1)  # the score follows the closed form
+        assert np.allclose(score, expected, atol=1e-5)
+        checked += collapsed.sum()
+    assert checked > 0
+
+
+@pytest.mark.slow
+def test_minority_collapse_detected_on_a_trained_network():
+    from sklearn.datasets import load_digits
+
+    from sknc import PALClassifier
+    from sknc.datasets import imbalance_counts, make_imbalanced
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    test = np.arange(len(y)) % 3 == 0
+    counts = imbalance_counts(10, 110, 55, profile="step", n_minority=5)
+    Xi, yi = make_imbalanced(X[~test], y[~test], counts, random_state=0)
+    clf = PALClassifier(hidden_sizes=(128, 128), max_epochs=60, lambda_W=5e-3, device="cpu", random_state=0)
+    clf.fit(Xi, yi)
+    table = sknc.minority_collapse(clf.transform(Xi), yi, clf.coef_, clf.intercept_)
+    pred = clf.predict(X[test])
+    accuracy = np.array([(pred[y[test] == k] == k).mean() for k in range(10)])
+    minority = counts < counts.max()
+    assert np.all(accuracy[minority] < 0.2)  # a real minority collapse
+    assert table["collapsed"].to_numpy()[minority].all()
+    assert not table["collapsed"].to_numpy()[~minority].any()
+    assert table["collapse_score"].to_numpy()[~minority].max() < 0.2
+    # the fixed-threshold indicator it replaces (norm <= 1% of the largest) would have flagged nothing
+    assert table["mean_norm_ratio"].to_numpy()[minority].min() > 0.01
 
 
 # -------------------------------------------------------------------- bad input

@@ -220,7 +220,8 @@ def nc1_value(stats, geom, normalize=True):
     geom = nc1_geometry(stats, geom)
     _require_rank(geom, "NC1")
     total, pexp = stats.weighted_projection(geom.basis, geom.singular_values)
-    value = float(np.ldexp(total / stats.n_singletons, 2 * (pexp - geom.exp)))
+    # a sum of squares: rounding of the exact-mean corrections can leave -1e-49 where it is 0
+    value = max(0.0, float(np.ldexp(total / stats.n_singletons, 2 * (pexp - geom.exp))))
     k = stats.means.shape[0]
     return value / k if normalize else value
 
