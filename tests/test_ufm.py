@@ -228,3 +228,53 @@ def test_reduce_needs_feature_decay():
     with pytest.raises(ValueError, match="lambda_H > 0"):
         UFMSolver(lambda_H=0.0, reduce=True).fit(np.repeat(np.arange(3), 2))
     assert not UFMSolver(lambda_H=0.0, loss="mse", lambda_W=0.0, max_iter=5).fit(np.repeat(np.arange(3), 2)).reduced_
+
+
+def _imbalanced_pal_labels(counts1, count2, k=4):
+    rows = []
+    for c in range(k):
+        rows += [np.eye(k, dtype=int)[c]] * counts1[c]
+    for s in combinations(range(k), 2):
+        row = np.zeros(k, dtype=int)
+        row[list(s)] = 1
+        rows += [row] * count2
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("options", [{"label_smoothing": 0.1}, {"focal_gamma": 2.0},
+                                     {"label_smoothing": 0.2, "focal_gamma": 1.0}])
+@pytest.mark.parametrize("loss", ["pal", "pal_mean"])
+def test_smoothed_and_focal_objective_is_the_palloss_objective(loss, options):
+    import torch
+
+    Y = _imbalanced_pal_labels([6, 4, 3, 2], 2)
+    ufm = UFMSolver(loss=loss, lambda_W=5e-3, lambda_H=5e-3, feature_dim=5, random_state=0, **options).fit(Y)
+    assert ufm.converged_ and ufm.grad_norm_ <= 1e-8  # stationary
+    assert ufm.theory_ is None  # no closed form covers these losses
+    z = torch.tensor(ufm.H_ @ ufm.W_.T + ufm.b_)
+    data = sknc.PALLoss(normalize=loss == "pal_mean", **options)(z, torch.tensor(Y, dtype=torch.float64)).item()
+    penalty = 0.5 * 5e-3 * (np.sum(ufm.W_ ** 2) + np.sum(ufm.H_ ** 2))
+    assert ufm.objective_ == pytest.approx(data + penalty, rel=1e-12)
+    per_sample = UFMSolver(loss=loss, lambda_W=5e-3, lambda_H=5e-3, feature_dim=5, reduce=False, random_state=1,
+                           **options).fit(Y)
+    assert ufm.reduced_ and not per_sample.reduced_
+    assert per_sample.objective_ == pytest.approx(ufm.objective_, rel=1e-10)
+
+
+@pytest.mark.parametrize("counts1", [[20, 10, 5, 2], [30, 30, 3, 3]])
+def test_imbalanced_multiplicity_one_pal_is_stationary(counts1):
+    Y = _imbalanced_pal_labels(counts1, 3)
+    ufm = UFMSolver(loss="pal", lambda_W=5e-3, lambda_H=5e-3, feature_dim=6, random_state=0).fit(Y)
+    assert ufm.converged_ and ufm.grad_norm_ <= 1e-8
+    assert ufm.theory_ is None  # pal_optimum needs equal counts per multiplicity
+    # imbalance bends the tag-wise-average property: pair means leave their tags' sum direction ...
+    angles = sknc.tagwise_average(ufm.H_, Y).sets["angle"].to_numpy()  # pairs in combinations order
+    assert angles.max() > 1.0  # degrees
+    if counts1 == [30, 30, 3, 3]:  # ... except for pairs whose two tags are exchangeable
+        assert angles[0] < 1e-3 and angles[5] < 1e-3  # {0, 1} and {2, 3}
+        assert np.all(angles[1:5] > 1.0)
+
+
+def test_smoothing_needs_a_cross_entropy_loss():
+    with pytest.raises(ValueError, match="not to loss='mse'"):
+        UFMSolver(loss="mse", label_smoothing=0.1).fit(np.repeat(np.arange(3), 2))
