@@ -6,7 +6,9 @@ import numpy as np
 
 from ._collapse import scaled
 
-__all__ = ["mean_norms", "minority_table"]
+__all__ = ["MARGIN_ATOL", "mean_norms", "minority_table"]
+
+MARGIN_ATOL = 1e-6
 
 
 def mean_norms(vectors):
@@ -47,6 +49,7 @@ def minority_table(centred, means, W, b, counts):
     margin = own - others.max(axis=1)
     best = margin.max()
     out["margin"] = margin
-    out["margin_ratio"] = margin / best if best > 0 else np.full(k, np.nan)
+    # margins are log-odds (nats): below 1e-6 no class is separated at all (complete collapse, W = H = 0)
+    out["margin_ratio"] = margin / best if best > MARGIN_ATOL else np.full(k, np.nan)
     out["collapse_score"] = 1.0 - np.clip(out["margin_ratio"], 0.0, 1.0)
     return out

@@ -624,7 +624,8 @@ def minority_collapse(features, y, W=None, b=None, *, global_mean="class", thres
       (:math:`-1/(K-1)` for the simplex ETF, 1 for merged minority rows);
     * ``margin``: the margin of the class mean, :math:`z_k - \max_{l \ne k} z_l`
       with :math:`z = W\mu_k + b`, and ``margin_ratio``, the margin over the
-      largest margin of any class;
+      largest margin of any class (NaN when that is below ``1e-6``: no class
+      is separated, as in the complete collapse ``W = H = 0``);
     * ``collapse_score``: :math:`1 - \mathrm{clip}(\text{margin ratio}, 0, 1)`,
       continuous in :math:`[0, 1]`; 0 for the best-separated class, 1 for a class
       whose mean is not classified as its own. Without ``W`` the score is
@@ -684,8 +685,9 @@ def minority_collapse(features, y, W=None, b=None, *, global_mean="class", thres
         frame["closest_classifier"] = stats.groups.classes[frame["closest_classifier"].to_numpy()]
     frame["collapsed"] = frame["collapse_score"] >= threshold
     if frame["collapse_score"].isna().any():
-        warnings.warn("minority_collapse: no class has a positive margin (or every class mean coincides), so "
-                      "the collapse score is undefined (NaN).", NCWarning, stacklevel=2)
+        warnings.warn("minority_collapse: no class mean has a margin above 1e-6 (complete collapse, or an "
+                      "untrained classifier; or every class mean coincides), so the collapse score is undefined "
+                      "(NaN).", NCWarning, stacklevel=2)
     return frame
 
 
