@@ -540,3 +540,12 @@ def test_report_memory_is_a_fraction_of_the_features(rng):
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     assert peak < 0.5 * H.nbytes, peak / H.nbytes
+
+
+def test_minority_collapse_is_nan_with_a_warning_under_complete_collapse():
+    y = np.repeat(np.arange(3), 4)
+    ufm = sknc.UFMSolver(lambda_W=0.5, lambda_H=0.5, random_state=0).fit(y)  # sqrt(n lw lh) >= 1/K: W = H = 0
+    assert sknc.theory.balanced_ce_optimum(3, 4, 0.5, 0.5).collapsed
+    with pytest.warns(sknc.NCWarning, match="complete collapse"):
+        table = sknc.minority_collapse(ufm.H_ + np.eye(3)[y] * 1e-12, y, ufm.W_, ufm.b_)
+    assert table["collapse_score"].isna().all() and not table["collapsed"].any()
