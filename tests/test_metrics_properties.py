@@ -1,5 +1,7 @@
 """Property-based checks of the metrics core: invariances and agreement between ways of computing it."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -9,7 +11,9 @@ import sknc
 
 KEYS = ("nc1", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular", "nc2_w", "nc3",
         "nc3_difference", "nc4", "ncc_agreement")
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# SKNC_HYPOTHESIS_EXAMPLES=800 for a longer search than the suite's default
+SETTINGS = settings(max_examples=int(os.environ.get("SKNC_HYPOTHESIS_EXAMPLES", 25)), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -110,3 +114,22 @@ def test_float32_storage_agrees_with_float64_within_the_bound(problem):
     spread = np.sqrt(np.mean(np.sum((H - means[np.searchsorted(np.unique(y), y)]) ** 2, axis=1)))
     assume(spread > 100 * np.finfo(np.float32).eps * np.abs(H).max())
     _close(sknc.nc_report(H32, y, W, b), sknc.nc_report(H32.astype(np.float64), y, W, b), rel=1e-6)
+
+
+def test_float32_storage_keeps_nc1_when_class_means_are_nearly_degenerate():
+    # NC1 divides by the squared singular values of the centred class means, so an error of one float32
+    # step of the spread in a class mean moves it by (spread / sigma_min) times that; the means must come
+    # from exact float64 sums of the stored values, not from a float32 product
+    rng = np.random.default_rng(7)
+    k, d, per = 5, 4, 3
+    means = 3.0 * rng.standard_normal((k, d))
+    means[-1] = means[:-1].mean(0) + 0.01 * rng.standard_normal(d)  # centred means almost rank-deficient
+    y = np.repeat(np.arange(k), per)
+    H32 = (means[y] + rng.standard_normal((k * per, d))).astype(np.float32)
+    W = means + 0.1 * rng.standard_normal((k, d))
+    sing = np.linalg.svd(means - means.mean(0), compute_uv=False)
+    assert sing[-1] < 1e-2 * sing[0]  # the case this test is about
+    got = sknc.nc_report(H32, y, W)
+    want = sknc.nc_report(H32.astype(np.float64), y, W)
+    for key in ("nc1", "cdnv", "nc1_trace_quotient", "nc2_h", "nc3"):
+        assert got[key] == pytest.approx(want[key], rel=1e-7), key

@@ -24,10 +24,11 @@ Numerics. Rows are centred before anything is squared (no ``sum ||h||^2 -
 n ||mu||^2`` cancellation, whatever the offset of the data), sums run in float64,
 and squares are taken after scaling by a power of two chosen from the largest
 centred magnitude seen, so features of any scale from 1e-300 to 1e300 give the
-same metrics. float32 features are projected with a float32 product of the
-*centred* rows (relative accuracy ~1e-7 of the within-class spread, not of the
-data's magnitude); the float32 rounding of the class means used to centre is a
-known per-class offset, removed exactly afterwards.
+same metrics. Class means are always exact float64 sums of the stored values.
+float32 features are projected with a float32 product of the *centred* rows
+(relative accuracy ~1e-7 of the within-class spread, not of the data's
+magnitude); the float32 rounding of the class means used to centre is a known
+per-class offset, removed exactly afterwards.
 """
 
 from __future__ import annotations
@@ -440,10 +441,10 @@ class SecondPass:
         else:
             Q = np.maximum(Q - np.sum(proj**2 / n[:, None], axis=0), 0.0)
         agree = int(be.to_numpy(self.agree)) if self.plan.W is not None else None
-        # r = r_u U^T - err_perp = (r_u + err_u) U^T - err
-        shift = (r_u if err_u is None else r_u + err_u) @ self.plan.basis.T
-        if err is not None:
-            shift -= err
+        # The first pass's means are exact float64 sums, so the rows' true mean residual is -err exactly; the
+        # float32 residual sums r_u carry rounding of order eps32 * spread and only re-centre the squares above
+        # (a second-order effect). In float64, r_u refines the first pass's means.
+        shift = -err if err is not None else r_u @ self.plan.basis.T
         with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
             shift *= np.ldexp(1.0, self.plan.scale_exp)
         return np.maximum(within, 0.0), Q, agree, shift
@@ -700,11 +701,14 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     work = be.work_dtype_np(X)
     block = _block_rows(d, groups.n_classes, work.itemsize) if be.name == "numpy" else 1 << 16
 
-    shared_shift_w = shift if work == np.float64 else be.asarray(be.to_numpy(shift), _be_dtype(be, work))
+    # the first pass centres and sums in float64 whatever the stored dtype: the class means are then exact,
+    # and the second pass's float32 product never has to correct them (its rounding would move small
+    # singular values of the centred means, to which NC1 is sensitive)
+    shared_shift_w = shift
 
     def first_work(start, stop, state):
         if state is None:
-            state = FirstPass(be, d, with_squares=False, dtype=work)
+            state = FirstPass(be, d, with_squares=False, dtype=np.float64)
             state.shift, state.shift_w = shift, shared_shift_w
             state.sums = be.zeros((groups.n_groups, d))
             state.counts = np.zeros(groups.n_groups, dtype=np.int64)
