@@ -17,7 +17,17 @@ __all__ = ["NCTracker", "CosineLR", "LearningRateRecorder", "DivergenceGuard", "
 
 
 def head_parameters(module):
-    """Classifier ``(W, b)`` of a module as float64 numpy arrays (see :func:`sknc.extract.classifier_parameters`)."""
+    """Classifier ``(W, b)`` of a module as float64 numpy arrays (see :func:`sknc.extract.classifier_parameters`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.callbacks import head_parameters
+    >>> from sknc.nn import MLP, FeatureClassifier, LinearHead
+    >>> W, b = head_parameters(FeatureClassifier(MLP(10, (16,)), LinearHead(16, 3)))
+    >>> W.shape, b.shape
+    ((3, 16), (3,))
+    """
     return classifier_parameters(module)
 
 
@@ -146,6 +156,17 @@ class CosineLR(Callback):
     ``e``-th epoch of the current ``fit``/``partial_fit`` call (a warm restart
     per call). It holds no reference to the optimizer between calls, so a
     pickled net carries no scheduler state tied to a device.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skorch import NeuralNetClassifier
+    >>> from sknc.callbacks import CosineLR, LearningRateRecorder
+    >>> net = NeuralNetClassifier(torch.nn.Linear(4, 2), max_epochs=3, lr=0.1, train_split=None, verbose=0,
+    ...                           callbacks=[CosineLR(T_max=3), LearningRateRecorder()])
+    >>> _ = net.fit(np.zeros((8, 4), dtype=np.float32), np.arange(8) % 2)
+    >>> [round(v, 4) for v in net.history[:, "lr"]]
+    [0.1, 0.075, 0.0251]
     """
 
     def __init__(self, T_max, eta_min_ratio=1e-3):
@@ -172,6 +193,16 @@ class LearningRateRecorder(Callback):
     The mean over the epoch's training batches of the first parameter group's
     rate, read when each batch starts: right whatever schedules ran (sknc's
     cosine, a skorch ``LRScheduler`` stepping per epoch or per batch).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skorch import NeuralNetClassifier
+    >>> from sknc.callbacks import LearningRateRecorder
+    >>> net = NeuralNetClassifier(torch.nn.Linear(4, 2), max_epochs=2, lr=0.05, train_split=None, verbose=0,
+    ...                           callbacks=[LearningRateRecorder()])
+    >>> net.fit(np.zeros((8, 4), dtype=np.float32), np.arange(8) % 2).history[:, "lr"]
+    [0.05, 0.05]
     """
 
     def on_epoch_begin(self, net, **kwargs):
@@ -198,6 +229,22 @@ class DivergenceGuard(Callback):
     ----------
     input_scale : float, optional
         Largest ``|X|`` of the training data, quoted in the message.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skorch import NeuralNetClassifier
+    >>> from sknc import TrainingDivergedError
+    >>> from sknc.callbacks import DivergenceGuard
+    >>> _ = torch.manual_seed(0)
+    >>> net = NeuralNetClassifier(torch.nn.Linear(4, 2), max_epochs=5, lr=1e30, train_split=None, verbose=0,
+    ...                           callbacks=[DivergenceGuard()])
+    >>> X = np.full((8, 4), 1e10, dtype=np.float32)
+    >>> try:
+    ...     net.fit(X, np.arange(8) % 2)
+    ... except TrainingDivergedError as error:
+    ...     print("stopped:", str(error).split(":")[0])
+    stopped: training diverged in epoch 1, batch 1
     """
 
     def __init__(self, input_scale=None):

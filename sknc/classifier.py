@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ._validation import check_device, check_fit_inputs, check_layer_sizes, group_labels, untensor
 from .callbacks import CosineLR, DivergenceGuard, LearningRateRecorder, NCTracker, head_parameters
-from .decision import TagWiseAverageClassifier, check_tagwise_labels, pal_label_marginals
+from .decision import TagWiseAverageClassifier, _check_tagwise_labels, pal_label_marginals
 from .exceptions import NCWarning
 from .losses import PALLoss
 from .nn import ETFHead, FeatureClassifier, LinearHead, MLP, ResNet18, SmallCNN, count_parameters, infer_out_features
@@ -439,7 +439,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             if Y.shape[1] < 2:
                 raise ValueError("a multi-label y needs at least 2 label columns.")
             if self._rule() == "tagwise":
-                check_tagwise_labels(groups)
+                _check_tagwise_labels(groups)
             self.multilabel_ = True
             self.classes_ = np.arange(Y.shape[1]) if columns is None else columns
             self._y_dtype = Y.dtype

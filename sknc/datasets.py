@@ -37,6 +37,13 @@ def label_set_counts(n_classes, n_per_set, multiplicities):
     ``n_per_set`` is an int (every set of every multiplicity), a dict
     ``{m: count}`` (per multiplicity), or a dict ``{(i, j, ...): count}`` for an
     explicit (possibly imbalanced) choice of label sets.
+
+    Examples
+    --------
+    >>> from sknc.datasets import label_set_counts
+    >>> counts = label_set_counts(3, {2: 5}, (2,))
+    >>> counts
+    {(0, 1): 5, (0, 2): 5, (1, 2): 5}
     """
     out = {}
     if isinstance(n_per_set, dict) and n_per_set and all(isinstance(k, tuple) for k in n_per_set):
@@ -95,6 +102,16 @@ def make_multilabel_images(
         Combined images, same dtype as ``images``.
     Y : ndarray of int of shape (n_samples, K)
         Label indicator, classes ``0..K-1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from sknc import make_multilabel_images
+    >>> digits = load_digits()
+    >>> X, Y = make_multilabel_images(digits.images, digits.target, n_per_class=5, n_per_set=1, random_state=0)
+    >>> X.shape, Y.shape, sorted(set(Y.sum(1).tolist()))
+    ((95, 16, 16), (95, 10), [1, 2])
     """
     images = np.asarray(images)
     labels = np.asarray(labels).ravel()
@@ -178,6 +195,13 @@ def load_multilabel_digits(
     Bunch
         ``X_train``, ``Y_train``, ``X_test``, ``Y_test`` (flat float32 images and
         int64 indicators), ``image_shape`` ``(1, 16, 16)``, ``n_classes``.
+
+    Examples
+    --------
+    >>> from sknc import load_multilabel_digits
+    >>> data = load_multilabel_digits()
+    >>> data.X_train.shape, data.Y_train.shape, data.image_shape
+    ((2040, 256), (2040, 10), (1, 16, 16))
     """
     from sklearn.datasets import load_digits
 
@@ -240,6 +264,14 @@ def imbalance_counts(n_classes, n_max, ratio, profile="step", n_minority=None):
     Returns
     -------
     ndarray of int (n_classes,)
+
+    Examples
+    --------
+    >>> from sknc.datasets import imbalance_counts
+    >>> imbalance_counts(4, 100, 10).tolist()
+    [100, 100, 10, 10]
+    >>> imbalance_counts(4, 100, 10, profile="exponential").tolist()
+    [100, 46, 21, 10]
     """
     if ratio < 1:
         raise ValueError(f"ratio must be >= 1; got {ratio}.")
@@ -262,6 +294,15 @@ def make_imbalanced(X, y, counts, random_state=None):
     """Subsample ``(X, y)`` to the given per-class counts (classes in sorted order).
 
     ``counts`` is an array (one per sorted class) or a dict ``{class: count}``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.datasets import make_imbalanced
+    >>> X, y = np.arange(40).reshape(20, 2), np.repeat([0, 1], 10)
+    >>> Xi, yi = make_imbalanced(X, y, [10, 2], random_state=0)
+    >>> np.bincount(yi).tolist()
+    [10, 2]
     """
     X = np.asarray(X)
     y = np.asarray(y)
@@ -316,6 +357,21 @@ def load_mnist(path):
 
     Returns a Bunch with ``X_train`` (60000, 28, 28) uint8, ``y_train``,
     ``X_test``, ``y_test``.
+
+    Examples
+    --------
+    Read a local copy (nothing is downloaded):
+
+    >>> data = load_mnist("~/data/mnist")  # doctest: +SKIP
+    >>> data.X_train.shape, data.y_test.shape  # doctest: +SKIP
+    ((60000, 28, 28), (10000,))
+
+    A folder without the files says which ones it needs:
+
+    >>> load_mnist("/no/such/folder")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: MNIST files not found in /no/such/folder. sknc never downloads data: ...
     """
     folder = Path(path)
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -336,6 +392,18 @@ def load_cifar10(path):
 
     Returns a Bunch with ``X_train`` (50000, 3, 32, 32) uint8, ``y_train``,
     ``X_test``, ``y_test``.
+
+    Examples
+    --------
+    Read a local copy (nothing is downloaded):
+
+    >>> data = load_cifar10("~/data/cifar-10-batches-py")  # doctest: +SKIP
+    >>> data.X_train.shape  # doctest: +SKIP
+    (50000, 3, 32, 32)
+    >>> load_cifar10("/no/such/folder")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: CIFAR-10 files not found in /no/such/folder. sknc never downloads data: ...
     """
     folder = Path(path)
     if (folder / "cifar-10-batches-py").is_dir():

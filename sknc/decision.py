@@ -17,7 +17,7 @@ from ._validation import check_fit_inputs, group_labels, untensor
 from .exceptions import NCWarning
 from .metrics import class_means, tagwise_average
 
-__all__ = ["TagWiseAverageClassifier", "pal_label_marginals", "check_tagwise_labels"]
+__all__ = ["TagWiseAverageClassifier", "pal_label_marginals"]
 
 _ROW_BLOCK = 2048  # rows per block of the exhaustive search (bounds the n x n_sets score matrix)
 
@@ -122,7 +122,7 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
             y = column_or_1d(y, warn=True)
             self.multilabel_ = False
         groups = group_labels(Y if self.multilabel_ else y, X.shape[0])
-        check_tagwise_labels(groups)
+        _check_tagwise_labels(groups)
         self.classes_ = groups.classes
         k = groups.n_classes
         self.means_estimated_by_ = "singletons" if np.all(groups.class_group >= 0) else "least_squares"
@@ -274,7 +274,7 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
         return float(np.mean(np.any(fast != full, axis=1)))
 
 
-def check_tagwise_labels(groups):
+def _check_tagwise_labels(groups):
     """Raise ``ValueError`` when the label sets cannot determine every class mean.
 
     The tag-wise rule needs each class's mean: from its single-label samples,

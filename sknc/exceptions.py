@@ -15,6 +15,21 @@ class NCWarning(UserWarning):
     column, a score) and everything else is still computed; the warning names
     the affected keys and why they are undefined. One warning is issued per
     report.
+
+    Examples
+    --------
+    All samples share one point, so the class means coincide; the report still
+    comes back, with NaN where a quantity is undefined:
+
+    >>> import warnings
+    >>> import numpy as np
+    >>> import sknc
+    >>> H, y = np.ones((30, 4)), np.repeat(np.arange(3), 10)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     report = sknc.nc_report(H, y)
+    >>> caught[0].category.__name__, bool(np.isnan(report["nc1"]))
+    ('NCWarning', True)
     """
 
 
@@ -25,6 +40,17 @@ class UndefinedMetricError(ValueError):
     ...), whose message names the degeneracy (e.g. two class means that
     coincide). :func:`sknc.nc_report` never raises it: it reports NaN in that
     key and issues an :class:`NCWarning` instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> H, y = np.ones((30, 4)), np.repeat(np.arange(3), 10)
+    >>> try:
+    ...     sknc.nc1(H, y)
+    ... except sknc.UndefinedMetricError as error:
+    ...     print(error)
+    all class means coincide (between-class rank 0 at tolerance 1.78e-15), so NC1 is undefined
     """
 
 
@@ -35,4 +61,16 @@ class TrainingDivergedError(FloatingPointError, ValueError):
     loss and the likely causes in the message. It is both a
     :class:`FloatingPointError` and a :class:`ValueError`, so scikit-learn's
     ``error_score`` handling and ``except ValueError`` clauses catch it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from sknc import PALClassifier, TrainingDivergedError
+    >>> X, y = load_iris(return_X_y=True)
+    >>> try:
+    ...     PALClassifier(lr=1e6, max_epochs=5, random_state=0).fit(1e3 * X.astype(np.float32), y)
+    ... except TrainingDivergedError as error:
+    ...     print(str(error)[:42])
+    training diverged in epoch 1, batch 2: the
     """

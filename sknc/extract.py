@@ -38,7 +38,15 @@ def _torch():
 
 # ----------------------------------------------------------------------------- the model
 def layer_names(model):
-    """Every name :func:`model_nc_report` accepts: module names, and ``'name:input'`` for their inputs."""
+    """Every name :func:`model_nc_report` accepts: module names, and ``'name:input'`` for their inputs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.extract import layer_names
+    >>> layer_names(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU()))
+    ['0', '1', '0:input', '1:input']
+    """
     names = [name for name, _ in model.named_modules() if name]
     return names + [f"{name}:input" for name in names]
 
@@ -61,12 +69,29 @@ def _classifier_module(model):
 
 
 def default_layer(model):
-    """The penultimate features: the input of the classifier (``'head:input'`` or ``'<last Linear>:input'``)."""
+    """The penultimate features: the input of the classifier (``'head:input'`` or ``'<last Linear>:input'``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.extract import default_layer
+    >>> default_layer(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)))
+    '2:input'
+    """
     return f"{_classifier_module(model)[0]}:input"
 
 
 def classifier_parameters(model):
-    """``(W, b)`` of the model's classifier as float64 numpy arrays (``b`` None without a bias)."""
+    """``(W, b)`` of the model's classifier as float64 numpy arrays (``b`` None without a bias).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.extract import classifier_parameters
+    >>> W, b = classifier_parameters(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)))
+    >>> W.shape, b.shape
+    ((3, 8), (3,))
+    """
     _, head = _classifier_module(model)
     W = head.weight.detach().double().cpu().numpy()
     bias = getattr(head, "bias", None)
@@ -228,6 +253,16 @@ def layer_features(model, X, y=None, *, layers=None, reduce="avg", batch_size=25
 
     Same arguments as :func:`model_nc_report`. Returns ``(features, labels)``:
     a dict ``{layer: ndarray (n, width)}`` and the labels in the order of the data.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sknc import layer_features
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> X, y = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32), np.arange(20) % 3
+    >>> features, labels = layer_features(model, X, y, layers=["1", "2:input"])
+    >>> features["1"].shape, bool(np.array_equal(features["1"], features["2:input"]))
+    ((20, 8), True)
     """
     layers = _check_layers(model, layers, reduce)
     chunks = {layer: [] for layer in layers}

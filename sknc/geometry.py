@@ -52,6 +52,19 @@ def simplex_etf(n_classes, dim=None, *, norm=1.0, random_state=None):
     Returns
     -------
     etf : ndarray of shape (n_classes, dim)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import simplex_etf
+    >>> M = simplex_etf(4, 6, random_state=0)
+    >>> M.shape
+    (4, 6)
+    >>> np.round(M @ M.T, 3)  # unit norms, cosines -1/(K-1)
+    array([[ 1.   , -0.333, -0.333, -0.333],
+           [-0.333,  1.   , -0.333, -0.333],
+           [-0.333, -0.333,  1.   , -0.333],
+           [-0.333, -0.333, -0.333,  1.   ]])
     """
     k = _check_n_classes(n_classes)
     d = k if dim is None else int(dim)
@@ -72,7 +85,16 @@ def simplex_etf(n_classes, dim=None, *, norm=1.0, random_state=None):
 
 
 def etf_gram(n_classes) -> np.ndarray:
-    """The simplex-ETF Gram target ``(I - 11^T/K)/sqrt(K-1)`` (unit Frobenius norm)."""
+    """The simplex-ETF Gram target ``(I - 11^T/K)/sqrt(K-1)`` (unit Frobenius norm).
+
+    Examples
+    --------
+    >>> from sknc import etf_gram
+    >>> etf_gram(3).round(3)  # (I - 11^T/K) / sqrt(K - 1), unit Frobenius norm
+    array([[ 0.471, -0.236, -0.236],
+           [-0.236,  0.471, -0.236],
+           [-0.236, -0.236,  0.471]])
+    """
     k = _check_n_classes(n_classes)
     return (np.eye(k) - np.full((k, k), 1.0 / k)) / np.sqrt(k - 1)
 
@@ -113,6 +135,15 @@ def gram_etf_error(vectors) -> float:
     ------
     sknc.UndefinedMetricError
         If every row is zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import gram_etf_error, simplex_etf
+    >>> round(gram_etf_error(simplex_etf(5, 8, norm=3.0, random_state=0)), 12)
+    0.0
+    >>> bool(gram_etf_error(np.eye(5)) > 0.1)  # orthogonal vectors are no simplex
+    True
     """
     v = as_float64_matrix(vectors, "vectors")
     if v.shape[0] < 2:
@@ -124,6 +155,13 @@ def etf_alignment_error(W, means) -> float:
     """Self-duality in Gram form: ``|| W M^T / ||W M^T||_F - E_K ||_F``.
 
     ``W`` and ``means`` are both ``K x d``; the rows of ``means`` should be centred.
+
+    Examples
+    --------
+    >>> from sknc import etf_alignment_error, simplex_etf
+    >>> M = simplex_etf(4, 6, random_state=0)
+    >>> round(etf_alignment_error(2.0 * M, M), 12)  # W parallel to the means: self-dual
+    0.0
     """
     w = as_float64_matrix(W, "W")
     m = as_float64_matrix(means, "means")
@@ -148,6 +186,15 @@ def multilabel_prototypes(means, label_sets, scales=None) -> np.ndarray:
     Returns
     -------
     prototypes : ndarray of shape (n_sets, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc import multilabel_prototypes
+    >>> means = np.eye(3)
+    >>> multilabel_prototypes(means, [[1, 0, 0], [1, 1, 0]], scales={1: 1.0, 2: 0.75})
+    array([[1.  , 0.  , 0.  ],
+           [0.75, 0.75, 0.  ]])
     """
     m = as_float64_matrix(means, "means")
     sets = np.asarray(label_sets)

@@ -33,6 +33,17 @@ class MultilabelStratifiedKFold(_BaseKFold):
     Notes
     -----
     1-D ``y`` is treated as a one-hot indicator, giving ordinary stratified folds.
+
+    Examples
+    --------
+    Every fold gets its share of each label, the rare third one included:
+
+    >>> import numpy as np
+    >>> from sknc import MultilabelStratifiedKFold
+    >>> Y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]] * 10)
+    >>> cv = MultilabelStratifiedKFold(n_splits=5)
+    >>> [Y[test].sum(axis=0).tolist() for _, test in cv.split(np.zeros((50, 1)), Y)]
+    [[4, 6, 4], [4, 6, 4], [4, 6, 4], [4, 6, 4], [4, 6, 4]]
     """
 
     def __init__(self, n_splits=5, *, shuffle=False, random_state=None):

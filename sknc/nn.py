@@ -32,6 +32,13 @@ class MLP(nn.Module):
     With ``feature_activation=False`` the last layer is linear (no batch norm or
     activation): sign-unconstrained features, which the centred M-lab ETF needs
     (a pair mean ``c_2/2 (h_i + h_j)`` with ``c_2 > 1`` leaves the positive orthant).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import MLP
+    >>> MLP(64, hidden_sizes=(32, 16))(torch.zeros(5, 64)).shape
+    torch.Size([5, 16])
     """
 
     def __init__(self, in_features, hidden_sizes=(256, 256), activation="relu", batch_norm=False,
@@ -65,6 +72,13 @@ class SmallCNN(nn.Module):
     ``feature_dim`` features: sign-unconstrained, as the centred multi-label
     ETF needs, and they cannot die under feature decay. ``feature_activation=True``
     adds a ReLU (non-negative features, the setting of Dang et al.).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import SmallCNN
+    >>> SmallCNN(in_channels=1, feature_dim=32, width=8)(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 32])
     """
 
     def __init__(self, in_channels=1, feature_dim=64, width=32, feature_activation=False):
@@ -112,6 +126,14 @@ class ResNet18(nn.Module):
     ``feature_dim`` sets the output channels of the last block (512 by default;
     ``K`` for the parameter-efficient ``fix_dim`` setting), reached through a
     1x1-conv shortcut.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import ResNet18, count_parameters
+    >>> net = ResNet18(in_channels=3)
+    >>> net(torch.zeros(2, 3, 32, 32)).shape, round(count_parameters(net) / 1e6, 1)
+    (torch.Size([2, 512]), 11.2)
     """
 
     def __init__(self, in_channels=3, feature_dim=512, width=64):
@@ -139,6 +161,13 @@ def etf_weight(n_classes, feature_dim):
     Embedded in the first ``K`` coordinates when ``feature_dim >= K`` (as in the
     published parameter-efficient code); for ``feature_dim = K-1`` a fixed
     orthonormal embedding (``random_state=0``) is used.
+
+    Examples
+    --------
+    >>> from sknc.nn import etf_weight
+    >>> W = etf_weight(3, 5)
+    >>> tuple(W.shape), round(float((W @ W.T)[0, 1]), 4)
+    ((3, 5), -0.5)
     """
     if feature_dim < n_classes - 1:
         raise ValueError(f"a simplex-ETF head needs feature_dim >= K-1 = {n_classes - 1}; got {feature_dim}.")
@@ -151,11 +180,28 @@ def etf_weight(n_classes, feature_dim):
 
 
 class LinearHead(nn.Linear):
-    """Learned linear classifier ``W h + b``."""
+    """Learned linear classifier ``W h + b``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import LinearHead
+    >>> LinearHead(8, 3)(torch.zeros(4, 8)).shape
+    torch.Size([4, 3])
+    """
 
 
 class ETFHead(nn.Module):
-    """Fixed simplex-ETF classifier: the weight is a buffer (never trained), the bias is learned."""
+    """Fixed simplex-ETF classifier: the weight is a buffer (never trained), the bias is learned.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import ETFHead, count_parameters
+    >>> head = ETFHead(4, 4)
+    >>> torch.allclose(head.weight @ head.weight.T, torch.eye(4) * 4 / 3 - 1 / 3, atol=1e-6), count_parameters(head)
+    (True, 4)
+    """
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
@@ -168,7 +214,17 @@ class ETFHead(nn.Module):
 
 
 class FeatureClassifier(nn.Module):
-    """``backbone -> head``; ``forward`` returns ``(logits, features)``."""
+    """``backbone -> head``; ``forward`` returns ``(logits, features)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import MLP, FeatureClassifier, LinearHead
+    >>> model = FeatureClassifier(MLP(10, (16,)), LinearHead(16, 3))
+    >>> logits, features = model(torch.zeros(5, 10))
+    >>> logits.shape, features.shape
+    (torch.Size([5, 3]), torch.Size([5, 16]))
+    """
 
     def __init__(self, backbone, head, input_shape=None):
         super().__init__()
@@ -190,6 +246,13 @@ def infer_out_features(backbone, example):
 
     A declared ``out_features`` attribute that disagrees with the output is an
     error (it would otherwise surface as a shape mismatch deep in training).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import infer_out_features
+    >>> infer_out_features(torch.nn.Sequential(torch.nn.Linear(4, 7), torch.nn.ReLU()), torch.zeros(2, 4))
+    7
     """
     was_training = backbone.training
     backbone.eval()
@@ -213,6 +276,15 @@ def infer_out_features(backbone, example):
 
 
 def count_parameters(module, trainable_only=True):
+    """Number of (trainable) parameters of a module.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import count_parameters
+    >>> count_parameters(torch.nn.Linear(4, 3))
+    15
+    """
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only))
 
 

@@ -45,6 +45,13 @@ def plot_nc_history(history, metrics=None, x="epoch"):
     metrics : sequence of str, optional
         Columns to draw; default every NC column present.
     x : str, default='epoch'
+
+    Examples
+    --------
+    >>> from sknc import UFMSolver
+    >>> from sknc.plotting import plot_nc_history
+    >>> solver = UFMSolver(max_iter=200, record_every=20, random_state=0).fit([0, 1, 2] * 5)
+    >>> fig = plot_nc_history(solver.history_, metrics=["nc1", "nc3"], x="iteration")
     """
     plt = _pyplot()
     if x not in history.columns:
@@ -83,6 +90,15 @@ def plot_class_means(features, y, W=None, dims=2, ax=None):
 
     Uses :class:`sknc.transformers.NCMetrics` for the projection, so the simplex
     appears undistorted. ``dims`` is 2 or 3 (a 3-D axis).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> from sknc.plotting import plot_class_means
+    >>> y = np.repeat(np.arange(4), 20)
+    >>> H = sknc.simplex_etf(4, 8, random_state=0)[y] + 0.1 * np.random.default_rng(0).standard_normal((80, 8))
+    >>> fig = plot_class_means(H, y)
     """
     from .transformers import NCMetrics
 
@@ -119,6 +135,16 @@ def plot_tagwise(result, ax=None):
 
     ``result`` is a :class:`sknc.metrics.TagwiseResult`; a ``scale_theory``
     column in its summary is drawn as a dashed line per multiplicity.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> from sknc.plotting import plot_tagwise
+    >>> means = sknc.simplex_etf(3, 6, random_state=0)
+    >>> Y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]] * 10)
+    >>> H = np.where(Y.sum(1) == 2, 1.8, 1.0)[:, None] * (Y @ means) / Y.sum(1, keepdims=True)
+    >>> fig = plot_tagwise(sknc.tagwise_average(H, Y))
     """
     plt = _pyplot()
     sets, summary = result.sets, result.summary
@@ -151,7 +177,15 @@ def plot_tagwise(result, ax=None):
 
 
 def plot_ufm_dynamics(history, columns=("objective", "grad_norm", "nc1", "nc2_w", "nc3"), ax=None):
-    """UFM solver history (``UFMSolver.history_``) against iterations, log scale."""
+    """UFM solver history (``UFMSolver.history_``) against iterations, log scale.
+
+    Examples
+    --------
+    >>> from sknc import UFMSolver
+    >>> from sknc.plotting import plot_ufm_dynamics
+    >>> solver = UFMSolver(max_iter=200, record_every=20, random_state=0).fit([0, 1, 2] * 5)
+    >>> fig = plot_ufm_dynamics(solver.history_)
+    """
     plt = _pyplot()
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
     drawn = 0
@@ -239,6 +273,19 @@ def plot_study(cv_results, param, metrics=("nc1",), hue=None, splits=("train", "
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sknc import nc_scorers
+    >>> X, y = load_iris(return_X_y=True)
+    >>> from sknc.plotting import plot_study
+    >>> search = GridSearchCV(LogisticRegression(max_iter=1000), {"C": [0.01, 0.1, 1.0, 10.0]}, cv=3,
+    ...                       scoring=nc_scorers(["nc1", "nc3"]), refit=False,
+    ...                       return_train_score=True).fit(X, y)
+    >>> fig = plot_study(search.cv_results_, "C", metrics=["nc1", "nc3"])
     """
     from .study import study_table
 
@@ -313,6 +360,19 @@ def plot_study_heatmap(cv_results, x, y, metric="nc1", split="train", ax=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sknc import nc_scorers
+    >>> X, y = load_iris(return_X_y=True)
+    >>> from sknc.plotting import plot_study_heatmap
+    >>> grid = {"C": [0.1, 1.0, 10.0], "fit_intercept": [True, False]}
+    >>> search = GridSearchCV(LogisticRegression(max_iter=1000), grid, cv=3, scoring=nc_scorers(["nc3"]),
+    ...                       refit=False, return_train_score=True).fit(X, y)
+    >>> fig = plot_study_heatmap(search.cv_results_, "C", "fit_intercept", metric="nc3")
     """
     from matplotlib.colors import LogNorm
 
@@ -362,6 +422,20 @@ def plot_trajectories(cv_results, metric="nc1", ax=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sklearn.preprocessing import scale
+    >>> from sknc import PALClassifier, history_scorers
+    >>> from sknc.plotting import plot_trajectories
+    >>> X, y = load_iris(return_X_y=True)
+    >>> net = PALClassifier(hidden_sizes=(16,), max_epochs=4, track_nc=1, random_state=0)
+    >>> search = GridSearchCV(net, {"lr": [0.01, 0.03]}, cv=2, refit=False,
+    ...                       scoring={"accuracy": "accuracy", **history_scorers(range(1, 5))})
+    >>> fig = plot_trajectories(search.fit(scale(X).astype(np.float32), y).cv_results_, metric="nc1")
     """
     from .study import study_trajectories
 
@@ -397,6 +471,16 @@ def plot_layerwise(report, metrics=("nc1", "nc2_h", "nc4"), ax=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc import model_nc_report
+    >>> from sknc.plotting import plot_layerwise
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> X, y = torch.randn(60, 4), torch.arange(60) % 3
+    >>> fig = plot_layerwise(model_nc_report(model, X, y, layers=["0", "1", "2:input"]))
     """
     plt = _pyplot()
     if not isinstance(report, pd.DataFrame) or report.empty:

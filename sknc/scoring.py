@@ -108,6 +108,19 @@ def features_and_classifier(estimator, X):
 
     Supports the families of this module's docstring; a skorch net's features
     are its classifier's input, read by forward hooks.
+
+    Examples
+    --------
+    For a linear model the features are the input itself and ``(W, b)`` its
+    coefficients:
+
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X, y = load_iris(return_X_y=True)
+    >>> from sknc.scoring import features_and_classifier
+    >>> H, W, b = features_and_classifier(LogisticRegression(max_iter=500).fit(X, y), X)
+    >>> H.shape, W.shape, b.shape
+    ((150, 4), (3, 4), (3,))
     """
     X = untensor(X)
     if isinstance(estimator, Pipeline):
@@ -143,6 +156,16 @@ def nc_report_of(estimator, X, y, **conventions):
 
     skorch nets are measured by streaming their activations (nothing of size
     ``n x width`` is kept); other families compute features in memory.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X, y = load_iris(return_X_y=True)
+    >>> from sknc.scoring import nc_report_of
+    >>> report = nc_report_of(LogisticRegression(max_iter=500).fit(X, y), X, y)
+    >>> round(float(report["nc1"]), 4)
+    1.7081
     """
     if _is_skorch(estimator):
         from .extract import model_nc_report
@@ -219,7 +242,21 @@ def nc_report_scorer(estimator, X, y):
 
 
 def nc_scorer(metric):
-    """A scorer ``scorer(estimator, X, y) -> float`` for one NC metric (see ``NC_METRICS``)."""
+    """A scorer ``scorer(estimator, X, y) -> float`` for one NC metric (see ``NC_METRICS``).
+
+    Examples
+    --------
+    Scores follow scikit-learn's "greater is better": ``neg_nc1`` is ``-nc1``.
+
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X, y = load_iris(return_X_y=True)
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from sknc import nc_scorer
+    >>> scores = cross_val_score(LogisticRegression(max_iter=500), X, y, cv=3, scoring=nc_scorer("nc1"))
+    >>> bool((scores < 0).all())  # nc1 is positive on every fold
+    True
+    """
     if metric not in NC_METRICS:
         raise ValueError(f"unknown NC metric {metric!r}; choose from {sorted(NC_METRICS)}.")
 
@@ -235,6 +272,20 @@ def nc_scorers(metrics=None):
 
     Default metrics: ``nc1``, ``nc2_h``, ``nc2_w``, ``nc3``, ``nc4``. The scorers
     of one call share one report (one forward pass per split).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X, y = load_iris(return_X_y=True)
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sknc import nc_scorers
+    >>> sorted(nc_scorers())
+    ['neg_nc1', 'neg_nc2_h', 'neg_nc2_w', 'neg_nc3', 'neg_nc4']
+    >>> search = GridSearchCV(LogisticRegression(max_iter=500), {"C": [0.1, 10.0]}, cv=3,
+    ...                       scoring=nc_scorers(["nc1", "nc3"]), refit="neg_nc3").fit(X, y)
+    >>> search.best_params_  # the smaller NC3 (classifier closer to the class means)
+    {'C': 0.1}
     """
     metrics = ("nc1", "nc2_h", "nc2_w", "nc3", "nc4") if metrics is None else metrics
     return {_score_name(m): nc_scorer(m) for m in metrics}
@@ -249,7 +300,12 @@ def _neg_hamming(estimator, X, y):
 
 
 def _lrap(estimator, X, y):
-    scores = estimator.decision_function(X) if hasattr(estimator, "decision_function") else estimator.predict_proba(X)
+    if hasattr(estimator, "decision_function"):
+        scores = estimator.decision_function(X)
+    else:
+        scores = estimator.predict_proba(X)
+        if isinstance(scores, list):  # one (n, 2) array per label (MultiOutputClassifier, forests)
+            scores = np.column_stack([p[:, -1] for p in scores])
     return label_ranking_average_precision_score(y, scores)
 
 
@@ -263,6 +319,21 @@ def multilabel_scorers():
     ``jaccard_samples`` (a sample with no true and no predicted label counts as
     1), ``neg_hamming_loss``, ``label_ranking_average_precision`` (on
     ``decision_function`` or ``predict_proba``) and ``subset_accuracy``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.multioutput import MultiOutputClassifier
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import cross_validate
+    >>> from sknc import multilabel_scorers
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((60, 5))
+    >>> Y = np.column_stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 2] > 0.5]).astype(int)
+    >>> scores = cross_validate(MultiOutputClassifier(LogisticRegression()), X, Y, cv=3,
+    ...                         scoring=multilabel_scorers())
+    >>> sorted(k for k in scores if k.startswith("test_"))
+    ['test_jaccard_samples', 'test_label_ranking_average_precision', 'test_neg_hamming_loss', 'test_subset_accuracy']
     """
     return {
         "jaccard_samples": _jaccard_samples,

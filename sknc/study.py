@@ -60,6 +60,20 @@ def history_frame(estimator):
 
     Accepts sknc estimators (``history_``), any skorch net (``history``) and a
     Pipeline ending in either. Per-batch records are dropped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.preprocessing import scale
+    >>> from sknc import PALClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> X = scale(X).astype(np.float32)
+    >>> from sknc.study import history_frame
+    >>> net = PALClassifier(hidden_sizes=(16,), max_epochs=4, track_nc=2, random_state=0).fit(X, y)
+    >>> frame = history_frame(net)
+    >>> frame["epoch"].tolist(), frame.dropna(subset=["nc1"])["epoch"].tolist()
+    ([1, 2, 3, 4], [2, 4])
     """
     if hasattr(estimator, "steps"):  # a Pipeline: the history lives in its last step
         estimator = estimator.steps[-1][1]
@@ -87,6 +101,22 @@ class HistoryScorer:
         History column, e.g. ``'nc1'``, ``'valid_nc1'``, ``'train_loss'``.
     epoch : int
         Epoch number (1-based, as skorch counts).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.preprocessing import scale
+    >>> from sknc import PALClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> X = scale(X).astype(np.float32)
+    >>> from sknc.study import HistoryScorer, history_frame
+    >>> net = PALClassifier(hidden_sizes=(16,), max_epochs=4, track_nc=2, random_state=0).fit(X, y)
+    >>> recorded = history_frame(net).set_index("epoch")["nc1"]
+    >>> bool(HistoryScorer("nc1", 4)(net, X, y) == recorded[4])
+    True
+    >>> bool(np.isnan(HistoryScorer("nc1", 3)(net, X, y)))  # not a tracked epoch
+    True
     """
 
     def __init__(self, column, epoch):
@@ -152,6 +182,22 @@ def study_table(cv_results):
     ``<metric>_train_std``, ``<metric>_test``, ``<metric>_test_std``; quality
     scores keep their names. History columns are left to
     :func:`study_trajectories`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sknc import nc_scorers, study_table
+    >>> X, y = load_iris(return_X_y=True)
+    >>> search = GridSearchCV(LogisticRegression(max_iter=500), {"C": [0.1, 10.0]}, cv=3,
+    ...                       scoring=nc_scorers(["nc1", "nc3"]), refit=False,
+    ...                       return_train_score=True).fit(X, y)
+    >>> table = study_table(search.cv_results_)
+    >>> list(table.columns[:5])
+    ['C', 'nc1_train', 'nc1_train_std', 'nc1_test', 'nc1_test_std']
+    >>> bool((table["nc1_train"] > 0).all())
+    True
     """
     frame = pd.DataFrame(cv_results)
     out = _params(frame)
@@ -172,6 +218,25 @@ def study_trajectories(cv_results):
     Columns: ``candidate`` (the row of ``cv_results_``), the parameters,
     ``metric``, ``epoch``, ``mean`` and ``std`` over the folds (NaN epochs,
     never recorded, are dropped).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.preprocessing import scale
+    >>> from sknc import PALClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> X = scale(X).astype(np.float32)
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sknc import history_scorers, study_trajectories
+    >>> scoring = {"accuracy": "accuracy", **history_scorers([2, 4], columns=["nc1"])}
+    >>> search = GridSearchCV(PALClassifier(hidden_sizes=(16,), max_epochs=4, track_nc=2, random_state=0),
+    ...                       {"lr": [0.01, 0.02]}, cv=2, scoring=scoring, refit=False).fit(X, y)
+    >>> traj = study_trajectories(search.cv_results_)
+    >>> list(traj.columns)
+    ['candidate', 'lr', 'metric', 'epoch', 'mean', 'std']
+    >>> traj["epoch"].tolist()
+    [2, 4, 2, 4]
     """
     frame = pd.DataFrame(cv_results)
     params = _params(frame)

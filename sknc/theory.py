@@ -77,6 +77,13 @@ class BalancedCEOptimum:
         ``h_{k,i} = feature_scale * w_k`` with ``feature_scale = sqrt(lambda_W/(lambda_H n))``.
     objective : float
         Optimal value (``log K`` when collapsed).
+
+    Examples
+    --------
+    >>> from sknc.theory import balanced_ce_optimum
+    >>> opt = balanced_ce_optimum(10, 50, lambda_W=5e-4, lambda_H=5e-4)
+    >>> opt.collapsed, round(opt.margin, 4), round(opt.feature_scale, 4)
+    (False, 5.6126, 0.1414)
     """
 
     n_classes: int
@@ -102,6 +109,19 @@ def balanced_ce_optimum(n_classes, n_per_class, lambda_W, lambda_H):
     ``||w_k||^2 = ((K-1)/K) sqrt(lambda_H n / lambda_W) x`` and
     ``f* = log(1 + (K-1) e^{-x}) + lambda_W K ||w_k||^2``. The optimum is
     ``W = H = 0`` (``f* = log K``) iff ``sqrt(n lambda_W lambda_H) >= 1/K``.
+
+    Examples
+    --------
+    Below the threshold the features are a scaled simplex ETF; above it
+    (``sqrt(n lambda_W lambda_H) >= 1/K``) everything collapses to zero:
+
+    >>> from sknc.theory import balanced_ce_optimum
+    >>> opt = balanced_ce_optimum(10, 50, lambda_W=5e-4, lambda_H=5e-4)
+    >>> round(opt.margin, 4), round(opt.objective, 4)
+    (5.6126, 0.2109)
+    >>> big = balanced_ce_optimum(10, 50, lambda_W=2e-2, lambda_H=2e-2)
+    >>> big.collapsed, round(big.objective, 6)  # log(10)
+    (True, 2.302585)
     """
     k = _count("n_classes", n_classes, 2)
     n = _count("n_per_class", n_per_class, 1)
@@ -135,6 +155,13 @@ class NonnegativeCEOptimum:
     complete_collapse : bool
         Every class collapsed: ``W = H = 0`` and ``f* = log K``.
     objective : float
+
+    Examples
+    --------
+    >>> from sknc.theory import nonnegative_ce_optimum
+    >>> opt = nonnegative_ce_optimum([500, 500, 20, 20], lambda_W=5e-3, lambda_H=5e-3)
+    >>> opt.minority_collapsed.tolist(), opt.complete_collapse
+    ([False, False, True, True], False)
     """
 
     class_counts: np.ndarray
@@ -179,6 +206,18 @@ def nonnegative_ce_optimum(class_counts, lambda_W, lambda_H):
     ----------
     class_counts : array-like of int, shape (K,)
     lambda_W, lambda_H : float > 0
+
+    Examples
+    --------
+    Classes with at most ``threshold`` samples lose their margin (minority
+    collapse):
+
+    >>> from sknc.theory import nonnegative_ce_optimum
+    >>> opt = nonnegative_ce_optimum([500, 500, 20, 20], lambda_W=5e-3, lambda_H=5e-3)
+    >>> round(opt.threshold, 1)
+    36.1
+    >>> opt.margins[2:].tolist(), opt.minority_collapsed.tolist()
+    ([0.0, 0.0], [False, False, True, True])
     """
     counts = np.asarray(class_counts)
     if counts.ndim != 1 or counts.size < 2:
@@ -230,6 +269,13 @@ class PALOptimum:
         ``beta_m`` in ``h_S = beta_m sum_{k in S} w_k``, the tag-wise scale
         ``c_m = m x_m / x_1`` in ``h_S = c_m mean_{k in S} h_{k}``, and ``||h_S||^2``.
     objective : float
+
+    Examples
+    --------
+    >>> from sknc.theory import pal_optimum
+    >>> opt = pal_optimum(4, {1: 400, 2: 600}, lambda_W=5e-4, lambda_H=5e-5)
+    >>> opt.collapsed, sorted(opt.margins)
+    (False, [1, 2])
     """
 
     n_classes: int
@@ -274,6 +320,19 @@ def pal_optimum(n_classes, multiplicity_counts, lambda_W, lambda_H, loss="pal"):
     Returns
     -------
     PALOptimum
+
+    Examples
+    --------
+    Four labels, 400 single-label and 600 two-label samples. The scale ``c_2``
+    says how much longer a two-label feature is than the average of its two
+    single-label class means (the tag-wise-average rule uses it):
+
+    >>> from sknc.theory import pal_optimum
+    >>> opt = pal_optimum(4, {1: 400, 2: 600}, lambda_W=5e-4, lambda_H=5e-5)
+    >>> round(opt.margins[1], 4), round(opt.margins[2], 4)
+    (6.0091, 5.4218)
+    >>> round(opt.scales[1], 4), round(opt.scales[2], 4)
+    (1.0, 1.8045)
     """
     k = _count("n_classes", n_classes, 2)
     lw = _positive("lambda_W", lambda_W)
@@ -354,6 +413,13 @@ class StrongCollapse:
     ``W W^T = sqrt(N) (I - 11^T/C)``, every class-c feature equals ``w_c/sqrt(N)``
     and ``b = 1/C``; then ``W H + b 1^T`` interpolates the one-hot targets and
     ``||W||_F^2 = ||H||_F^2 = sqrt(N) (C-1)``.
+
+    Examples
+    --------
+    >>> from sknc.theory import mse_strong_collapse
+    >>> opt = mse_strong_collapse(3, 4)
+    >>> float(opt.W_norm_sq), opt.bias.tolist() == [1 / 3] * 3
+    (4.0, True)
     """
 
     n_classes: int
@@ -366,7 +432,18 @@ class StrongCollapse:
 
 
 def mse_strong_collapse(n_classes, n_per_class):
-    """The strong-NC configuration of the MSE UFM with ``C`` classes of ``N`` samples."""
+    """The strong-NC configuration of the MSE UFM with ``C`` classes of ``N`` samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.theory import mse_strong_collapse
+    >>> opt = mse_strong_collapse(3, 4)  # W W^T = sqrt(4) (I - 11^T/3)
+    >>> np.round(opt.gram, 3)
+    array([[ 1.333, -0.667, -0.667],
+           [-0.667,  1.333, -0.667],
+           [-0.667, -0.667,  1.333]])
+    """
     c = _count("n_classes", n_classes, 2)
     n = _count("n_per_class", n_per_class, 1)
     centring = np.eye(c) - np.full((c, c), 1.0 / c)
@@ -382,6 +459,24 @@ def strong_collapse_errors(W, H, b, y):
         ``gram``: ``||W W^T - sqrt(N)(I - 11^T/C)||_F``; ``features``:
         ``||H - W[y]/sqrt(N)||_F / ||H||_F`` (rows of ``H`` are samples);
         ``bias``: ``||b - 1/C||``.
+
+    Examples
+    --------
+    Build the strong-NC configuration by hand (a scaled simplex ETF), then move
+    the features off it:
+
+    >>> import numpy as np
+    >>> from sknc import simplex_etf
+    >>> from sknc.theory import strong_collapse_errors
+    >>> C, N = 3, 4
+    >>> W = np.sqrt(np.sqrt(N) * (C - 1) / C) * simplex_etf(C, 5)
+    >>> y = np.repeat(np.arange(C), N)
+    >>> H, b = W[y] / np.sqrt(N), np.full(C, 1 / C)
+    >>> errors = strong_collapse_errors(W, H, b, y)
+    >>> [round(float(v), 12) for v in errors.values()]
+    [0.0, 0.0, 0.0]
+    >>> round(float(strong_collapse_errors(W, H + 0.01, b, y)["features"]), 4)
+    0.0387
     """
     W = np.asarray(W, dtype=np.float64)
     H = np.asarray(H, dtype=np.float64)
@@ -412,6 +507,15 @@ def network_to_ufm_lambdas(weight_decay, feature_decay, batch_size, n_samples):
     ``(wd/2)||W||^2``) and ``feature_decay`` as the coefficient ``c`` of a per-batch
     term ``c sum_{i in batch} ||h_i||^2`` added to the batch-mean loss. Returns
     ``(lambda_W, lambda_H) = (wd, 2 c B / N)``.
+
+    Examples
+    --------
+    SGD weight decay 5e-4 and a feature penalty ``1e-4 sum ||h_i||^2`` per batch
+    of 128, on 50 000 training samples:
+
+    >>> from sknc.theory import network_to_ufm_lambdas
+    >>> network_to_ufm_lambdas(5e-4, 1e-4, batch_size=128, n_samples=50_000)
+    (0.0005, 5.12e-07)
     """
     return _positive("weight_decay", weight_decay, True), 2.0 * _positive(
         "feature_decay", feature_decay, True
@@ -430,7 +534,8 @@ def estimator_to_ufm_lambdas(lambda_W, lambda_H, n_samples):
     Examples
     --------
     >>> from sknc.theory import estimator_to_ufm_lambdas
-    >>> estimator_to_ufm_lambdas(5e-4, 0.3, n_samples=1500)
+    >>> lambda_W, lambda_H = estimator_to_ufm_lambdas(5e-4, 0.3, n_samples=1500)
+    >>> lambda_W, round(lambda_H, 12)  # 0.3 / 1500
     (0.0005, 0.0002)
     """
     n = _count("n_samples", n_samples)

@@ -195,3 +195,19 @@ def test_report_scorer_survives_a_search_with_degenerate_folds():
     res = search.cv_results_
     assert np.all(np.isnan(res["mean_train_neg_cdnv"]))
     assert np.all(np.isfinite(res["mean_train_neg_nc1"])) and np.all(np.isfinite(res["mean_test_neg_nc2_w"]))
+
+
+def test_ranking_scorer_reads_per_label_probabilities_of_multioutput_models():
+    # MultiOutputClassifier and forests answer predict_proba with one (n, 2) array per label
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.multioutput import MultiOutputClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((80, 5))
+    Y = np.column_stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 2] > 0.5]).astype(int)
+    lrap = multilabel_scorers()["label_ranking_average_precision"]
+    for model in (MultiOutputClassifier(LogisticRegression()), RandomForestClassifier(n_estimators=5, random_state=0)):
+        model.fit(X[:60], Y[:60])
+        by_hand = np.column_stack([p[:, 1] for p in model.predict_proba(X[60:])])
+        assert lrap(model, X[60:], Y[60:]) == label_ranking_average_precision_score(Y[60:], by_hand)

@@ -4,7 +4,7 @@ A two-hidden-layer ReLU MLP is trained on scikit-learn's bundled 8x8 digits; the
 features are its second hidden layer on the training images, and ``W``/``b`` its
 output layer. Run from the repository root::
 
-    python examples/make_example_features.py
+    python examples/data/make_example_features.py
 """
 
 from pathlib import Path
@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 
 
-def main(out=Path(__file__).parent / "data" / "digits_mlp_features.npz"):
+def main(out=Path(__file__).parent / "digits_mlp_features.npz"):
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     mlp = MLPClassifier(hidden_layer_sizes=(64, 32), alpha=1e-3, max_iter=600, random_state=0)

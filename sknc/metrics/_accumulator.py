@@ -80,7 +80,7 @@ class NCAccumulator:
     >>> for part in batches:                      # the second pass: NC1 and NC4
     ...     _ = acc.update_second_pass(H[part], y[part], W=M)
     >>> report = acc.report(W=M)
-    >>> bool(report["nc1"] < 1e-3), report["nc4"]
+    >>> bool(report["nc1"] < 1e-3), float(report["nc4"])
     (True, 0.0)
     """
 

@@ -21,6 +21,13 @@ class KeyInfo:
     ``formula`` is reStructuredText math; ``conventions`` names the
     :func:`sknc.nc_report` parameters that change it; ``nan_when`` says which
     degeneracy of the data makes it NaN (with an :class:`sknc.NCWarning`).
+
+    Examples
+    --------
+    >>> from sknc.metrics import key_info
+    >>> info = key_info("nc1")
+    >>> info.conventions, info.lower_is_better
+    (('global_mean', 'between', 'normalize', 'rtol'), True)
     """
 
     key: str
@@ -36,6 +43,7 @@ class KeyInfo:
 _MEANS = "a class has no multiplicity-1 sample (multi-label)"
 _RANK0 = "all class means coincide (between-class rank 0)"
 
+#: Every key :func:`sknc.nc_report` can return, as :class:`KeyInfo` records (a test keeps it complete).
 REPORT_KEYS = (
     KeyInfo("n_samples", "number of samples", r"N", (), "", "never", None),
     KeyInfo("n_classes", "number of classes K", r"K", (), "", "never", None),
@@ -118,7 +126,16 @@ _BY_KEY = {info.key: info for info in REPORT_KEYS}
 
 
 def key_info(key: str) -> KeyInfo:
-    """The :class:`KeyInfo` of a report key (``tagwise_scale_m3`` maps to ``tagwise_scale_m<m>``)."""
+    """The :class:`KeyInfo` of a report key (``tagwise_scale_m3`` maps to ``tagwise_scale_m<m>``).
+
+    Examples
+    --------
+    >>> from sknc.metrics import key_info
+    >>> key_info("tagwise_scale_m3").key
+    'tagwise_scale_m<m>'
+    >>> print(key_info("nc3").meaning)
+    self-duality of classifier and centred means (Gram form)
+    """
     if key in _BY_KEY:
         return _BY_KEY[key]
     if re.fullmatch(r"tagwise_scale_m\d+", key):

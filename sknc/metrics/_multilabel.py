@@ -30,6 +30,21 @@ class TagwiseResult:
         Per multiplicity: number of sets and samples, mean and max angle, mean and
         standard deviation of the scale, mean residual (NaN rows left out; and,
         when provided, the UFM prediction of the scale).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> rng = np.random.default_rng(0)
+    >>> means = sknc.simplex_etf(3, 6, random_state=0)
+    >>> Y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]] * 10)
+    >>> scale = np.where(Y.sum(1) == 2, 1.8, 1.0)[:, None]  # pair features 1.8x the average of their tags
+    >>> H = scale * (Y @ means) / Y.sum(1, keepdims=True) + 0.01 * rng.standard_normal((50, 6))
+    >>> result = sknc.tagwise_average(H, Y)
+    >>> result.summary[["multiplicity", "n_sets", "n_samples"]].values.tolist()
+    [[2, 2, 20]]
+    >>> round(float(result.summary["scale_mean"].iloc[0]), 2)
+    1.8
     """
 
     sets: pd.DataFrame
