@@ -129,7 +129,10 @@ def test_float32_storage_keeps_nc1_when_class_means_are_nearly_degenerate():
     W = means + 0.1 * rng.standard_normal((k, d))
     sing = np.linalg.svd(means - means.mean(0), compute_uv=False)
     assert sing[-1] < 1e-2 * sing[0]  # the case this test is about
-    got = sknc.nc_report(H32, y, W)
     want = sknc.nc_report(H32.astype(np.float64), y, W)
-    for key in ("nc1", "cdnv", "nc1_trace_quotient", "nc2_h", "nc3"):
-        assert got[key] == pytest.approx(want[key], rel=1e-7), key
+    torch = pytest.importorskip("torch")
+    acc = sknc.NCAccumulator().update(H32[:8], y[:8]).update(H32[8:], y[8:])
+    acc.update_second_pass(H32[:8], y[:8], W).update_second_pass(H32[8:], y[8:], W)
+    for got in (sknc.nc_report(H32, y, W), sknc.nc_report(torch.from_numpy(H32), y, W), acc.report(W)):
+        for key in ("nc1", "cdnv", "nc1_trace_quotient", "nc2_h", "nc3"):
+            assert got[key] == pytest.approx(want[key], rel=1e-7), key

@@ -24,11 +24,14 @@ Numerics. Rows are centred before anything is squared (no ``sum ||h||^2 -
 n ||mu||^2`` cancellation, whatever the offset of the data), sums run in float64,
 and squares are taken after scaling by a power of two chosen from the largest
 centred magnitude seen, so features of any scale from 1e-300 to 1e300 give the
-same metrics. Class means are always exact float64 sums of the stored values.
-float32 features are projected with a float32 product of the *centred* rows
-(relative accuracy ~1e-7 of the within-class spread, not of the data's
-magnitude); the float32 rounding of the class means used to centre is a known
-per-class offset, removed exactly afterwards.
+same metrics. float32 features are projected with a float32 product of the
+*centred* rows (relative accuracy ~1e-7 of the within-class spread, not of the
+data's magnitude); the float32 rounding of the class means used to centre is a
+known per-class offset, removed exactly afterwards. The class means are exact:
+float32 rows are summed as they are in float64 (a float64 product with the
+one-hot of the classes, as cheap as float32 centring), and every metric that
+reads the means (NC1 through small singular values, NC3 near alignment) gets
+the float64 answer of the stored values.
 """
 
 from __future__ import annotations
@@ -74,9 +77,12 @@ class FirstPass:
     batch of larger magnitude arrives), so nothing overflows or underflows.
     """
 
-    def __init__(self, be, d, *, with_squares=True, with_scatter=False, dtype=np.float64):
+    def __init__(self, be, d, *, with_squares=True, with_scatter=False, dtype=np.float64, raw=False):
         self.be = be
         self.d = d
+        # raw: sum the rows as they are, in float64 (float32 data: exact, and no centred copy is made); the
+        # shifts then only fix the origin of the means
+        self.raw = raw and not (with_squares or with_scatter)
         self.with_squares = with_squares or with_scatter
         # float32 centring and sums are exact enough (rows are centred on a sample of their own group, so
         # float32 rounds the small differences, not the data's offset); squares always run in float64
@@ -122,6 +128,12 @@ class FirstPass:
         Raises ``ValueError`` (state unchanged) when the rows hold NaN or infinity.
         """
         be = self.be
+        if self.raw:
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are named after the pass
+                present, sums = be.segment_sum(be.as_float64(x, self.ws), ids, self.n_groups, self.ws)
+            _add_sums(self.sums, present, sums)
+            self.counts += np.bincount(ids_np, minlength=self.n_groups)
+            return self
         c = be.centre(x, self.shift_w, ids, self.shift_w.dtype, self.ws)
         if not self.track_max:  # NaN/inf surface in the sums, checked once after the pass
             present, sums = be.segment_sum(c, ids, self.n_groups, self.ws)
@@ -155,7 +167,7 @@ class FirstPass:
     def child(self):
         """An empty pass over the same groups and shifts (a batch is added to it, then absorbed)."""
         out = FirstPass(self.be, self.d, with_squares=self.with_squares, with_scatter=self.scatter is not None,
-                        dtype=self.dtype)
+                        dtype=self.dtype, raw=self.raw)
         out.shift, out.shift_w = self.shift, self.shift_w
         out.sums = self.be.zeros((self.n_groups, self.d))
         out.sq = None if self.sq is None else self.be.zeros(self.n_groups)
@@ -233,7 +245,10 @@ class FirstPass:
         rel = be.to_numpy(self.sums) / counts
         shift = be.to_numpy(self.shift)
         origin = shift[0].copy() if shift.shape[0] else np.zeros(self.d)
-        rel += shift - origin
+        if self.raw:
+            rel -= origin
+        else:
+            rel += shift - origin
         return origin, rel
 
 
@@ -418,13 +433,15 @@ class SecondPass:
         Returns ``(within, Q, agree, shift)``: ``shift[k]`` (original units) is
         what the first pass's mean of class ``k`` was off by; ``within`` and
         ``Q`` are already re-centred (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2``
-        with ``r`` the mean residual, in the pass's scale).
+        with ``r`` the mean residual, in the pass's scale). Every first pass
+        sums in float64, so in float32 the shift is only the known rounding of
+        the centring table: this pass's float32 residual sums are less accurate
+        than the first pass's means and only re-centre the squares.
         """
         be = self.be
         n = np.maximum(self.counts, 1).astype(np.float64)
-        # The mean residual r of class k is mu_k - mu_w(k): in the basis, r_u from the float64 residual sums;
-        # outside it, the float32 rounding of mu_w (known exactly), the first pass's own error there being
-        # second order. sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
+        # The mean residual r of class k is mu_k - mu_w(k): in the basis, r_u from the residual sums of this
+        # pass; outside it, the float32 rounding of mu_w (known exactly). sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
         proj = be.to_numpy(self.resid)
         r_u = proj / n[:, None]
         err = self.t.get("err")
@@ -441,9 +458,7 @@ class SecondPass:
         else:
             Q = np.maximum(Q - np.sum(proj**2 / n[:, None], axis=0), 0.0)
         agree = int(be.to_numpy(self.agree)) if self.plan.W is not None else None
-        # The first pass's means are exact float64 sums, so the rows' true mean residual is -err exactly; the
-        # float32 residual sums r_u carry rounding of order eps32 * spread and only re-centre the squares above
-        # (a second-order effect). In float64, r_u refines the first pass's means.
+        # float32: the rows' true mean residual is -err, exactly; float64: r_u refines the first pass's means
         shift = -err if err is not None else r_u @ self.plan.basis.T
         with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
             shift *= np.ldexp(1.0, self.plan.scale_exp)
@@ -686,8 +701,8 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     n, d = X.shape
     be = backend_for(X)
     g_ids = groups.group
-    # Every row is centred on the first sample of its own group before anything is summed: float32 then rounds
-    # within-group differences, not the data's offset from the origin (means exact to ~1e-9 of the spread).
+    # The first sample of each group: float64 rows are centred on it before they are summed (small differences
+    # keep every digit of data far from the origin), and it is the origin the means are kept relative to.
     first = np.full(groups.n_groups, n, dtype=np.intp)
     np.minimum.at(first, g_ids, np.arange(n))
     shift = be.to_float64(be.take(X, be.index(first)))
@@ -701,14 +716,14 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     work = be.work_dtype_np(X)
     block = _block_rows(d, groups.n_classes, work.itemsize) if be.name == "numpy" else 1 << 16
 
-    # the first pass centres and sums in float64 whatever the stored dtype: the class means are then exact,
-    # and the second pass's float32 product never has to correct them (its rounding would move small
-    # singular values of the centred means, to which NC1 is sensitive)
+    # float64 rows are centred (sums of small differences keep every digit of data far from the origin);
+    # float32 rows are summed raw in float64, which is exact to far below their own resolution
+    raw = work == np.float32
     shared_shift_w = shift
 
     def first_work(start, stop, state):
         if state is None:
-            state = FirstPass(be, d, with_squares=False, dtype=np.float64)
+            state = FirstPass(be, d, with_squares=False, dtype=np.float64, raw=raw)
             state.shift, state.shift_w = shift, shared_shift_w
             state.sums = be.zeros((groups.n_groups, d))
             state.counts = np.zeros(groups.n_groups, dtype=np.int64)
@@ -721,7 +736,8 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
         a.counts += other.counts
         return a
 
-    fp = _run_blocks(n, block, n_threads, first_work, first_merge)
+    first_block = _block_rows(d, groups.n_classes, 8) if raw and be.name == "numpy" else block  # float64 copies
+    fp = _run_blocks(n, first_block, n_threads, first_work, first_merge)
     if not be.all_finite(fp.sums):
         bad = sum(be.bad_rows(be.rows(X, s, s + block)) for s in range(0, n, block))
         if bad:
