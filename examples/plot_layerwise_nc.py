@@ -67,7 +67,7 @@ nc1 = report["nc1"].to_numpy()
 print("NC1 decreases layer by layer:", bool(np.all(np.diff(nc1) < 0)))
 print(f"NC1 shrinks by {nc1[0] / nc1[-1]:.1f}x from the pixels to the penultimate layer")
 fig = plot_layerwise(report, metrics=["nc1", "cdnv", "nc2_h"])
-fig.axes[0].set_title("Deep MLP on digits: NC across depth (training data)")
+_ = fig.axes[0].set_title("Deep MLP on digits: NC across depth (training data)")
 
 # %%
 # The same for a small CNN
@@ -107,7 +107,7 @@ cnn_report = sknc.model_nc_report(cnn.module_, X_train, y_train, layers=["backbo
                                   reduce="flatten")
 print(cnn_report[["nc1", "nc2_h", "nc4"]].to_string(float_format=lambda v: f"{v:.4g}"))
 fig = plot_layerwise(cnn_report, metrics=["nc1", "cdnv"])
-fig.axes[0].set_title("Small CNN on digits: NC across depth (training data)")
+_ = fig.axes[0].set_title("Small CNN on digits: NC across depth (training data)")
 
 # %%
 # Reading the figures

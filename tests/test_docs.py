@@ -114,6 +114,8 @@ def test_docs_build_offline_strict_with_the_executed_gallery(tmp_path):
     for script in sorted((ROOT / "examples").glob("plot_*.py")):
         page = (html / "auto_examples" / f"{script.stem}.html").read_text()
         assert f'src="../_images/sphx_glr_{script.stem}_001.png"' in page, script.name
+        for stray in ("Text(0", "&lt;matplotlib.", "Figure size"):  # a bare expression's repr in the output
+            assert stray not in page, (script.name, stray)
 
     # the metrics table was generated from the registry, one row per key
     table = (DOCS / "generated" / "metrics_table.rst").read_text()
@@ -128,3 +130,18 @@ def test_docs_build_offline_strict_with_the_executed_gallery(tmp_path):
     for page in ("getting_started", "theory", "guides/own_model", "guides/studies", "guides/multilabel",
                  "guides/imbalanced", "guides/ufm_theory"):
         assert (html / f"{page}.html").exists(), page
+
+
+def test_readme_quick_start_matches_ci_and_its_links_exist():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(pip install[^\n]*)\n```", readme)
+    assert commands[:2] == ['pip install torch==2.13.0 -e ".[plot]" && sknc demo',
+                            'pip install torch==2.13.0 -e ".[test]" && python -m pytest -ra']
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in ci.splitlines()
+    # no install line may pull an unpinned torch (the multi-GB CUDA build on a CPU machine)
+    for line in re.findall(r"pip install[^\n`]*", readme):
+        assert "torch" not in line or "torch==" in line, line
+    for target in re.findall(r"\]\(([^)#]+)\)", readme):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), target
