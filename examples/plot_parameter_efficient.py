@@ -12,8 +12,8 @@ learned head with 64 features) on the bundled multi-label digits and compares
 held-out subset accuracy and Jaccard, trainable parameters, and NC on the
 training features.
 
-Fast path: 200 epochs per variant (the defaults train 500), about 30 s on
-two CPU cores.
+200 epochs per variant (the MLP backbone's default), about 30 s on two CPU
+cores.
 """
 
 # %%

@@ -24,7 +24,8 @@ from .callbacks import CosineLR, DivergenceGuard, LearningRateRecorder, NCTracke
 from .decision import TagWiseAverageClassifier, _check_tagwise_labels, pal_label_marginals
 from .exceptions import NCWarning
 from .losses import PALLoss
-from .nn import ETFHead, FeatureClassifier, LinearHead, MLP, ResNet18, SmallCNN, count_parameters, infer_out_features
+from .nn import (ETFHead, FeatureClassifier, InputScaler, LinearHead, MLP, ResNet18, SmallCNN, count_parameters,
+                 infer_out_features)
 
 __all__ = ["PALClassifier"]
 
@@ -179,6 +180,22 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         its own width: setting ``feature_dim`` then is an error.
     input_shape : tuple, optional
         Shape ``(C, H, W)`` of one sample: flat ``X`` is reshaped for CNNs.
+    input_scaling : {'auto', 'minmax', 'standard', 'channel'} or None, default='auto'
+        Scaling of the inputs, fixed from the training data at initialisation
+        and kept inside the network (so ``predict`` and ``transform`` take raw
+        data, like ``fit``): 'minmax' maps every input column onto [0, 1]
+        over the training data (scikit-learn's ``MinMaxScaler``), 'standard'
+        centres it and divides by its standard deviation (``StandardScaler``),
+        'channel' maps every image channel onto [0, 1] by the minimum and
+        maximum over its pixels (needs ``input_shape``); constant columns are
+        only shifted. 'auto' is 'minmax' for 'mlp', 'channel' for 'cnn' and
+        'resnet18', and None (inputs as given) for a user module, which has
+        its own conventions. The default learning rate is tuned for inputs in
+        [0, 1]: raw pixels (0-16 in ``load_digits``, 0-255 in images) would
+        otherwise make the first SGD steps diverge. With the other defaults,
+        'minmax' gave the better test accuracy on the bundled digits (raw and
+        multi-label), iris and wine; 'standard' converges faster with small
+        networks and few epochs.
     fixed_etf : bool, default=False
         Freeze the classifier at a simplex ETF (the bias stays trainable).
     bias : bool, default=True
@@ -294,6 +311,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "hidden_sizes": [tuple, list],
         "feature_dim": [Interval(Integral, 1, None, closed="left"), None],
         "input_shape": [tuple, list, None],
+        "input_scaling": [StrOptions({"auto", "minmax", "standard", "channel"}), None],
         "fixed_etf": ["boolean"],
         "bias": ["boolean"],
         "loss": [StrOptions({"pal", "pal_mean"})],
@@ -327,6 +345,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         hidden_sizes=(256, 256),
         feature_dim=None,
         input_shape=None,
+        input_scaling="auto",
         fixed_etf=False,
         bias=True,
         loss="pal",
@@ -358,6 +377,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.hidden_sizes = hidden_sizes
         self.feature_dim = feature_dim
         self.input_shape = input_shape
+        self.input_scaling = input_scaling
         self.fixed_etf = fixed_etf
         self.bias = bias
         self.loss = loss
@@ -507,12 +527,26 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise TypeError(f"module must be 'mlp', 'cnn', 'resnet18' or a torch.nn.Module; got {type(backbone).__name__}.")
         return backbone, shape
 
-    def _build_network(self, n_features, n_classes, example):
+    def _input_scaling(self):
+        """The resolved input scaling ('minmax', 'standard', 'channel' or None), checked against the backbone."""
+        kind = self.input_scaling
+        if kind == "auto":
+            kind = {"mlp": "minmax", "cnn": "channel", "resnet18": "channel"}.get(
+                self.module if isinstance(self.module, str) else None)
+        if kind == "channel" and (self.input_shape is None or len(tuple(self.input_shape)) != 3):
+            raise ValueError(f"input_scaling='channel' needs input_shape=(channels, height, width); "
+                             f"got {self.input_shape!r}.")
+        return kind
+
+    def _build_network(self, n_features, n_classes, example, X=None):
         backbone, shape = self._backbone(n_features)
-        probe = example if shape is None else example.reshape(example.shape[0], *shape)
+        kind = self._input_scaling()
+        scaler = None if kind is None or X is None else InputScaler(*_input_statistics(X, kind, self.input_shape))
+        probe = example if scaler is None else scaler(example.reshape(example.shape[0], -1))
+        probe = probe if shape is None else probe.reshape(probe.shape[0], *shape)
         width = infer_out_features(backbone, probe)
         head = ETFHead(width, n_classes, bias=self.bias) if self.fixed_etf else LinearHead(width, n_classes, bias=self.bias)
-        return FeatureClassifier(backbone, head, input_shape=shape)
+        return FeatureClassifier(backbone, head, input_shape=shape, input_scaler=scaler)
 
     def _optimizer_args(self):
         if self.optimizer == "sgd":
@@ -613,7 +647,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         devices = [torch.device(self._device)] if self._device.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            network = self._build_network(Xf.shape[1], len(self.classes_), torch.as_tensor(Xf[:2]))
+            network = self._build_network(Xf.shape[1], len(self.classes_), torch.as_tensor(Xf[:2]), Xf)
             self.net_ = self._make_net(network, len(Xf), float(np.max(np.abs(Xf))) if Xf.size else 0.0)
             self.net_.initialize()
 
@@ -845,6 +879,39 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if not self.multilabel_:
             return self.classes_[np.argmax(logits, axis=1)]
         return self._multilabel_predict(logits, features).astype(self._y_dtype)
+
+
+def _input_statistics(X, kind, input_shape=None, chunk=8192):
+    """Offset and scale per input column, ``(x - offset) / scale``, from the training rows.
+
+    'minmax': each column's minimum and range; 'standard': its mean and
+    standard deviation (float64 sums in row chunks, no full float64 copy);
+    'channel': each channel's minimum and range over all its pixels, repeated
+    over the channel's columns. A constant column or channel keeps scale 1.
+    """
+    n, d = X.shape
+    if kind == "standard":
+        total = np.zeros(d)
+        for start in range(0, n, chunk):
+            total += X[start:start + chunk].sum(axis=0, dtype=np.float64)
+        offset = total / n
+        sq = np.zeros(d)
+        for start in range(0, n, chunk):
+            centred = X[start:start + chunk].astype(np.float64) - offset
+            sq += np.einsum("ij,ij->j", centred, centred)
+        scale = np.sqrt(sq / n)
+    else:
+        low = X.min(axis=0).astype(np.float64)
+        high = X.max(axis=0).astype(np.float64)
+        if kind == "channel":
+            channels = int(input_shape[0])
+            low = np.repeat(low.reshape(channels, -1).min(axis=1), d // channels)
+            high = np.repeat(high.reshape(channels, -1).max(axis=1), d // channels)
+        offset, scale = low, high - low
+    # a spread at the rounding level of the values is no spread (StandardScaler's rule)
+    constant = scale <= 10 * np.finfo(np.float32).eps * np.maximum(np.abs(offset), 1.0)
+    scale[constant] = 1.0
+    return offset, scale
 
 
 def _check_routed(params):

@@ -69,8 +69,8 @@ class TrainingDivergedError(FloatingPointError, ValueError):
     >>> from sknc import PALClassifier, TrainingDivergedError
     >>> X, y = load_iris(return_X_y=True)
     >>> try:
-    ...     PALClassifier(lr=1e6, max_epochs=5, random_state=0).fit(1e3 * X.astype(np.float32), y)
+    ...     PALClassifier(lr=1e6, max_epochs=5, random_state=0).fit(X.astype(np.float32), y)
     ... except TrainingDivergedError as error:
-    ...     print(str(error)[:42])
-    training diverged in epoch 1, batch 2: the
+    ...     print(str(error).split(",")[0])
+    training diverged in epoch ...
     """

@@ -14,7 +14,7 @@ from torch import nn
 from ._validation import check_layer_sizes
 from .geometry import simplex_etf
 
-__all__ = ["MLP", "SmallCNN", "ResNet18", "LinearHead", "ETFHead", "FeatureClassifier", "etf_weight"]
+__all__ = ["MLP", "SmallCNN", "ResNet18", "LinearHead", "ETFHead", "FeatureClassifier", "InputScaler", "etf_weight"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
 
@@ -213,8 +213,38 @@ class ETFHead(nn.Module):
         return nn.functional.linear(h, self.weight, self.bias)
 
 
+class InputScaler(nn.Module):
+    """Fixed affine scaling of flat inputs, ``(x - mean) / scale``, as part of a network.
+
+    The statistics are buffers (saved with the network's parameters, never
+    trained), so a model fitted on raw data predicts from raw data.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.nn import InputScaler
+    >>> scaler = InputScaler(torch.tensor([8.0, 0.0]), torch.tensor([4.0, 1.0]))
+    >>> scaler(torch.tensor([[16.0, 2.0]]))
+    tensor([[2., 2.]])
+    """
+
+    def __init__(self, mean, scale):
+        super().__init__()
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+        if mean.shape != scale.shape:
+            raise ValueError(f"mean and scale must have the same length; got {mean.numel()} and {scale.numel()}.")
+        if not (torch.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError("scale must be finite and positive.")
+        self.register_buffer("mean", mean)
+        self.register_buffer("scale", scale)
+
+    def forward(self, x):
+        return (x - self.mean) / self.scale
+
+
 class FeatureClassifier(nn.Module):
-    """``backbone -> head``; ``forward`` returns ``(logits, features)``.
+    """``[input scaling ->] backbone -> head``; ``forward`` returns ``(logits, features)``.
 
     Examples
     --------
@@ -226,13 +256,16 @@ class FeatureClassifier(nn.Module):
     (torch.Size([5, 3]), torch.Size([5, 16]))
     """
 
-    def __init__(self, backbone, head, input_shape=None):
+    def __init__(self, backbone, head, input_shape=None, input_scaler=None):
         super().__init__()
+        self.input_scaler = input_scaler
         self.backbone = backbone
         self.head = head
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
 
     def forward(self, x):
+        if self.input_scaler is not None:  # on the flat inputs, before they are shaped into images
+            x = self.input_scaler(x.reshape(x.shape[0], -1))
         if self.input_shape is not None:
             x = x.reshape(x.shape[0], *self.input_shape)
         features = self.backbone(x)

@@ -197,7 +197,7 @@ def test_callback_parameters_by_name(digits):
 
 def test_validation_split_early_stopping_and_checkpoint(digits, tmp_path):
     X, y = digits
-    clf = small(max_epochs=60, validation_fraction=0.25, lr=0.5,
+    clf = small(max_epochs=60, validation_fraction=0.25, lr=0.2,
                 callbacks=[EarlyStopping(patience=2, threshold=1e-3),
                            Checkpoint(monitor="valid_loss_best", dirname=str(tmp_path))])
     clf.fit(X[:600], y[:600])
@@ -377,7 +377,7 @@ def test_divergence_stops_training_with_the_cause(digits):
     with pytest.raises(sknc.TrainingDivergedError, match="epoch 1.*learning rate.*lr=1e\\+06"):
         small(lr=1e6, max_epochs=5).fit(X[:300], y[:300])
     with pytest.raises(FloatingPointError):  # also a FloatingPointError, and a ValueError
-        small(max_epochs=3).fit(X[:300] * 1e30, y[:300])
+        small(max_epochs=3, input_scaling=None).fit(X[:300] * 1e30, y[:300])
     clf = small(max_epochs=2).fit(X[:300], y[:300])
     with torch.no_grad():
         clf.net_.module_.head.weight[0] = float("inf")  # a network whose logits are not finite
@@ -481,3 +481,47 @@ def test_acceptance_default_pal_on_multilabel_digits():
     summary = tagwise_average(H, data.Y_train, regularization={"lambda_W": lw, "lambda_H": lh}).summary
     row = summary.set_index("multiplicity").loc[2]
     assert row["scale_mean"] == pytest.approx(row["scale_theory"], rel=0.05)  # theory and practice meet
+
+
+def test_built_in_backbones_scale_raw_inputs_inside_the_network():
+    # scikit-learn users fit on raw load_digits (pixels 0-16); the default SGD rate assumes standardised inputs
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    defaults = dict(max_epochs=10, device="cpu", random_state=0)
+    raw = PALClassifier(**defaults).fit(X[:1200], y[:1200])
+    assert raw.score(X[1200:], y[1200:]) > 0.9
+    with pytest.raises(sknc.TrainingDivergedError):  # the same defaults without the scaling diverge
+        PALClassifier(input_scaling=None, **defaults).fit(X[:1200], y[:1200])
+    scaler = raw.net_.module_.input_scaler
+    low, high = X[:1200].min(0), X[:1200].max(0)  # 'minmax' for the MLP: every column onto [0, 1]
+    np.testing.assert_array_equal(scaler.mean.numpy(), low)
+    np.testing.assert_array_equal(scaler.scale.numpy(), np.where(high > low, high - low, 1.0))
+    standard = PALClassifier(input_scaling="standard", **defaults).fit(X[:1200], y[:1200])
+    mean, std = X[:1200].astype(np.float64).mean(0), X[:1200].astype(np.float64).std(0)
+    np.testing.assert_allclose(standard.net_.module_.input_scaler.mean.numpy(), mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(standard.net_.module_.input_scaler.scale.numpy(), np.where(std > 0, std, 1.0),
+                               rtol=1e-6)
+    assert standard.score(X[1200:], y[1200:]) > 0.9
+    # the scaling is part of the network: features and predictions of raw data, and any input scale alike
+    big = PALClassifier(**defaults).fit(X[:1200] * 1e6, y[:1200])
+    assert np.mean(big.predict(X[1200:] * 1e6) == raw.predict(X[1200:])) > 0.95
+
+
+def test_channel_scaling_of_images_uses_each_channels_pixels():
+    rng = np.random.default_rng(0)
+    images = np.concatenate([rng.uniform(0, 255, (40, 1, 6, 6)), rng.normal(5.0, 0.1, (40, 1, 6, 6))], axis=1)
+    X = images.reshape(40, -1).astype(np.float32)
+    y = np.arange(40) % 2
+    clf = small(module="cnn", input_shape=(2, 6, 6), max_epochs=1, module__width=4).fit(X, y)
+    scaler = clf.net_.module_.input_scaler
+    per_channel = X.reshape(40, 2, 36).transpose(1, 0, 2).reshape(2, -1)
+    low, high = per_channel.min(1), per_channel.max(1)
+    np.testing.assert_array_equal(scaler.mean.numpy().reshape(2, 36), np.repeat(low[:, None], 36, 1))
+    np.testing.assert_allclose(scaler.scale.numpy().reshape(2, 36), np.repeat((high - low)[:, None], 36, 1),
+                               rtol=1e-7)
+    scaled = clf.net_.module_.input_scaler(torch.as_tensor(X)).numpy()
+    assert scaled.min() == 0.0 and scaled.max() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="input_scaling='channel' needs input_shape"):
+        small(input_scaling="channel").fit(X, y)
+    assert small(module=torch.nn.Linear, module__in_features=72, module__out_features=8,
+                 max_epochs=1).fit(X, y).net_.module_.input_scaler is None  # a user module gets raw inputs
