@@ -199,8 +199,8 @@ for key in ("norm_ratio", "angle_major", "angle_mixed", "angle_minor", "c_mixed"
 #   :math:`1.5 \times 10^{-2}` the minority classes collapse outright (score 1:
 #   zero margin) from rho of about 2. The majority classes keep a score of 0.
 # * **The trained network agrees with the UFM where it is measurable.** At
-#   rho = 10 its minority means are longer than the majority means (ratio 1.20
+#   rho = 10 its minority means are longer than the majority means (ratio 1.17
 #   against the UFM's 1.19), its mixed pairs tilt off their tags' sum by
-#   4.7 degrees (UFM: 8.0), and with its weak UFM-normalised regularisation
-#   its minority score stays low (0.10), as the weakly regularised UFM
+#   6.7 degrees (UFM: 8.0), and with its weak UFM-normalised regularisation
+#   its minority score stays low (0.12), as the weakly regularised UFM
 #   predicts.

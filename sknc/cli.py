@@ -587,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train PALClassifier (tuned defaults) on multi-label digits built from scikit-learn's bundled "
             "8x8 digits, with live progress, NC tables at checkpoints, final test metrics and the tag-wise "
-            "scale against UFM theory; writes plots, CSV and JSON to --out. Under a minute on 2 CPU cores "
+            "scale against UFM theory; writes plots, CSV and JSON to --out. About 30 s on 2 CPU cores "
             "(500 epochs); --quick takes a few seconds."
         ),
     )
