@@ -84,8 +84,8 @@ class FirstPass:
         # shifts then only fix the origin of the means
         self.raw = raw and not (with_squares or with_scatter)
         self.with_squares = with_squares or with_scatter
-        # float32 centring and sums are exact enough (rows are centred on a sample of their own group, so
-        # float32 rounds the small differences, not the data's offset); squares always run in float64
+        # squares always run in float64; without them a pass may centre in the working dtype (in-memory
+        # float32 data are summed raw in float64 instead, see ``raw``)
         self.dtype = np.dtype(np.float64) if self.with_squares else np.dtype(dtype)
         self.track_max = self.with_squares  # in-memory passes find overflow from the second pass instead
         self.counts = np.zeros(0, dtype=np.int64)
