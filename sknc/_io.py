@@ -195,8 +195,7 @@ def check_writable_dir(path) -> Path:
         raise UnusableFileError(f"output folder {p} is an existing file.")
     try:
         p.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=p, prefix=".sknc-write-test-"):
-            pass
+        tempfile.NamedTemporaryFile(dir=p, prefix=".sknc-write-test-").close()  # created, then removed
     except OSError as exc:
         raise UnusableFileError(f"cannot write to the output folder {p} ({exc.strerror or exc}).") from exc
     return p

@@ -391,7 +391,7 @@ def _versions():
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
-            pass
+            out[dist] = None  # recorded as absent: a re-run knows the study ran without it
     return out
 
 
