@@ -229,6 +229,10 @@ class DivergenceGuard(Callback):
     ----------
     input_scale : float, optional
         Largest ``|X|`` of the training data, quoted in the message.
+    input_scaling : str, optional
+        The scaling the network applies to its inputs itself (e.g.
+        ``PALClassifier``'s ``'minmax'``): the message then rules out the
+        inputs' magnitude as the cause instead of suggesting to scale them.
 
     Examples
     --------
@@ -247,8 +251,9 @@ class DivergenceGuard(Callback):
     stopped: training diverged in epoch 1, batch 1
     """
 
-    def __init__(self, input_scale=None):
+    def __init__(self, input_scale=None, input_scaling=None):
         self.input_scale = input_scale
+        self.input_scaling = input_scaling
 
     def on_batch_end(self, net, batch=None, training=False, loss=None, y_pred=None, **kwargs):
         if not training:
@@ -269,8 +274,13 @@ class DivergenceGuard(Callback):
         what = f"the loss is {value}" if not math.isfinite(value) else "the network output is not finite"
         lr = net.optimizer_.param_groups[0]["lr"]
         scale = "" if self.input_scale is None else f" (the largest |X| is {self.input_scale:.3g})"
+        if self.input_scaling is None:
+            inputs = (f", or inputs of extreme magnitude{scale}: scale them, e.g. with "
+                      "sklearn.preprocessing.StandardScaler.")
+        else:
+            inputs = (f"; the network scales its inputs itself (input_scaling={self.input_scaling!r}), so their "
+                      "magnitude is not the cause.")
         raise TrainingDivergedError(
             f"training diverged in epoch {epoch}, batch {batch_idx}: {what}; the last epoch's train_loss was "
-            f"{last}. Likely causes: a learning rate too large for this network (lr={lr:.3g}: lower it), or "
-            f"inputs of extreme magnitude{scale}: scale them, e.g. with sklearn.preprocessing.StandardScaler."
+            f"{last}. Likely cause: a learning rate too large for this network (lr={lr:.3g}: lower it){inputs}"
         )

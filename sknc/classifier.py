@@ -541,7 +541,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def _build_network(self, n_features, n_classes, example, X=None):
         backbone, shape = self._backbone(n_features)
         kind = self._input_scaling()
-        scaler = None if kind is None or X is None else InputScaler(*_input_statistics(X, kind, self.input_shape))
+        scaler = None if kind is None or X is None else InputScaler(*_input_statistics(X, kind, self.input_shape), kind=kind)
         probe = example if scaler is None else scaler(example.reshape(example.shape[0], -1))
         probe = probe if shape is None else probe.reshape(probe.shape[0], *shape)
         width = infer_out_features(backbone, probe)
@@ -569,7 +569,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             return ValidSplit(float(self.validation_fraction), stratified=not self.multilabel_, random_state=seed)
         return self.train_split
 
-    def _callbacks(self, input_scale):
+    def _callbacks(self, input_scale, input_scaling=None):
         user = []
         for i, cb in enumerate(self.callbacks or []):
             if isinstance(cb, tuple):
@@ -583,7 +583,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             own.append(("lr_schedule", CosineLR(T_max=self._max_epochs())))
         if self.track_nc:
             own.append(("nc", NCTracker(every=self.track_nc)))
-        own.append(("divergence_guard", DivergenceGuard(input_scale=input_scale)))
+        own.append(("divergence_guard", DivergenceGuard(input_scale=input_scale, input_scaling=input_scaling)))
         # after every scheduler, so that it reads the rate the optimizer uses
         callbacks = own + user + [("lr_recorder", LearningRateRecorder())]
         names = {name for name, _ in callbacks} | {"epoch_timer", "train_loss", "valid_loss", "print_log"}
@@ -592,7 +592,13 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"{key!r} names no callback; the callbacks are {sorted(names)}.")
         return callbacks
 
+    @staticmethod
+    def _scaling_of(network):
+        scaler = getattr(network, "input_scaler", None)
+        return None if scaler is None else scaler.kind
+
     def _make_net(self, network, n_train, input_scale):
+        input_scaling = self._scaling_of(network)
         optimizer, opt_args = self._optimizer_args()
         routed = {k: v for k, v in self._routed_params().items()
                   if not k.startswith(("module__", "optimizer__"))}
@@ -613,7 +619,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             train_split=self._train_split(),
             iterator_train=_BatchIterator,
             iterator_valid=_BatchIterator,
-            callbacks=self._callbacks(input_scale),
+            callbacks=self._callbacks(input_scale, input_scaling),
             device=self._device,
             verbose=self.verbose,
             warm_start=self.warm_start,
@@ -716,6 +722,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         callbacks and penalties (as ``set_params`` on a skorch net would).
         """
         input_scale = float(np.max(np.abs(Xf))) if Xf.size else 0.0
+        input_scaling = self._scaling_of(self.net_.module_)  # fixed when the network was built
         routed = {"criterion__normalize": self.loss == "pal_mean",
                   "criterion__label_smoothing": float(self.label_smoothing),
                   "criterion__focal_gamma": float(self.focal_gamma)}
@@ -725,12 +732,13 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         routed = {k: v for k, v in routed.items() if not hasattr(self.net_, k) or getattr(self.net_, k) != v}
         self.net_.set_params(max_epochs=self._max_epochs(), batch_size=self.batch_size,
                              train_split=self._train_split(), feature_decay=self.lambda_H,
-                             callbacks=self._callbacks(input_scale), **routed)
+                             callbacks=self._callbacks(input_scale, input_scaling), **routed)
         self.net_.initialize_callbacks()  # skorch's set_params builds them from the list it is replacing
         callback_params = {k: v for k, v in self._routed_params().items() if k.startswith("callbacks__")}
         if callback_params:
             self.net_.set_params(**callback_params)
-        settings = {"lr": self.lr, "weight_decay": self.lambda_W}
+        # initial_lr: the base rate the cosine schedule restarts from (it would otherwise keep the first fit's)
+        settings = {"lr": self.lr, "initial_lr": self.lr, "weight_decay": self.lambda_W}
         if self.optimizer == "sgd":
             settings["momentum"] = self.momentum
         settings.update({k[len("optimizer__"):]: v for k, v in self._routed_params().items()

@@ -228,8 +228,9 @@ class InputScaler(nn.Module):
     tensor([[2., 2.]])
     """
 
-    def __init__(self, mean, scale):
+    def __init__(self, mean, scale, kind=None):
         super().__init__()
+        self.kind = kind  # how the statistics were made (e.g. 'minmax'), for messages
         mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
         scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
         if mean.shape != scale.shape:

@@ -525,3 +525,24 @@ def test_channel_scaling_of_images_uses_each_channels_pixels():
         small(input_scaling="channel").fit(X, y)
     assert small(module=torch.nn.Linear, module__in_features=72, module__out_features=8,
                  max_epochs=1).fit(X, y).net_.module_.input_scaler is None  # a user module gets raw inputs
+
+
+def test_divergence_message_rules_out_input_magnitude_when_the_network_scales_its_inputs(digits):
+    X, y = digits
+    with pytest.raises(sknc.TrainingDivergedError, match="input_scaling='minmax'.*not the cause"):
+        small(lr=1e6, max_epochs=3).fit(X[:300], y[:300])
+    with pytest.raises(sknc.TrainingDivergedError, match="extreme magnitude.*StandardScaler"):
+        small(lr=1e6, max_epochs=3, input_scaling=None).fit(X[:300], y[:300])
+    warm = small(max_epochs=1, warm_start=True).fit(X[:300], y[:300])
+    warm.set_params(lr=1e6)
+    with pytest.raises(sknc.TrainingDivergedError, match="input_scaling='minmax'"):  # a continued fit too
+        warm.fit(X[:300], y[:300])
+
+
+def test_warm_start_continues_with_the_new_learning_rate_under_the_cosine_schedule(digits):
+    X, y = digits
+    warm = small(max_epochs=2, warm_start=True, lr=0.1).fit(X[:300], y[:300])
+    warm.set_params(lr=0.02, max_epochs=1)
+    warm.fit(X[:300], y[:300])
+    # epochs 1-2 under the first rate (cosine over 2 epochs), epoch 3 restarts the schedule at 0.02
+    assert warm.history_["lr"].tolist() == pytest.approx([0.1, 0.1e-3 + (0.1 - 0.1e-3) / 2, 0.02])
