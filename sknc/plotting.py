@@ -428,14 +428,13 @@ def plot_trajectories(cv_results, metric="nc1", ax=None):
     >>> import numpy as np
     >>> from sklearn.datasets import load_iris
     >>> from sklearn.model_selection import GridSearchCV
-    >>> from sklearn.preprocessing import scale
     >>> from sknc import PALClassifier, history_scorers
     >>> from sknc.plotting import plot_trajectories
     >>> X, y = load_iris(return_X_y=True)
     >>> net = PALClassifier(hidden_sizes=(16,), max_epochs=4, track_nc=1, random_state=0)
     >>> search = GridSearchCV(net, {"lr": [0.01, 0.03]}, cv=2, refit=False,
     ...                       scoring={"accuracy": "accuracy", **history_scorers(range(1, 5))})
-    >>> fig = plot_trajectories(search.fit(scale(X).astype(np.float32), y).cv_results_, metric="nc1")
+    >>> fig = plot_trajectories(search.fit(X.astype(np.float32), y).cv_results_, metric="nc1")
     """
     from .study import study_trajectories
 

@@ -65,10 +65,9 @@ def history_frame(estimator):
     --------
     >>> import numpy as np
     >>> from sklearn.datasets import load_iris
-    >>> from sklearn.preprocessing import scale
     >>> from sknc import PALClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> X = scale(X).astype(np.float32)
+    >>> X = X.astype(np.float32)  # raw: PALClassifier scales its inputs itself
     >>> from sknc.study import history_frame
     >>> net = PALClassifier(hidden_sizes=(16,), max_epochs=4, track_nc=2, random_state=0).fit(X, y)
     >>> frame = history_frame(net)
@@ -106,10 +105,9 @@ class HistoryScorer:
     --------
     >>> import numpy as np
     >>> from sklearn.datasets import load_iris
-    >>> from sklearn.preprocessing import scale
     >>> from sknc import PALClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> X = scale(X).astype(np.float32)
+    >>> X = X.astype(np.float32)  # raw: PALClassifier scales its inputs itself
     >>> from sknc.study import HistoryScorer, history_frame
     >>> net = PALClassifier(hidden_sizes=(16,), max_epochs=4, track_nc=2, random_state=0).fit(X, y)
     >>> recorded = history_frame(net).set_index("epoch")["nc1"]
@@ -223,10 +221,9 @@ def study_trajectories(cv_results):
     --------
     >>> import numpy as np
     >>> from sklearn.datasets import load_iris
-    >>> from sklearn.preprocessing import scale
     >>> from sknc import PALClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> X = scale(X).astype(np.float32)
+    >>> X = X.astype(np.float32)  # raw: PALClassifier scales its inputs itself
     >>> from sklearn.model_selection import GridSearchCV
     >>> from sknc import history_scorers, study_trajectories
     >>> scoring = {"accuracy": "accuracy", **history_scorers([2, 4], columns=["nc1"])}
