@@ -279,6 +279,22 @@ def _indicator(arr):
     return arr.astype(bool)
 
 
+def _integer_codes(arr):
+    """Sorted classes and codes of small non-negative integer labels by counting (O(n), no sort).
+
+    Returns ``(None, None)`` for other labels (``np.unique`` handles those).
+    """
+    if arr.dtype.kind not in "iu" or arr.size == 0:
+        return None, None
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi > 4 * arr.size + 1024:  # a sparse range: counting would cost more than sorting
+        return None, None
+    present = np.bincount(arr.ravel(), minlength=hi + 1) > 0
+    classes = np.flatnonzero(present).astype(arr.dtype)
+    lookup = np.cumsum(present, dtype=np.intp) - 1
+    return classes, lookup[arr.ravel()]
+
+
 def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> LabelGroups:
     """Group samples by label set.
 
@@ -314,10 +330,12 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
             raise ValueError("y is empty.")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ValueError("y contains NaN or infinity.")
-        try:
-            classes, codes = np.unique(arr, return_inverse=True)
-        except TypeError as exc:
-            raise TypeError(f"y holds labels that cannot be ordered ({exc}); use one label type.") from exc
+        classes, codes = _integer_codes(arr)
+        if classes is None:
+            try:
+                classes, codes = np.unique(arr, return_inverse=True)
+            except TypeError as exc:
+                raise TypeError(f"y holds labels that cannot be ordered ({exc}); use one label type.") from exc
         k = len(classes)
         if k < min_classes:
             what = "only one class" if k == 1 else f"{k} distinct classes"

@@ -549,3 +549,85 @@ def test_minority_collapse_is_nan_with_a_warning_under_complete_collapse():
     with pytest.warns(sknc.NCWarning, match="complete collapse"):
         table = sknc.minority_collapse(ufm.H_ + np.eye(3)[y] * 1e-12, y, ufm.W_, ufm.b_)
     assert table["collapse_score"].isna().all() and not table["collapsed"].any()
+
+
+# --------------------------------------------------------------- row-block passes
+@pytest.mark.parametrize("n,width,n_groups", [(300, 5, 4), (300, 200, 4), (400, 30, 60), (64, 30, 500)])
+def test_block_group_sums_match_add_at(rng, n, width, n_groups):
+    # dense one-hot, full sparse product, and only-the-groups-present paths
+    from sknc.metrics._backend import NumpyOps
+
+    values = rng.standard_normal((n, width))
+    ids = rng.integers(0, n_groups, n)
+    expected = np.zeros((n_groups, width))
+    np.add.at(expected, ids, values)
+    present, sums = NumpyOps.segment_sum(values, ids, n_groups)
+    got = np.zeros((n_groups, width))
+    if present is None:
+        got += sums
+    else:
+        got[present] = sums
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [10, 100])
+def test_report_is_the_same_on_one_thread_and_several(rng, k):
+    from sknc.metrics._report import report_from, statistics_and_geometry
+
+    n, d = 6000, 512  # above the size where the passes split their row blocks over threads
+    means = 4 * rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    H = (means[y] + rng.standard_normal((n, d))).astype(np.float32)
+    W = means + 0.3 * rng.standard_normal((k, d))
+    # float64 answer for the stored values, by the float64 path (float64 centring, whole projected scatter)
+    truth = sknc.nc_report(H.astype(np.float64), y, W)
+    within = {"nc1", "nc1_trace_quotient", "cdnv"}  # read the float32 products of the second pass
+    for t in (1, 2):
+        report = report_from(*statistics_and_geometry(H, y, W, n_threads=t), warn=False)
+        for key in truth.index:
+            rel = 1e-8 if key in within else 1e-12
+            assert report[key] == pytest.approx(truth[key], rel=rel, abs=1e-14, nan_ok=True), (t, key)
+
+
+def _report_in_child(H, y, W):
+    return dict(sknc.nc_report(H, y, W))
+
+
+def test_report_runs_in_a_forked_child(rng):
+    # the passes keep a pool of worker threads; a forked child (multiprocessing, Dask's process workers)
+    # inherits the pool object without its threads and must start its own
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    n, d, k = 6000, 512, 5
+    means = 4 * rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    H = (means[y] + rng.standard_normal((n, d))).astype(np.float32)
+    W = means
+    parent = dict(sknc.nc_report(H, y, W))  # creates the pool in this process
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_report_in_child, (H, y, W)).get(timeout=120)  # a lost pool hangs
+    assert child.keys() == parent.keys()
+    for key in parent:
+        assert child[key] == pytest.approx(parent[key], rel=1e-12, nan_ok=True), key
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([5, 3, 3, 9, 5, 0], dtype=np.int8),
+        np.array([7, 7, 2, 40_000, 2], dtype=np.uint16),
+        np.array([-1, 4, 4, -1, 2]),  # negative: sorted by np.unique
+        np.array([10**12, 3, 3, 10**12]),  # a sparse range: sorted by np.unique
+        np.arange(50)[::-1] % 7,
+    ],
+)
+def test_integer_labels_are_grouped_as_np_unique_groups_them(labels):
+    from sknc._validation import group_labels
+
+    groups = group_labels(labels)
+    classes, codes = np.unique(labels, return_inverse=True)
+    np.testing.assert_array_equal(groups.classes, classes)
+    assert groups.classes.dtype == classes.dtype
+    np.testing.assert_array_equal(groups.group, codes.ravel())

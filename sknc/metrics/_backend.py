@@ -7,6 +7,7 @@ imported only when a tensor that lives on an accelerator is passed in, so
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -16,7 +17,9 @@ from .._validation import is_torch_tensor
 
 __all__ = ["backend_for", "NumpyOps", "TorchOps"]
 
-_DENSE_GROUPS = 32  # up to this many groups, per-group sums are one dense product
+_DENSE_GROUPS = 32  # up to this many groups, sums of narrow rows are one dense product
+_DENSE_WIDTH = 64  # wider rows are summed by a sparse product: O(n d), not O(n d groups)
+_VECDOT = getattr(np, "vecdot", None)  # numpy >= 2.0
 
 
 class Workspace:
@@ -31,7 +34,7 @@ class Workspace:
         self._buffers = {}
 
     def get(self, name, shape, dtype):
-        need = int(np.prod(shape))
+        need = math.prod(shape)
         buf = self._buffers.get((name, np.dtype(dtype)))
         if buf is None or buf.size < need:
             buf = np.empty(max(need, 1), dtype=dtype)
@@ -154,26 +157,28 @@ class NumpyOps:
     def row_sq(x, ws=None):
         out = None if ws is None else ws.get("row_sq", (x.shape[0],), x.dtype)
         with np.errstate(invalid="ignore", over="ignore"):
+            if _VECDOT is not None:  # a BLAS dot per row: several times faster than einsum's loop
+                return _VECDOT(x, x, out=out)
             return np.einsum("ij,ij->i", x, x, out=out)
 
     @staticmethod
     def segment_sum(values, ids, n_groups, ws=None):
         """Per-group sums of the rows of ``values``: ``(groups, sums)``, ``groups`` None for all of them.
 
-        Few groups: a dense one-hot product (BLAS, runs in parallel threads);
-        many: a one-hot CSC product over the groups present, O(n d).
+        Few groups and narrow rows: a dense one-hot product; otherwise a one-hot
+        CSC product, O(n d) whatever the number of groups.
         """
         n = values.shape[0]
-        if n_groups <= _DENSE_GROUPS:
+        if n_groups <= _DENSE_GROUPS and values.shape[1] <= _DENSE_WIDTH:
             onehot = np.zeros((n_groups, n), dtype=values.dtype) if ws is None else ws.get(
                 "onehot", (n_groups, n), values.dtype)
             onehot.fill(0)
             onehot[ids, np.arange(n)] = 1
             return None, onehot @ values
-        if n_groups <= 4 * n:  # a CSC product into every group's row
+        if 4 * n_groups <= n:  # a CSC product into every group's row (most groups are in the block)
             onehot = sparse.csc_matrix((np.ones(n, dtype=values.dtype), ids, np.arange(n + 1)), shape=(n_groups, n))
             return None, np.asarray(onehot @ values)
-        # far more groups than rows: only the groups present in the block, O(n d) whatever the number of groups
+        # many groups for the block: only the groups present in it (no mostly-zero groups x d result)
         present, local = np.unique(ids, return_inverse=True)
         onehot = sparse.csc_matrix((np.ones(n, dtype=values.dtype), local.ravel(), np.arange(n + 1)),
                                    shape=(present.size, n))

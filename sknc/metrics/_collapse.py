@@ -108,7 +108,7 @@ class Geometry:
 
 
 def between_geometry(means, counts, global_mean="class", between="class", rtol=None, eps=None, origin=None,
-                     sample_sq=None) -> Geometry:
+                     sample_sq=None, cache=None) -> Geometry:
     """Centre, weight and decompose the class means.
 
     The rank ``r`` keeps the singular values of the weighted centred means above
@@ -132,6 +132,10 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
 
     ``means`` may be given relative to ``origin`` (then differences keep every
     digit of means far from the origin).
+
+    ``cache`` (a dict kept with the means, emptied when they change) keeps the
+    decomposition of each convention, so a second call with the within-class
+    sums known does not decompose again.
     """
     check_choice("global_mean", global_mean, ("class", "sample"))
     check_choice("between", between, ("class", "sample"))
@@ -152,11 +156,16 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
         centred *= np.ldexp(1.0, -exp)
     weights = np.full(k, 1.0 / k) if between == "class" else counts / counts.sum()
     sqrt_w = np.sqrt(weights)
-    if between == "class":  # equal weights scale the singular values only: no weighted copy
+    key = (global_mean, between)
+    if cache is not None and key in cache:
+        sing, vt = cache[key]
+    elif between == "class":  # equal weights scale the singular values only: no weighted copy
         sing, vt = _right_singular(centred)
         sing = sing * sqrt_w[0]
     else:
         sing, vt = _right_singular(sqrt_w[:, None] * centred)
+    if cache is not None:
+        cache[key] = (sing, vt)
     unc_norms = _row_norms(absolute) * np.ldexp(1.0, -exp)
     del absolute
     if sample_sq is not None:  # add each class's within-class spread (in the same units)

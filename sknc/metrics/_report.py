@@ -106,7 +106,7 @@ def geometry_of(stats, global_mean="class", between="class", rtol=None):
     """The between-class geometry of statistics under a convention."""
     sample_sq = stats.within_trace() if stats.has_within else None
     return C.between_geometry(stats.means_rel, stats.counts, global_mean, between, rtol, stats.eps, stats.origin,
-                              sample_sq)
+                              sample_sq, cache=stats.decompositions)
 
 
 # --------------------------------------------------------------------------------- report

@@ -37,6 +37,7 @@ the float64 answer of the stored values.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ _MAX_EXP = {np.dtype(np.float64): 1000, np.dtype(np.float32): 100}  # 2^(+-exp) 
 _BLOCK_BYTES = 4 << 20  # bytes of one row block's working arrays
 _PARALLEL_MIN = 1 << 21  # fewer feature entries than this: one thread
 _FULL_GRAM_MAX = 128  # up to this many span directions the second pass keeps the whole r x r scatter
+_THREADED_SECOND_MAX = 32  # up to this many classes the second pass runs row blocks on several threads
 _SPAN_RTOL = 1e-13  # span directions below this (relative) are float64 rounding of the centring, not data
 
 
@@ -289,7 +291,7 @@ class SecondPassPlan:
         s = np.ldexp(1.0, -self.scale_exp)
         work = self._be_dtype(be)
         means_w = np.asarray(self.means64, dtype=self.dtype)
-        # float32 rounding of the centring means (the pass's residual sums remove it; the NCC tables use it)
+        # float32 rounding of the centring means (the pass's mean residual; the NCC tables use it too)
         err = None
         if self.dtype != np.float64:  # in row blocks: no K x d float64 temporaries
             err = np.empty(self.means64.shape)
@@ -297,8 +299,9 @@ class SecondPassPlan:
                 rows = slice(start, start + 256)
                 np.subtract(means_w[rows], self.means64[rows], out=err[rows], dtype=np.float64)
             err *= s
-        tables = {"means_w": be.asarray(means_w, work), "basis": be.asarray(self.basis, work),
-                  "err": None if err is None else err.astype(np.float32)}
+        tables = {"means_w": be.asarray(means_w, work), "err": None if err is None else err.astype(np.float32)}
+        if self.W is None:  # with a classifier the basis is part of the one product below
+            tables["basis"] = be.asarray(self.basis, work)
         del means_w
         if self.W is not None:
             # NCC: argmin_j -2 (c U)(U^T s mu~_j) + s^2 ||mu_w(y) - mu_j||^2 (distances from differences);
@@ -317,9 +320,12 @@ class SecondPassPlan:
             dist = _rounded_sq_distances(centred, err)
             del centred
             tables["dist"] = be.asarray(dist, work)
-            wt = np.empty((self.W.shape[1], self.W.shape[0]), dtype=self.dtype)
-            np.multiply(self.W.T, np.ldexp(1.0, -self.w_exp), out=wt, casting="same_kind")
-            tables["WT"] = be.asarray(wt, work)
+            # one product per block projects onto the basis and applies the classifier: [U | W_s^T]
+            r = self.basis.shape[1]
+            proj = np.empty((self.W.shape[1], r + self.W.shape[0]), dtype=self.dtype)
+            proj[:, :r] = self.basis
+            np.multiply(self.W.T, np.ldexp(1.0, -self.w_exp), out=proj[:, r:], casting="same_kind")
+            tables["proj"] = be.asarray(proj, work)
         return tables
 
     def _be_dtype(self, be):
@@ -350,11 +356,12 @@ def _rounded_sq_distances(centred, err=None):
 class SecondPass:
     """Centred within-class sums, projected scatter ``Q`` and NCC agreement over singleton rows.
 
-    It also sums the centred rows' coordinates per class, in float64: those
-    residual sums correct the class means of the first pass within the span of
-    the means (what moves the geometry; the orthogonal remainder changes norms
-    and angles only to second order), whatever precision the first pass
-    summed in.
+    float64 rows: it also sums the centred rows' coordinates per class; those
+    residual sums refine the first pass's class means within the span of the
+    means (what moves the geometry; the orthogonal remainder changes norms and
+    angles only to second order). float32 rows are centred on the float32
+    rounding of means that every first pass sums exactly in float64, so their
+    mean residual is that rounding, known without summing.
     """
 
     def __init__(self, be, plan: SecondPassPlan, tables=None):
@@ -363,7 +370,8 @@ class SecondPass:
         self.t = plan.on(be) if tables is None else tables
         k, r = plan.n_classes, plan.basis.shape[1]
         self.within = be.zeros(k)
-        self.resid = be.zeros((k, r))  # per class, sum of the centred rows' coordinates in the basis
+        self.track_resid = "err" not in self.t or self.t["err"] is None
+        self.resid = be.zeros((k, r))  # per class, sum of the centred rows' coordinates in the basis (float64 rows)
         self.Q = be.zeros((r, r) if plan.full_gram else r)
         self.counts = np.zeros(k, dtype=np.int64)
         self.agree = 0
@@ -399,17 +407,21 @@ class SecondPass:
                 )
         self.max_row_sq = max(self.max_row_sq, block_max)
         within = be.bincount(cls, rs, plan.n_classes)
-        pu = be.matmul(c, t["basis"], ws, "proj")
+        if plan.W is None:
+            pu = be.matmul(c, t["basis"], ws, "proj")
+        else:
+            both = be.matmul(c, t["proj"], ws, "proj")
+            pu, clf = both[:, :r], both[:, r:]
         pu64 = be.as_float64(pu, ws)
         self.Q += be.gram(pu64) if plan.full_gram else be.col_sq(pu64)
-        present, sums = be.segment_sum(pu64, cls, plan.n_classes, ws)
-        _add_sums(self.resid, present, sums)
+        if self.track_resid:
+            present, sums = be.segment_sum(pu64, cls, plan.n_classes, ws)
+            _add_sums(self.resid, present, sums)
         self.within += within
         self.counts += np.bincount(cls_np, minlength=plan.n_classes)
         if plan.W is not None:
             ncc = be.matmul(pu, t["C2"], ws, "ncc")
             ncc += be.take_rows(t["dist"], cls, ws, "dist")
-            clf = be.matmul(c, t["WT"], ws, "logits")
             clf += be.take_rows(t["logits"], cls, ws, "offsets")
             self.agree = self.agree + be.count_agree(ncc, clf)
         return self
@@ -434,24 +446,28 @@ class SecondPass:
         what the first pass's mean of class ``k`` was off by; ``within`` and
         ``Q`` are already re-centred (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2``
         with ``r`` the mean residual, in the pass's scale). Every first pass
-        sums in float64, so in float32 the shift is only the known rounding of
-        the centring table: this pass's float32 residual sums are less accurate
-        than the first pass's means and only re-centre the squares.
+        sums in float64, so for float32 rows the shift is only the known
+        rounding of the centring table, and the mean residual is minus that
+        rounding, exactly (float32 sums of the residuals would be less accurate).
         """
         be = self.be
         n = np.maximum(self.counts, 1).astype(np.float64)
-        # The mean residual r of class k is mu_k - mu_w(k): in the basis, r_u from the residual sums of this
-        # pass; outside it, the float32 rounding of mu_w (known exactly). sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
-        proj = be.to_numpy(self.resid)
-        r_u = proj / n[:, None]
+        # The mean residual r of class k is mu_k - mu_w(k): float64 rows, r_u in the basis from the residual
+        # sums of this pass; float32 rows, minus the float32 rounding of mu_w, known exactly in every direction.
+        # sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
         err = self.t.get("err")
         err_u = None
-        within = be.to_numpy(self.within) - n * np.einsum("ij,ij->i", r_u, r_u)
-        if err is not None:  # err = mu_w - mu (scaled): the residual outside the basis is -err there
+        if err is not None:  # err = mu_w - mu (scaled)
             err = err.astype(np.float64)
             err_u = err @ self.plan.basis
+            proj = -(self.counts.astype(np.float64)[:, None] * err_u)  # the residual sums, exactly
+        else:
+            proj = be.to_numpy(self.resid)
+        r_u = proj / n[:, None]
+        within = be.to_numpy(self.within) - n * np.einsum("ij,ij->i", r_u, r_u)
+        if err is not None:  # and outside the basis
             perp_sq = np.einsum("ij,ij->i", err, err) - np.einsum("ij,ij->i", err_u, err_u)
-            within -= n * np.maximum(perp_sq, 0.0)
+            within -= self.counts * np.maximum(perp_sq, 0.0)
         Q = be.to_numpy(self.Q)
         if self.plan.full_gram:
             Q = Q - (proj / n[:, None]).T @ proj
@@ -515,6 +531,7 @@ class Statistics:
         self.second_pass_missing = second_pass_missing
         self.gram_conventions = ""
         self.nc1_geometry = None  # the geometry whose basis the second pass used
+        self.decompositions = {}  # per convention, the decomposition of the centred means (see between_geometry)
 
     @property
     def n_dims(self):
@@ -555,6 +572,7 @@ class Statistics:
         self.group_rel = self.group_rel.copy() if self.group_rel.shape[0] != cg.size else self.group_rel
         self.group_rel[cg] = centres
         self._group_means = self._means = None
+        self.decompositions = {}
 
     @property
     def means_rel(self):
@@ -661,8 +679,6 @@ def _run_blocks(n_rows, block, n_threads, work, merge):
             state = work(s, min(s + block, n_rows), state)
         _give_back(state)
         return state
-    from concurrent.futures import ThreadPoolExecutor
-
     _blas_threads()  # creates the shared controller (no library rescan per call)
     n_threads = min(n_threads, len(starts))
     chunks = np.array_split(np.asarray(starts), n_threads)
@@ -673,14 +689,38 @@ def _run_blocks(n_rows, block, n_threads, work, merge):
             state = work(int(s), min(int(s) + block, n_rows), state)
         return state
 
-    with _CONTROLLER.limit(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
-        states = list(pool.map(run, chunks))
+    with _CONTROLLER.limit(limits=1, user_api="blas"):
+        states = list(_executor().map(run, chunks))
     result = states[0]
     for other in states[1:]:
         result = merge(result, other)
     for state in states:
         _give_back(state)
     return result
+
+
+_EXECUTOR = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor():
+    """A process-wide pool of worker threads (starting threads per call costs about a millisecond each)."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _EXECUTOR = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="sknc-pass")
+        return _EXECUTOR
+
+
+def _forget_executor():  # a forked child has the pool object but none of its threads
+    global _EXECUTOR
+    _EXECUTOR = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor)
 
 
 def _give_back(state):
@@ -706,13 +746,15 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     first = np.full(groups.n_groups, n, dtype=np.intp)
     np.minimum.at(first, g_ids, np.arange(n))
     shift = be.to_float64(be.take(X, be.index(first)))
-    # Row blocks run on several threads when the per-row work is memory-bound (few classes); with many
-    # classes the products dominate, and BLAS's own threads do better than several single-threaded calls.
-    if be.name == "numpy" and n * d >= _PARALLEL_MIN and groups.n_groups <= 32:
+    # Row blocks run on several threads when the per-row work is memory-bound: always in the first pass (sums),
+    # in the second with few classes; with many, its products dominate and BLAS's own threads do better than
+    # several single-threaded calls.
+    if be.name == "numpy" and n * d >= _PARALLEL_MIN:
         n_threads = _blas_threads() if n_threads is None else n_threads
         n_threads = max(1, min(n_threads, os.cpu_count() or 1))
     else:
         n_threads = 1
+    threads_second = n_threads if groups.n_groups <= _THREADED_SECOND_MAX else 1
     work = be.work_dtype_np(X)
     block = _block_rows(d, groups.n_classes, work.itemsize) if be.name == "numpy" else 1 << 16
 
@@ -770,7 +812,7 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
             cls = cls_np if be.name == "numpy" else be.index(cls_np)
             return state.add(x, cls, cls_np)
 
-        return _run_blocks(n2, block, n_threads, second_work, lambda a, o: a.merge(o))
+        return _run_blocks(n2, block, threads_second, second_work, lambda a, o: a.merge(o))
 
     # With few directions the second pass keeps the whole r x r projected scatter (NC1 then follows the exactly
     # corrected means); with many, its diagonal in this convention's basis (NC1 then uses the first pass's means,
@@ -779,8 +821,11 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     # then the pass is redone after dividing by a power of two chosen from the largest centred magnitude.
     # first try: the scale of the centred class means (the retry below covers rows far larger or smaller)
     rel = stats.means_rel
+    # float32: the first pass's means are exact and the pass centres on their known rounding, so the basis of
+    # the report's convention is final and the diagonal of the projected scatter in it is all NC1 reads
+    full_gram = work == np.float64 and basis.shape[1] <= _FULL_GRAM_MAX
     guess = float(np.max(np.abs(rel - rel.mean(axis=0)))) if rel.size else 0.0
-    plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=basis.shape[1] <= _FULL_GRAM_MAX,
+    plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=full_gram,
                      means_rel=stats.means_rel)
     sp = run_second(plan)
     # all-zero squares are exact collapse or an underflow: the magnitude scan below tells them apart
@@ -794,11 +839,12 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
                           be.index(cls_np), _be_dtype(be, work))
             amax = max(amax, be.abs_max(c))
         if amax > 0:
-            plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=basis.shape[1] <= _FULL_GRAM_MAX,
+            plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=full_gram,
                      means_rel=stats.means_rel)
             sp = run_second(plan)
     within, Q, agree, shift = sp.finish()
-    stats.correct_class_means(sp.centres(), shift)
+    if work == np.float64:  # float32: the first pass's means are exact sums already (shift is their known rounding)
+        stats.correct_class_means(sp.centres(), shift)
     stats._within, stats._within_exp = within, plan.scale_exp
     stats._gram, stats._gram_basis, stats._gram_exp = Q, basis, plan.scale_exp
     if W is not None:
