@@ -738,6 +738,23 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     returns the orthonormal basis of the second pass (the report's convention
     decides it); ``W``/``b`` (validated) add the NCC agreement.
     """
+    n_threads = _blas_threads() if n_threads is None else n_threads  # read before any limit below
+    kwargs = dict(basis_for=basis_for, W=W, b=b, second_pass=second_pass, n_threads=n_threads)
+    if _both_passes_threaded(X, groups, n_threads):
+        # BLAS stays on one thread from the first pass to the end of the second: the small decompositions
+        # between the passes would otherwise wake its workers, which then spin on the cores the passes use
+        with _CONTROLLER.limit(limits=1, user_api="blas"):
+            return _array_statistics(X, groups, eps, **kwargs)
+    return _array_statistics(X, groups, eps, **kwargs)
+
+
+def _both_passes_threaded(X, groups, n_threads):
+    n, d = X.shape
+    return (backend_for(X).name == "numpy" and n * d >= _PARALLEL_MIN and groups.n_groups <= _THREADED_SECOND_MAX
+            and n_threads > 1 and (os.cpu_count() or 1) > 1)
+
+
+def _array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=True, n_threads=None):
     n, d = X.shape
     be = backend_for(X)
     g_ids = groups.group
