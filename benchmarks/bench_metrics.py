@@ -244,7 +244,8 @@ def streaming_case(n, d, k, batch, rng):
     print(f"  floor: two reads {t_reads:6.2f} s + float32 GEMM N x d x 2K {t_gemm:6.2f} s")
     print(f"  first pass {t1 - t0:6.2f} s, second pass {t2 - t1:6.2f} s, report {t3 - t2:6.2f} s: "
           f"{total:6.2f} s = {total / (t_reads + t_gemm):.2f}x the floor (target <= 2x)")
-    print(f"  peak RSS {rss:.2f} GiB (features {n * d * 4 / 2**30:.2f} GiB; target <= 1.5 GB); "
+    print(f"  peak RSS {rss * 2**30 / 1e9:.2f} GB = {rss:.2f} GiB (the batches {n * d * 4 / 1e9:.2f} GB; "
+          f"target <= 1.5 GB); "
           f"nc1 {rep['nc1']:.4g}, nc4 {rep['nc4']:.4g}")
 
 

@@ -631,3 +631,32 @@ def test_integer_labels_are_grouped_as_np_unique_groups_them(labels):
     np.testing.assert_array_equal(groups.classes, classes)
     assert groups.classes.dtype == classes.dtype
     np.testing.assert_array_equal(groups.group, codes.ravel())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [5, 40])
+def test_device_code_path_on_the_host_equals_numpy(rng, monkeypatch, dtype, k):
+    # the in-memory passes as they run on an accelerator (TorchOps), here on the CPU, against numpy's
+    from sknc.metrics import _report
+
+    n, d = 1500, 48
+    means = 3 * rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    H = means[y] + rng.standard_normal((n, d))
+    W = means + 0.5 * rng.standard_normal((k, d))
+    b = 0.1 * rng.standard_normal(k)
+    T = torch.as_tensor(H, dtype=dtype)
+    expected = sknc.nc_report(T.numpy(), y, W, b)
+
+    def keep_tensor(x, name="features"):
+        t = x.detach()
+        return t, float(torch.finfo(t.dtype).eps)
+
+    monkeypatch.setattr(_report, "as_feature_array", keep_tensor)
+    from sknc.metrics._backend import TorchOps, backend_for
+
+    assert isinstance(backend_for(T), TorchOps)
+    got = sknc.nc_report(T, y, W, b)
+    rel = 1e-6 if dtype == torch.float32 else 1e-10  # float32 products differ in rounding between the backends
+    for key in expected.index:
+        assert got[key] == pytest.approx(expected[key], rel=rel, abs=1e-12, nan_ok=True), key
