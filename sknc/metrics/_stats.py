@@ -738,7 +738,8 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     returns the orthonormal basis of the second pass (the report's convention
     decides it); ``W``/``b`` (validated) add the NCC agreement.
     """
-    n_threads = _blas_threads() if n_threads is None else n_threads  # read before any limit below
+    blas = _blas_threads()  # read before any limit below (this also creates the shared controller)
+    n_threads = blas if n_threads is None else n_threads
     kwargs = dict(basis_for=basis_for, W=W, b=b, second_pass=second_pass, n_threads=n_threads)
     if _both_passes_threaded(X, groups, n_threads):
         # BLAS stays on one thread from the first pass to the end of the second: the small decompositions
