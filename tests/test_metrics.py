@@ -575,18 +575,17 @@ def test_report_is_the_same_on_one_thread_and_several(rng, monkeypatch, k):
     from sknc.metrics import _stats
     from sknc.metrics._report import report_from, statistics_and_geometry
 
-    monkeypatch.setattr(_stats, "_CONTROLLER", None)  # as in a fresh process, before any report
-
     n, d = 6000, 512  # above the size where the passes split their row blocks over threads
     means = 4 * rng.standard_normal((k, d))
     y = rng.integers(0, k, n)
     H = (means[y] + rng.standard_normal((n, d))).astype(np.float32)
     W = means + 0.3 * rng.standard_normal((k, d))
+    monkeypatch.setattr(_stats, "_CONTROLLER", None)  # as in a fresh process: no report has run yet
+    reports = {t: report_from(*statistics_and_geometry(H, y, W, n_threads=t), warn=False) for t in (2, 1)}
     # float64 answer for the stored values, by the float64 path (float64 centring, whole projected scatter)
     truth = sknc.nc_report(H.astype(np.float64), y, W)
     within = {"nc1", "nc1_trace_quotient", "cdnv"}  # read the float32 products of the second pass
-    for t in (2, 1):
-        report = report_from(*statistics_and_geometry(H, y, W, n_threads=t), warn=False)
+    for t, report in reports.items():
         for key in truth.index:
             rel = 1e-8 if key in within else 1e-12
             assert report[key] == pytest.approx(truth[key], rel=rel, abs=1e-14, nan_ok=True), (t, key)
