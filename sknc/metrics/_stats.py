@@ -371,7 +371,8 @@ class SecondPass:
         k, r = plan.n_classes, plan.basis.shape[1]
         self.within = be.zeros(k)
         self.track_resid = "err" not in self.t or self.t["err"] is None
-        self.resid = be.zeros((k, r))  # per class, sum of the centred rows' coordinates in the basis (float64 rows)
+        # per class, sum of the centred rows' coordinates in the basis (float64 rows only)
+        self.resid = be.zeros((k, r) if self.track_resid else (0, r))
         self.Q = be.zeros((r, r) if plan.full_gram else r)
         self.counts = np.zeros(k, dtype=np.int64)
         self.agree = 0
@@ -433,7 +434,8 @@ class SecondPass:
     def merge(self, other):
         self.max_row_sq = max(self.max_row_sq, other.max_row_sq)
         self.within += other.within
-        self.resid += other.resid
+        if self.track_resid:
+            self.resid += other.resid
         self.Q += other.Q
         self.counts += other.counts
         self.agree = self.agree + other.agree
