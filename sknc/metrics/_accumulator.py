@@ -452,7 +452,8 @@ class NCAccumulator:
                     "data to both passes before report()."
                 )
             within, Q, agree, shift = sp.finish()
-            stats.correct_class_means(sp.centres(), shift)
+            if shift is not None:  # float32: the first pass's means are exact float64 sums already
+                stats.correct_class_means(sp.centres(), shift)
             stats._within, stats._within_exp = within, sp.plan.scale_exp
             stats._gram, stats._gram_basis, stats._gram_exp = Q, sp.plan.basis, sp.plan.scale_exp
             stats.gram_conventions = f"global_mean={self.global_mean!r}, between={self.between!r}"

@@ -309,17 +309,26 @@ class SecondPassPlan:
             rel = self.means64 if self.means_rel is None else self.means_rel
             centred = rel - rel.mean(axis=0)
             centred *= s  # every table in the pass's units (rows divided by 2**scale_exp)
-            tables["C2"] = be.asarray(-2.0 * (self.basis.T @ centred.T), work)
+            # K x K temporaries are updated in place: with K in the thousands each is tens of MB
+            c2 = self.basis.T @ centred.T
+            c2 *= -2.0
+            tables["C2"] = be.asarray(c2, work)
+            del c2
             w_s = np.ldexp(1.0, -self.w_exp)
             logits = self.means64 @ self.W.T  # scalings applied to the K x K result, not to K x d copies
             if err is not None:
-                logits += (err @ self.W.T) / s
+                shift = err @ self.W.T
+                shift /= s
+                logits += shift
+                del shift
             logits += self.b
             logits *= s * w_s
             tables["logits"] = be.asarray(logits, work)
+            del logits
             dist = _rounded_sq_distances(centred, err)
-            del centred
+            del centred, err
             tables["dist"] = be.asarray(dist, work)
+            del dist
             # one product per block projects onto the basis and applies the classifier: [U | W_s^T]
             r = self.basis.shape[1]
             proj = np.empty((self.W.shape[1], r + self.W.shape[0]), dtype=self.dtype)
@@ -346,11 +355,14 @@ def _rounded_sq_distances(centred, err=None):
     base = pairwise_sq_distances(centred)
     if err is None:
         return base
-    e = err
-    eb = e @ centred.T
-    base += 2.0 * (np.diag(eb)[:, None] - eb)
-    base += np.einsum("ij,ij->i", e, e)[:, None]
-    return np.maximum(base, 0.0)
+    eb = err @ centred.T  # e_i . mu_j
+    diag = np.diag(eb).copy()
+    eb -= diag[:, None]
+    eb *= -2.0  # 2 e_i . (mu_i - mu_j)
+    base += eb
+    del eb
+    base += np.einsum("ij,ij->i", err, err)[:, None]
+    return np.maximum(base, 0.0, out=base)
 
 
 class SecondPass:
@@ -444,31 +456,37 @@ class SecondPass:
     def finish(self):
         """Host float64 results, centred on the exact class means.
 
-        Returns ``(within, Q, agree, shift)``: ``shift[k]`` (original units) is
-        what the first pass's mean of class ``k`` was off by; ``within`` and
-        ``Q`` are already re-centred (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2``
-        with ``r`` the mean residual, in the pass's scale). Every first pass
-        sums in float64, so for float32 rows the shift is only the known
-        rounding of the centring table, and the mean residual is minus that
-        rounding, exactly (float32 sums of the residuals would be less accurate).
+        Returns ``(within, Q, agree, shift)``; ``within`` and ``Q`` are already
+        re-centred (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2`` with ``r`` the
+        mean residual, in the pass's scale). float64 rows: ``shift[k]``
+        (original units) is what the first pass's mean of class ``k`` was off
+        by. float32 rows: ``shift`` is None, since every first pass sums them
+        exactly in float64; the mean residual is then minus the known float32
+        rounding of the centring table (float32 sums of the residuals would be
+        less accurate).
         """
         be = self.be
         n = np.maximum(self.counts, 1).astype(np.float64)
         # The mean residual r of class k is mu_k - mu_w(k): float64 rows, r_u in the basis from the residual
         # sums of this pass; float32 rows, minus the float32 rounding of mu_w, known exactly in every direction.
         # sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
-        err = self.t.get("err")
-        err_u = None
-        if err is not None:  # err = mu_w - mu (scaled)
-            err = err.astype(np.float64)
-            err_u = err @ self.plan.basis
+        err = self.t.get("err")  # float32 rows: err = mu_w - mu (scaled), as float32
+        if err is not None:
+            basis = self.plan.basis
+            err_u = np.empty((err.shape[0], basis.shape[1]))
+            err_sq = np.empty(err.shape[0])
+            for start in range(0, err.shape[0], 256):  # row blocks: no K x d float64 copy
+                rows = slice(start, start + 256)
+                e = err[rows].astype(np.float64)
+                err_u[rows] = e @ basis
+                err_sq[rows] = np.einsum("ij,ij->i", e, e)
             proj = -(self.counts.astype(np.float64)[:, None] * err_u)  # the residual sums, exactly
         else:
             proj = be.to_numpy(self.resid)
         r_u = proj / n[:, None]
         within = be.to_numpy(self.within) - n * np.einsum("ij,ij->i", r_u, r_u)
         if err is not None:  # and outside the basis
-            perp_sq = np.einsum("ij,ij->i", err, err) - np.einsum("ij,ij->i", err_u, err_u)
+            perp_sq = err_sq - np.einsum("ij,ij->i", err_u, err_u)
             within -= self.counts * np.maximum(perp_sq, 0.0)
         Q = be.to_numpy(self.Q)
         if self.plan.full_gram:
@@ -476,10 +494,11 @@ class SecondPass:
         else:
             Q = np.maximum(Q - np.sum(proj**2 / n[:, None], axis=0), 0.0)
         agree = int(be.to_numpy(self.agree)) if self.plan.W is not None else None
-        # float32: the rows' true mean residual is -err, exactly; float64: r_u refines the first pass's means
-        shift = -err if err is not None else r_u @ self.plan.basis.T
-        with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
-            shift *= np.ldexp(1.0, self.plan.scale_exp)
+        shift = None
+        if err is None:  # r_u refines the first pass's means
+            shift = r_u @ self.plan.basis.T
+            with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
+                shift *= np.ldexp(1.0, self.plan.scale_exp)
         return np.maximum(within, 0.0), Q, agree, shift
 
     def centres(self):
@@ -863,7 +882,7 @@ def _array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=
                      means_rel=stats.means_rel)
             sp = run_second(plan)
     within, Q, agree, shift = sp.finish()
-    if work == np.float64:  # float32: the first pass's means are exact sums already (shift is their known rounding)
+    if shift is not None:  # float32: the first pass's means are exact sums already
         stats.correct_class_means(sp.centres(), shift)
     stats._within, stats._within_exp = within, plan.scale_exp
     stats._gram, stats._gram_basis, stats._gram_exp = Q, basis, plan.scale_exp
