@@ -300,7 +300,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--skip-large", action="store_true", help="skip the K=1000, d=2048 memory and streaming cases")
-    parser.add_argument("--repeat", type=int, default=7, help="interleaved repetitions (default 7)")
+    parser.add_argument("--repeat", type=int, default=11, help="interleaved repetitions (default 11)")
     parser.add_argument("--streaming-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
