@@ -318,10 +318,10 @@ class SecondPassPlan:
             w_s = np.ldexp(1.0, -self.w_exp)
             logits = self.means64 @ self.W.T  # scalings applied to the K x K result, not to K x d copies
             if err is not None:
-                shift = err @ self.W.T
-                shift /= s
-                logits += shift
-                del shift
+                rounding = err @ self.W.T
+                rounding /= s
+                logits += rounding
+                del rounding
             logits += self.b
             logits *= s * w_s
             tables["logits"] = be.asarray(logits, work)
@@ -818,7 +818,9 @@ def _array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=
         a.counts += other.counts
         return a
 
-    first_block = _block_rows(d, groups.n_classes, 8, _FIRST_BLOCK_BYTES) if raw and be.name == "numpy" else block  # float64 copies
+    first_block = block
+    if raw and be.name == "numpy":  # the block is copied to float64
+        first_block = _block_rows(d, groups.n_classes, 8, _FIRST_BLOCK_BYTES)
     fp = _run_blocks(n, first_block, n_threads, first_work, first_merge)
     if not be.all_finite(fp.sums):
         bad = sum(be.bad_rows(be.rows(X, s, s + block)) for s in range(0, n, block))
