@@ -662,3 +662,25 @@ def test_device_code_path_on_the_host_equals_numpy(rng, monkeypatch, dtype, k):
     rel = 1e-6 if dtype == torch.float32 else 1e-10  # float32 products differ in rounding between the backends
     for key in expected.index:
         assert got[key] == pytest.approx(expected[key], rel=rel, abs=1e-12, nan_ok=True), key
+
+
+def test_overlapping_reports_give_back_the_users_blas_threads():
+    # reports running in several threads (Dask's threaded scheduler, parallel scorers) hold BLAS to one
+    # thread while their passes run; whichever finishes last must restore the user's setting, not a 1
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from sknc.metrics._stats import _single_blas_thread
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    original = blas_threads()
+    if max(original, default=1) <= 1:
+        pytest.skip("BLAS runs on one thread here: nothing to restore")
+    first, second = _single_blas_thread(), _single_blas_thread()
+    first.__enter__()
+    second.__enter__()  # a second report starts while the first holds the limit
+    assert max(blas_threads()) == 1
+    first.__exit__(None, None, None)  # the first finishes before the second
+    assert max(blas_threads()) == 1  # the second is still running its passes
+    second.__exit__(None, None, None)
+    assert blas_threads() == original

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -684,6 +685,29 @@ def _blas_threads():
 
 
 _CONTROLLER = None
+_LIMIT_LOCK = threading.Lock()
+_LIMIT_DEPTH = 0
+_LIMIT = None
+
+
+@contextmanager
+def _single_blas_thread():
+    """Hold BLAS to one thread, counted across threads: the first to enter records the user's setting and
+    the last to leave restores it (nested or overlapping threadpoolctl limits would restore each other's 1)."""
+    global _LIMIT_DEPTH, _LIMIT
+    _blas_threads()  # creates the shared controller
+    with _LIMIT_LOCK:
+        if _LIMIT_DEPTH == 0:
+            _LIMIT = _CONTROLLER.limit(limits=1, user_api="blas")  # applies the limit, remembers the setting
+        _LIMIT_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            _LIMIT_DEPTH -= 1
+            if _LIMIT_DEPTH == 0:
+                _LIMIT.restore_original_limits()
+                _LIMIT = None
 
 
 def _run_blocks(n_rows, block, n_threads, work, merge):
@@ -701,7 +725,6 @@ def _run_blocks(n_rows, block, n_threads, work, merge):
             state = work(s, min(s + block, n_rows), state)
         _give_back(state)
         return state
-    _blas_threads()  # creates the shared controller (no library rescan per call)
     n_threads = min(n_threads, len(starts))
     chunks = np.array_split(np.asarray(starts), n_threads)
 
@@ -711,7 +734,7 @@ def _run_blocks(n_rows, block, n_threads, work, merge):
             state = work(int(s), min(int(s) + block, n_rows), state)
         return state
 
-    with _CONTROLLER.limit(limits=1, user_api="blas"):
+    with _single_blas_thread():
         states = list(_executor().map(run, chunks))
     result = states[0]
     for other in states[1:]:
@@ -736,9 +759,10 @@ def _executor():
         return _EXECUTOR
 
 
-def _forget_executor():  # a forked child has the pool object but none of its threads
-    global _EXECUTOR
+def _forget_executor():  # a forked child has the pool object but none of its threads (nor their limits)
+    global _EXECUTOR, _LIMIT_LOCK, _LIMIT_DEPTH, _LIMIT
     _EXECUTOR = None
+    _LIMIT_LOCK, _LIMIT_DEPTH, _LIMIT = threading.Lock(), 0, None
 
 
 if hasattr(os, "register_at_fork"):
@@ -766,7 +790,7 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     if _both_passes_threaded(X, groups, n_threads):
         # BLAS stays on one thread from the first pass to the end of the second: the small decompositions
         # between the passes would otherwise wake its workers, which then spin on the cores the passes use
-        with _CONTROLLER.limit(limits=1, user_api="blas"):
+        with _single_blas_thread():
             return _array_statistics(X, groups, eps, **kwargs)
     return _array_statistics(X, groups, eps, **kwargs)
 
