@@ -784,10 +784,17 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     returns the orthonormal basis of the second pass (the report's convention
     decides it); ``W``/``b`` (validated) add the NCC agreement.
     """
-    blas = _blas_threads()  # read before any limit below (this also creates the shared controller)
-    n_threads = blas if n_threads is None else n_threads
-    kwargs = dict(basis_for=basis_for, W=W, b=b, second_pass=second_pass, n_threads=n_threads)
-    if _both_passes_threaded(X, groups, n_threads):
+    n, d = X.shape
+    # Row blocks run on several threads when the per-row work is memory-bound: always in the first pass (sums),
+    # in the second with few classes; with many, its products dominate and BLAS's own threads do better than
+    # several single-threaded calls. The user's BLAS setting is read before any limit below.
+    threads = 1
+    if backend_for(X).name == "numpy" and n * d >= _PARALLEL_MIN:
+        threads = _blas_threads() if n_threads is None else n_threads
+        threads = max(1, min(threads, os.cpu_count() or 1))
+    threads_second = threads if groups.n_groups <= _THREADED_SECOND_MAX else 1
+    kwargs = dict(basis_for=basis_for, W=W, b=b, second_pass=second_pass, threads=(threads, threads_second))
+    if threads_second > 1:
         # BLAS stays on one thread from the first pass to the end of the second: the small decompositions
         # between the passes would otherwise wake its workers, which then spin on the cores the passes use
         with _single_blas_thread():
@@ -795,30 +802,16 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     return _array_statistics(X, groups, eps, **kwargs)
 
 
-def _both_passes_threaded(X, groups, n_threads):
-    n, d = X.shape
-    return (backend_for(X).name == "numpy" and n * d >= _PARALLEL_MIN and groups.n_groups <= _THREADED_SECOND_MAX
-            and n_threads > 1 and (os.cpu_count() or 1) > 1)
-
-
-def _array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=True, n_threads=None):
+def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
     n, d = X.shape
     be = backend_for(X)
+    n_threads, threads_second = threads
     g_ids = groups.group
     # The first sample of each group: float64 rows are centred on it before they are summed (small differences
     # keep every digit of data far from the origin), and it is the origin the means are kept relative to.
     first = np.full(groups.n_groups, n, dtype=np.intp)
     np.minimum.at(first, g_ids, np.arange(n))
     shift = be.to_float64(be.take(X, be.index(first)))
-    # Row blocks run on several threads when the per-row work is memory-bound: always in the first pass (sums),
-    # in the second with few classes; with many, its products dominate and BLAS's own threads do better than
-    # several single-threaded calls.
-    if be.name == "numpy" and n * d >= _PARALLEL_MIN:
-        n_threads = _blas_threads() if n_threads is None else n_threads
-        n_threads = max(1, min(n_threads, os.cpu_count() or 1))
-    else:
-        n_threads = 1
-    threads_second = n_threads if groups.n_groups <= _THREADED_SECOND_MAX else 1
     work = be.work_dtype_np(X)
     block = _block_rows(d, groups.n_classes, work.itemsize) if be.name == "numpy" else 1 << 16
 
