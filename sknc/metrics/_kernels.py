@@ -1,0 +1,139 @@
+"""Compiled loops for the memory-bound steps of the passes over float32 features (numba).
+
+numpy has no fused "cast and add into group rows" or "centre, square and sum"
+step: each costs it a full-size temporary and one more trip through memory. The
+loops below do each step in one read of the block, with the same arithmetic as
+the numpy path:
+
+* float32 rows are added to their group's float64 sums (exact: a float32 value
+  is a float64 value, and the order of the additions is the rows' order);
+* the centred float32 row is written once, for the projection product, and its
+  squared norm is summed in float64 (more accurate than the numpy path's
+  float32 dot);
+* the projected coordinates' squares, the nearest-class-mean decision and the
+  classifier's decision are read from the products in one sweep, with numpy's
+  tie rule (first index).
+
+numba is imported on the first pass over float32 numpy features (never by
+``import sknc``) and the compiled loops are cached on disk. Without numba, or
+with the environment variable ``SKNC_NUMBA=0``, the passes use numpy only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+__all__ = ["kernels"]
+
+_LOCK = threading.Lock()
+_BUILT = None  # the compiled loops, False when numba is unavailable
+_FORCED = None  # tests: True/False overrides the environment
+
+
+def kernels():
+    """The compiled loops (a namespace), or None when they are unavailable or switched off."""
+    global _BUILT
+    enabled = _FORCED if _FORCED is not None else os.environ.get("SKNC_NUMBA", "1") != "0"
+    if not enabled:
+        return None
+    if _BUILT is None:
+        with _LOCK:
+            if _BUILT is None:
+                try:
+                    _BUILT = _build()
+                except ImportError:
+                    _BUILT = False
+    return _BUILT or None
+
+
+@contextmanager
+def forced(flag):
+    """Use (True) or bypass (False) the compiled loops inside the block (tests compare both paths)."""
+    global _FORCED
+    old, _FORCED = _FORCED, bool(flag)
+    try:
+        yield
+    finally:
+        _FORCED = old
+
+
+class _Kernels:
+    def __init__(self, **fns):
+        self.__dict__.update(fns)
+
+
+def _build():
+    import numba
+
+    plain = numba.njit(nogil=True, cache=True)
+    # the row's sum of squares may be reassociated (that is what lets it vectorise); nothing else is
+    summed = numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+
+    @plain
+    def group_sums(x, ids, out):  # out[ids[i]] += x[i], in float64
+        n, d = x.shape
+        for i in range(n):
+            g = ids[i]
+            for j in range(d):
+                out[g, j] += x[i, j]
+
+    @summed
+    def centre_square(x, table, cls, scale, out, within):
+        # out[i] = (x[i] - table[cls[i]]) * scale in float32; within[cls[i]] += ||out[i]||^2 in float64;
+        # returns the largest squared row norm (NaN if any row has one)
+        n, d = x.shape
+        top = 0.0
+        for i in range(n):
+            c = cls[i]
+            acc = 0.0
+            for j in range(d):
+                v = (x[i, j] - table[c, j]) * scale
+                out[i, j] = v
+                w = np.float64(v)
+                acc += w * w
+            within[c] += acc
+            if acc != acc or acc > top:  # a NaN stays: the caller reports the bad rows
+                top = acc
+        return top
+
+    @plain
+    def column_squares(p, r, colsq):  # colsq[j] += sum_i p[i, j]^2 for j < r, in float64
+        for i in range(p.shape[0]):
+            for j in range(r):
+                w = np.float64(p[i, j])
+                colsq[j] += w * w
+
+    @plain
+    def agreement(both, r, ncc, dist, logits, cls, colsq):
+        # both = [r coordinates | classifier scores]; counts rows where argmin_j (ncc + dist[cls])
+        # equals argmax_j (scores + logits[cls]), first index on ties (numpy's rule); adds the squares
+        # of the first colsq.size coordinates to colsq
+        n = both.shape[0]
+        k = ncc.shape[1]
+        n_sq = colsq.shape[0]
+        agree = 0
+        for i in range(n):
+            for j in range(n_sq):
+                w = np.float64(both[i, j])
+                colsq[j] += w * w
+            c = cls[i]
+            near, best = 0, ncc[i, 0] + dist[c, 0]
+            for j in range(1, k):
+                v = ncc[i, j] + dist[c, j]
+                if v < best:
+                    near, best = j, v
+            top, score = 0, both[i, r] + logits[c, 0]
+            for j in range(1, k):
+                v = both[i, r + j] + logits[c, j]
+                if v > score:
+                    top, score = j, v
+            if near == top:
+                agree += 1
+        return agree
+
+    return _Kernels(group_sums=group_sums, centre_square=centre_square, column_squares=column_squares,
+                    agreement=agreement)

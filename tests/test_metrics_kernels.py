@@ -1,0 +1,137 @@
+"""The compiled loops of the passes (numba) against numpy, and reports with and without them."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sknc
+
+pytest.importorskip("numba")
+
+from sknc.metrics import _kernels  # noqa: E402
+
+
+@pytest.fixture
+def kern():
+    with _kernels.forced(True):
+        loops = _kernels.kernels()
+    assert loops is not None
+    return loops
+
+
+def test_group_sums_are_float64_sums_of_the_float32_rows(rng, kern):
+    x = (1e4 + rng.standard_normal((700, 33))).astype(np.float32)  # far from the origin: float32 sums would drift
+    ids = rng.integers(0, 6, 700)
+    out = np.zeros((6, 33))
+    kern.group_sums(x, ids, out)
+    expected = np.zeros((6, 33))
+    for i, g in enumerate(ids):  # row by row, in order, in float64
+        expected[g] += x[i].astype(np.float64)
+    np.testing.assert_array_equal(out, expected)
+    # a strided view (a column slice) is summed the same way
+    out2 = np.zeros((6, 20))
+    kern.group_sums(x[:, 5:25], ids, out2)
+    np.testing.assert_array_equal(out2, expected[:, 5:25])
+
+
+def test_centre_square_writes_the_scaled_centred_rows_and_float64_squares(rng, kern):
+    x = rng.standard_normal((300, 70)).astype(np.float32)
+    table = rng.standard_normal((4, 70)).astype(np.float32)
+    cls = rng.integers(0, 4, 300)
+    out = np.empty_like(x)
+    within = np.zeros(4)
+    top = kern.centre_square(x, table, cls, np.float32(0.25), out, within)
+    expected = (x - table[cls]) * np.float32(0.25)  # float32 arithmetic, as the numpy path
+    np.testing.assert_array_equal(out, expected)
+    sq = (expected.astype(np.float64) ** 2).sum(axis=1)
+    np.testing.assert_allclose(within, np.bincount(cls, weights=sq, minlength=4), rtol=1e-13)
+    assert top == pytest.approx(sq.max(), rel=1e-13)
+    x[17, 3] = np.nan  # a NaN row makes the largest square NaN, wherever it sits
+    assert np.isnan(kern.centre_square(x, table, cls, np.float32(1.0), out, np.zeros(4)))
+
+
+def test_agreement_counts_like_numpy_argmin_and_argmax_with_ties(rng, kern):
+    n, r, k = 500, 6, 7
+    both = rng.integers(-3, 4, (n, r + k)).astype(np.float32)  # small integers: many exact ties
+    ncc = rng.integers(-3, 4, (n, k)).astype(np.float32)
+    dist = rng.integers(0, 3, (k, k)).astype(np.float32)
+    logits = rng.integers(-2, 3, (k, k)).astype(np.float32)
+    cls = rng.integers(0, k, n)
+    colsq = np.zeros(r)
+    got = kern.agreement(both, r, ncc, dist, logits, cls, colsq)
+    expected = np.count_nonzero(np.argmin(ncc + dist[cls], axis=1) == np.argmax(both[:, r:] + logits[cls], axis=1))
+    assert got == expected
+    np.testing.assert_allclose(colsq, (both[:, :r].astype(np.float64) ** 2).sum(axis=0), rtol=1e-14)
+    colsq2 = np.zeros(r)
+    kern.column_squares(both, r, colsq2)
+    np.testing.assert_array_equal(colsq2, colsq)
+
+
+@pytest.mark.parametrize("k", [10, 40])
+def test_reports_with_and_without_the_compiled_loops_agree(rng, k):
+    # K=40: the second pass also runs on several threads with the loops (not without them)
+    n, d = 6000, 512  # above the size where the passes split their row blocks over threads
+    means = 4 * rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    H = (means[y] + rng.standard_normal((n, d))).astype(np.float32)
+    W = means + 0.3 * rng.standard_normal((k, d))
+    b = 0.2 * rng.standard_normal(k)
+    with _kernels.forced(True):
+        compiled = sknc.nc_report(H, y, W, b)
+    with _kernels.forced(False):
+        plain = sknc.nc_report(H, y, W, b)
+    truth = sknc.nc_report(H.astype(np.float64), y, W, b)  # the float64 path, for the stored values
+    within = {"nc1", "nc1_trace_quotient", "cdnv"}  # read float32 products of the second pass
+    for key in truth.index:
+        rel = 1e-8 if key in within else 1e-12
+        assert compiled[key] == pytest.approx(truth[key], rel=rel, abs=1e-14, nan_ok=True), key
+        assert plain[key] == pytest.approx(truth[key], rel=rel, abs=1e-14, nan_ok=True), key
+    assert compiled["ncc_agreement"] == plain["ncc_agreement"]  # the same float32 scores and tie rule
+
+
+def test_near_collapse_far_from_the_origin_with_the_compiled_loops(rng):
+    # the reliability cases: tiny within-class spread, features far from the origin, float32
+    n, d, k = 8000, 300, 8
+    means = rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    H64 = 1e3 + means[y] + 1e-3 * rng.standard_normal((n, d))
+    H = H64.astype(np.float32)
+    with _kernels.forced(True):
+        got = sknc.nc1(H, y)
+    truth = sknc.nc1(H.astype(np.float64), y)
+    assert got == pytest.approx(truth, rel=1e-6)
+
+
+def test_nonfinite_rows_are_named_with_the_compiled_loops(rng):
+    H = rng.standard_normal((5000, 500)).astype(np.float32)
+    y = rng.integers(0, 5, 5000)
+    H[[3, 4000], 7] = np.inf
+    with _kernels.forced(True), pytest.raises(ValueError, match="2 row"):
+        sknc.nc_report(H, y)
+    acc = sknc.NCAccumulator(mode="two_pass")
+    good = rng.standard_normal((400, 20)).astype(np.float32)
+    yy = rng.integers(0, 4, 400)
+    acc.update(good, yy)
+    bad = good.copy()
+    bad[9, 0] = np.nan
+    with _kernels.forced(True), pytest.raises(ValueError, match="1 row"):
+        acc.update_second_pass(bad, yy)
+
+
+def test_numba_is_loaded_only_by_a_float32_pass():
+    code = (
+        "import sys, numpy as np, sknc; "
+        "sknc.nc1(np.random.default_rng(0).standard_normal((60, 4)), np.arange(60) % 3); "
+        "print('numba' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # float64 features: numpy only
+
+
+def test_environment_switch_turns_the_loops_off(monkeypatch):
+    monkeypatch.setenv("SKNC_NUMBA", "0")
+    assert _kernels.kernels() is None
+    monkeypatch.setenv("SKNC_NUMBA", "1")
+    assert _kernels.kernels() is not None
