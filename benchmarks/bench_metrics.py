@@ -10,7 +10,8 @@ its predecessor's threads still hold, as no user's single call does.
 1. In-memory report of float32 features at (N=50 000, d=512, K=10) and
    (N=20 000, d=512, K=100), NC1-NC4:
 
-   * ``sknc.nc_report``;
+   * ``sknc.nc_report`` (with its compiled loops, and with numpy only:
+     ``SKNC_NUMBA=0``);
    * RW: a faithful re-implementation, in torch, of the algorithm of
      rhubarbwu/neural-collapse (the most library-like peer; see
      ``shared/reference/peers.md``): two passes of batch accumulators (batch
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import resource
 import subprocess
 import sys
@@ -136,6 +138,19 @@ def rw_report(X, y, W, k, batch=4096):
     return {"nc1": nc1, "cdnv": cdnv, "nc2_h": nc2, "nc3": nc3, "ncc_agreement": agree / n}
 
 
+def numpy_only(fn, *args):
+    """``fn(*args)`` with sknc's compiled loops switched off, as ``SKNC_NUMBA=0`` does."""
+    old = os.environ.get("SKNC_NUMBA")
+    os.environ["SKNC_NUMBA"] = "0"
+    try:
+        return fn(*args)
+    finally:
+        if old is None:
+            del os.environ["SKNC_NUMBA"]
+        else:
+            os.environ["SKNC_NUMBA"] = old
+
+
 # ------------------------------------------------------------------------------ data
 def report_data(n, d, k, rng):
     M = sknc.simplex_etf(k, d, norm=5.0, random_state=0)
@@ -152,6 +167,7 @@ def in_memory_case(n, d, k, rng, repeat):
         "read": lambda: H.sum(axis=0, dtype=np.float64),
         "gemm": lambda: H @ right,
         "sknc": lambda: sknc.nc_report(H, y, W),
+        "numpy": lambda: numpy_only(sknc.nc_report, H, y, W),
         "rw": lambda: rw_report(H, y, W, k),
     }
     best, outs = interleaved(fns, repeat)
@@ -160,6 +176,8 @@ def in_memory_case(n, d, k, rng, repeat):
     print(f"NC report of float32 features, N={n}, d={d}, K={k}")
     print(f"  floor: float64 read {best['read'] * 1e3:7.1f} ms + float32 GEMM N x d x 2K {best['gemm'] * 1e3:7.1f} ms")
     print(f"  sknc.nc_report        {best['sknc'] * 1e3:9.1f} ms   {best['sknc'] / floor:5.2f}x the floor (target <= 1.5x)")
+    print(f"  sknc, numpy only      {best['numpy'] * 1e3:9.1f} ms   {best['numpy'] / floor:5.2f}x the floor "
+          "(SKNC_NUMBA=0: no compiled loops)")
     print(f"  RW algorithm (torch)  {best['rw'] * 1e3:9.1f} ms   {best['rw'] / floor:5.2f}x the floor; "
           f"sknc is {best['rw'] / best['sknc']:.1f}x faster")
     rep, rw = outs["sknc"], outs["rw"]

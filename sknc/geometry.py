@@ -99,9 +99,15 @@ def etf_gram(n_classes) -> np.ndarray:
     return (np.eye(k) - np.full((k, k), 1.0 / k)) / np.sqrt(k - 1)
 
 
+def _abs_max(a) -> float:
+    """``max |a|`` (0 when empty, NaN when ``a`` holds one) without an ``|a|`` temporary."""
+    a = np.asarray(a)
+    return max(float(np.max(a)), -float(np.min(a))) if a.size else 0.0
+
+
 def _scaled(a):
     """``a`` divided by a power of two so that its largest entry is below 1 (products cannot overflow)."""
-    top = float(np.max(np.abs(a))) if a.size else 0.0
+    top = _abs_max(a)
     if top == 0.0 or not np.isfinite(top):
         return a
     e = int(np.frexp(top)[1])
@@ -110,14 +116,18 @@ def _scaled(a):
     return np.ldexp(a, -e)
 
 
-def _gram_error(vectors, what="the vectors"):
-    """ETF distance of the normalised Gram of (already validated) float64 rows."""
-    v = _scaled(vectors)
-    gram = v @ v.T
+def _gram_error(vectors, what="the vectors", gram=None):
+    """ETF distance of the normalised Gram of (already validated) float64 rows.
+
+    ``gram``: the Gram of the rows divided by any power of two, when the caller has it.
+    """
+    if gram is None:
+        v = _scaled(vectors)
+        gram = v @ v.T
     norm = np.linalg.norm(gram)
     if norm == 0:
         raise UndefinedMetricError(f"{what} are all zero, so their distance to a simplex ETF is undefined")
-    return float(np.linalg.norm(gram / norm - etf_gram(v.shape[0])))
+    return float(np.linalg.norm(gram / norm - etf_gram(gram.shape[0])))
 
 
 def _alignment_error(W, means):

@@ -1,7 +1,9 @@
 """The compiled loops of the passes (numba) against numpy, and reports with and without them."""
 
+import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -122,12 +124,32 @@ def test_nonfinite_rows_are_named_with_the_compiled_loops(rng):
 
 def test_numba_is_loaded_only_by_a_float32_pass():
     code = (
-        "import sys, numpy as np, sknc; "
-        "sknc.nc1(np.random.default_rng(0).standard_normal((60, 4)), np.arange(60) % 3); "
-        "print('numba' in sys.modules)"
+        "import sys, numpy as np, sknc; H = np.random.default_rng(0).standard_normal((60, 4)); y = np.arange(60) % 3; "
+        "sknc.nc1(H, y); print('numba' in sys.modules); "
+        "sknc.nc1(H.astype(np.float32), y); print('numba' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"  # float64 features: numpy only
+    env = {k: v for k, v in os.environ.items() if k != "SKNC_NUMBA"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["False", "True"]  # float64 features: numpy only; float32: the loops
+
+
+def test_a_numba_that_cannot_compile_leaves_the_numpy_path_with_one_warning(rng, monkeypatch):
+    def broken(cache=True):
+        raise RuntimeError("no LLVM target here")
+
+    monkeypatch.setattr(_kernels, "_build", broken)
+    monkeypatch.setattr(_kernels, "_BUILT", None)
+    with pytest.warns(RuntimeWarning, match="no LLVM target here"):
+        assert _kernels.kernels() is None
+    H = rng.standard_normal((300, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not per report
+        got = sknc.nc_report(H, y)
+    with _kernels.forced(False):
+        expected = sknc.nc_report(H, y)
+    for key in expected.index:
+        assert got[key] == pytest.approx(expected[key], rel=1e-12, nan_ok=True), key
 
 
 def test_environment_switch_turns_the_loops_off(monkeypatch):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..exceptions import UndefinedMetricError
-from ..geometry import _alignment_error, _gram_error
+from ..geometry import _abs_max, _alignment_error, _gram_error
 
 __all__ = ["Geometry", "between_geometry", "check_choice"]
 
@@ -35,7 +35,7 @@ def max_exponent(a) -> int:
     Dividing by ``2^e`` is then an exact float64 scaling by a finite factor.
     """
     a = np.asarray(a)
-    m = float(np.max(np.abs(a))) if a.size else 0.0
+    m = _abs_max(a)
     return int(np.clip(np.frexp(m)[1], -1000, 1000)) if m > 0 and np.isfinite(m) else 0
 
 
@@ -50,7 +50,7 @@ def scaled(a, exp=None):
 
 def _row_norms(a):
     """Row norms without overflow or underflow, and without a full-size temporary in the usual range."""
-    top = float(np.max(np.abs(a))) if a.size else 0.0
+    top = _abs_max(a)
     if top == 0.0:
         return np.zeros(a.shape[0])
     if 1e-150 < top < 1e150:
@@ -243,12 +243,17 @@ def trace_quotient_value(stats, geom):
     return float(np.ldexp(ratio, 2 * (wexp - geom.exp)))
 
 
-def pairwise_sq_distances(vectors):
-    """``||v_i - v_j||^2`` for all pairs: a Gram product, with cancelling pairs recomputed from differences."""
+def pairwise_sq_distances(vectors, gram=None):
+    """``||v_i - v_j||^2`` for all pairs: a Gram product, with cancelling pairs recomputed from differences.
+
+    ``gram``: ``vectors @ vectors.T``, when the caller has it (used when the
+    entries of ``vectors`` are below 1 in magnitude, as they are then squared
+    unscaled).
+    """
     vectors, exp = scaled(vectors)
     if exp:
         return np.ldexp(pairwise_sq_distances(vectors), 2 * exp)
-    gram = vectors @ vectors.T
+    gram = vectors @ vectors.T if gram is None else gram
     sq = np.diag(gram).copy()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
     # the expanded square loses ~eps * (|a|^2 + |b|^2) / |a - b|^2 relative digits; redo the close pairs exactly
@@ -266,11 +271,12 @@ def pairwise_sq_distances(vectors):
     return np.maximum(dist, 0.0)
 
 
-def cdnv_value(stats, geom, power=1.0, classes=None):
+def cdnv_value(stats, geom, power=1.0, classes=None, gram=None):
+    """``gram``: the Gram of ``geom.centred``, when the caller has it."""
     within, wexp = stats.within_trace()
     counts = stats.counts
     variances = within / counts
-    dist = pairwise_sq_distances(geom.centred)
+    dist = pairwise_sq_distances(geom.centred, gram)
     iu = np.triu_indices(dist.shape[0], 1)
     d2 = dist[iu]
     if np.any(d2 == 0):
@@ -290,9 +296,9 @@ def times_pow2(x, e):
 
 
 # ------------------------------------------------------------------------- NC2, NC3
-def gram_error(vectors, what):
-    """``||V V^T / ||V V^T||_F - E_K||_F`` of the rows of ``vectors``."""
-    return _gram_error(np.asarray(vectors, dtype=np.float64), what)
+def gram_error(vectors, what, gram=None):
+    """``||V V^T / ||V V^T||_F - E_K||_F`` of the rows of ``vectors`` (``gram``: their Gram, up to a power of 2)."""
+    return _gram_error(np.asarray(vectors, dtype=np.float64), what, gram)
 
 
 def alignment_error(W, centred):
@@ -310,14 +316,21 @@ def equinorm_value(vectors, ddof=1, what="vectors"):
     return float(norms.std(ddof=ddof) / mean)
 
 
-def equiangularity_value(vectors, what="vectors"):
-    v, _ = scaled(vectors)
-    k = v.shape[0]
-    norms = np.linalg.norm(v, axis=1)
+def equiangularity_value(vectors, what="vectors", gram=None):
+    """Mean ``|cos + 1/(K-1)|`` over distinct pairs (``gram``: the rows' Gram, up to a power of 2)."""
+    if gram is None:
+        v, _ = scaled(vectors)
+        norms = np.linalg.norm(v, axis=1)
+    else:
+        norms = np.sqrt(np.maximum(np.diag(gram), 0.0))
+    k = norms.shape[0]
     if np.any(norms == 0):
         raise UndefinedMetricError(f"one of the {what} is zero, so its angles are undefined")
-    unit = v / norms[:, None]
-    cos = unit @ unit.T
+    if gram is None:
+        unit = v / norms[:, None]
+        cos = unit @ unit.T
+    else:
+        cos = gram / norms[:, None] / norms[None, :]
     off = ~np.eye(k, dtype=bool)
     return float(np.mean(np.abs(cos[off] + 1.0 / (k - 1))))
 

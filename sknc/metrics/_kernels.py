@@ -15,14 +15,17 @@ the numpy path:
   tie rule (first index).
 
 numba is imported on the first pass over float32 numpy features (never by
-``import sknc``) and the compiled loops are cached on disk. Without numba, or
-with the environment variable ``SKNC_NUMBA=0``, the passes use numpy only.
+``import sknc``): about 0.4 s once per process, plus about 1 s of compilation
+the first time on a machine (the loops are then cached on disk). Without numba,
+with a numba that fails to compile them (one warning), or with the environment
+variable ``SKNC_NUMBA=0``, the passes use numpy only.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -43,11 +46,37 @@ def kernels():
     if _BUILT is None:
         with _LOCK:
             if _BUILT is None:
-                try:
-                    _BUILT = _build()
-                except ImportError:
-                    _BUILT = False
+                _BUILT = _load()
     return _BUILT or None
+
+
+def _load():
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    problem = None
+    for cache in (True, False):  # a read-only install without a user cache directory cannot cache
+        try:
+            loops = _build(cache)
+            _warm_up(loops)
+            return loops
+        except Exception as exc:  # noqa: BLE001 - any numba failure leaves the numpy path, which always works
+            problem = exc
+    warnings.warn(f"sknc: numba could not compile the metric passes' loops ({type(problem).__name__}: {problem}); "
+                  "using numpy only.", RuntimeWarning, stacklevel=3)
+    return False
+
+
+def _warm_up(loops):
+    """Compile (or load) every loop on tiny arrays, so that a failure shows here and not inside a pass."""
+    x = np.ones((3, 4), dtype=np.float32)
+    ids = np.zeros(3, dtype=np.intp)
+    loops.group_sums(x, ids, np.zeros((1, 4)))
+    out = np.empty_like(x)
+    loops.centre_square(x, x, ids, np.float32(1.0), out, np.zeros(3))
+    loops.column_squares(out, 2, np.zeros(2))
+    loops.agreement(out, 2, np.ones((3, 2), dtype=np.float32), x[:, :2].copy(), x[:, :2].copy(), ids, np.zeros(2))
 
 
 @contextmanager
@@ -66,12 +95,12 @@ class _Kernels:
         self.__dict__.update(fns)
 
 
-def _build():
+def _build(cache=True):
     import numba
 
-    plain = numba.njit(nogil=True, cache=True)
+    plain = numba.njit(nogil=True, cache=cache)
     # the row's sum of squares may be reassociated (that is what lets it vectorise); nothing else is
-    summed = numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+    summed = numba.njit(nogil=True, cache=cache, fastmath={"reassoc"})
 
     @plain
     def group_sums(x, ids, out):  # out[ids[i]] += x[i], in float64

@@ -19,7 +19,7 @@ from .._validation import as_feature_array, as_float64_matrix, group_labels, mis
 from . import _collapse as C
 from ._imbalance import mean_norms, minority_table
 from ._multilabel import TagwiseResult, angle_ratio_value, tagwise_tables
-from ._stats import array_statistics
+from ._stats import array_statistics, small_algebra
 
 __all__ = [
     "nc_report",
@@ -98,7 +98,8 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
     geom = holder.get("geom")
     if stats.has_class_means and (geom is None or second_pass):
         # the second pass corrected the class means: the report's geometry uses the exact ones
-        geom = geometry_of(stats, global_mean, between, rtol)
+        with small_algebra(groups.n_classes, X.shape[1]):
+            geom = geometry_of(stats, global_mean, between, rtol)
     return stats, geom, w, bias
 
 
@@ -140,6 +141,11 @@ def _emit(reasons, source="nc_report", stacklevel=3):
 def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv_power=1.0, warn=True,
                 source="nc_report", stacklevel=4):
     """Assemble the report Series from statistics, geometry and a validated classifier (or None)."""
+    with small_algebra(stats.groups.n_classes, stats.n_dims):
+        return _report_from(stats, geom, w, bias, normalize, nc3_squared, cdnv_power, warn, source, stacklevel + 1)
+
+
+def _report_from(stats, geom, w, bias, normalize, nc3_squared, cdnv_power, warn, source, stacklevel):
     g = stats.groups
     k = g.n_classes
     keys = _Keys()
@@ -166,18 +172,21 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
         return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
 
     m = geom.centred
+    gram_m = m @ m.T  # the centred means are stored below 1 in magnitude: no overflow; shared by three metrics
     keys.put("nc1", lambda: C.nc1_value(stats, geom, normalize))
     keys.values["nc1_rank"] = C.nc1_geometry(stats, geom).rank
     keys.put("nc1_trace_quotient", lambda: C.trace_quotient_value(stats, geom))
-    keys.put("cdnv", lambda: C.cdnv_value(stats, geom, cdnv_power, g.classes))
-    keys.put("nc2_h", lambda: C.gram_error(m, "the centred class means"))
+    keys.put("cdnv", lambda: C.cdnv_value(stats, geom, cdnv_power, g.classes, gram_m))
+    keys.put("nc2_h", lambda: C.gram_error(m, "the centred class means", gram_m))
     keys.put("nc2_h_equinorm", lambda: C.equinorm_value(m, 1, "the centred class means"))
-    keys.put("nc2_h_equiangular", lambda: C.equiangularity_value(m, "centred class means"))
+    keys.put("nc2_h_equiangular", lambda: C.equiangularity_value(m, "centred class means", gram_m))
     keys.put("mean_max_abs_cos", lambda: C.max_abs_cos(stats.means))
     if w is not None:
-        keys.put("nc2_w", lambda: C.gram_error(w, "the classifier rows"))
+        w_s, _ = C.scaled(w)
+        gram_w = w_s @ w_s.T
+        keys.put("nc2_w", lambda: C.gram_error(w, "the classifier rows", gram_w))
         keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w, 1, "the classifier rows"))
-        keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w, "classifier rows"))
+        keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w, "classifier rows", gram_w))
         keys.put("nc3", lambda: C.alignment_error(w, m))
         keys.put("nc3_difference", lambda: C.difference_error(w, m, nc3_squared))
         keys.put("nc4", lambda: 1.0 - stats.agreement())

@@ -28,23 +28,30 @@ same metrics. float32 features are projected with a float32 product of the
 *centred* rows (relative accuracy ~1e-7 of the within-class spread, not of the
 data's magnitude); the float32 rounding of the class means used to centre is a
 known per-class offset, removed exactly afterwards. The class means are exact:
-float32 rows are summed as they are in float64 (a float64 product with the
-one-hot of the classes, as cheap as float32 centring), and every metric that
-reads the means (NC1 through small singular values, NC3 near alignment) gets
-the float64 answer of the stored values.
+float32 rows are summed as they are in float64, and every metric that reads the
+means (NC1 through small singular values, NC3 near alignment) gets the float64
+answer of the stored values.
+
+Speed. float32 rows in host memory go through compiled loops (:mod:`._kernels`)
+for the memory-bound steps: the class sums in one read, the centring with the
+squares, and the decisions read off the products. Then the row blocks of both
+passes run on several threads at any K, BLAS on one thread each. Without the
+loops, numpy does the same steps (a float64 copy and a sparse product for the
+sums, several elementwise sweeps per block).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..exceptions import UndefinedMetricError
 from .._validation import missing_singletons_message
+from ..geometry import _abs_max
 from ._backend import Workspace, _as64, acquire_workspace, backend_for, release_workspace
 from ._kernels import kernels
 
@@ -57,6 +64,7 @@ _FIRST_BLOCK_BYTES = 8 << 20  # the first pass's float64 copies: larger blocks, 
 _PARALLEL_MIN = 1 << 21  # fewer feature entries than this: one thread
 _FULL_GRAM_MAX = 128  # up to this many span directions the second pass keeps the whole r x r scatter
 _THREADED_SECOND_MAX = 32  # up to this many classes the second pass runs row blocks on several threads
+_SMALL_ALGEBRA = 1 << 25  # K^2 d up to this: the report's small products run on one BLAS thread
 _COMPILED_MAX_CLASSES = 256  # up to this many classes float32 passes use the compiled loops (numba)
 _SPAN_RTOL = 1e-13  # span directions below this (relative) are float64 rounding of the centring, not data
 
@@ -311,7 +319,6 @@ class SecondPassPlan:
         tables = {"means_w": be.asarray(means_w, work), "err": None if err is None else err.astype(np.float32)}
         if self.W is None:  # with a classifier the basis is part of the one product below
             tables["basis"] = be.asarray(self.basis, work)
-        del means_w
         if self.W is not None:
             # NCC: argmin_j -2 (c U)(U^T s mu~_j) + s^2 ||mu_w(y) - mu_j||^2 (distances from differences);
             # classifier: argmax_j (W_s c)_j + s (W_s mu_w(y) + b_s)_j.
@@ -324,12 +331,13 @@ class SecondPassPlan:
             tables["C2"] = be.asarray(c2, work)
             del c2
             w_s = np.ldexp(1.0, -self.w_exp)
-            logits = self.means64 @ self.W.T  # scalings applied to the K x K result, not to K x d copies
-            if err is not None:
-                rounding = err @ self.W.T
-                rounding /= s
-                logits += rounding
-                del rounding
+            # logits of the means the rows were centred on (float32 values, exact in float64), in row blocks: no
+            # K x d float64 copy; scalings are applied to the K x K result
+            logits = np.empty((self.W.shape[0], self.W.shape[0]))
+            for start in range(0, logits.shape[0], 256):
+                rows = slice(start, start + 256)
+                np.matmul(np.asarray(means_w[rows], dtype=np.float64), self.W.T, out=logits[rows])
+            del means_w
             logits += self.b
             logits *= s * w_s
             tables["logits"] = be.asarray(logits, work)
@@ -564,7 +572,7 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
 def span_basis(means64):
     """Orthonormal basis (d, r) of the span of the centred class means (every non-zero direction)."""
     centred = means64 - means64.mean(axis=0)
-    top = float(np.max(np.abs(centred))) if centred.size else 0.0
+    top = _abs_max(centred)
     if top == 0.0:
         return np.zeros((means64.shape[1], 0))
     # scale before the SVD so that tiny or huge means neither underflow nor overflow
@@ -755,6 +763,18 @@ def _single_blas_thread():
                 _LIMIT = None
 
 
+def small_algebra(n_classes, n_dims):
+    """Hold BLAS to one thread for the K x K and K x d algebra of a report when it is small.
+
+    Each product there takes a fraction of a millisecond; waking and syncing
+    BLAS's worker threads for it costs more than it saves (measured at K=100,
+    d=512: the report's small products took 4 ms on two threads, 1.5 ms on one).
+    """
+    if n_classes * n_classes * n_dims <= _SMALL_ALGEBRA:
+        return _single_blas_thread()
+    return nullcontext()
+
+
 def _run_blocks(n_rows, block, n_threads, work, merge):
     """Run ``work(start, stop, state)`` over row blocks on ``n_threads`` threads; merge the states in order.
 
@@ -933,7 +953,7 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
     # float32: the first pass's means are exact and the pass centres on their known rounding, so the basis of
     # the report's convention is final and the diagonal of the projected scatter in it is all NC1 reads
     full_gram = work == np.float64 and basis.shape[1] <= _FULL_GRAM_MAX
-    guess = float(np.max(np.abs(rel - rel.mean(axis=0)))) if rel.size else 0.0
+    guess = _abs_max(rel - rel.mean(axis=0))
     plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=full_gram,
                      means_rel=stats.means_rel)
     sp = run_second(plan)
