@@ -157,3 +157,42 @@ def test_environment_switch_turns_the_loops_off(monkeypatch):
     assert _kernels.kernels() is None
     monkeypatch.setenv("SKNC_NUMBA", "1")
     assert _kernels.kernels() is not None
+
+
+@pytest.mark.parametrize("layout", ["fortran", "column_slice"])
+def test_non_contiguous_float32_features_give_the_contiguous_report(rng, layout):
+    n, d, k = 5000, 450, 6
+    means = 3 * rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    H = (means[y] + rng.standard_normal((n, d))).astype(np.float32)
+    W = means + 0.2 * rng.standard_normal((k, d))
+    if layout == "fortran":
+        other = np.asfortranarray(H)
+    else:
+        wide = np.zeros((n, d + 7), dtype=np.float32)
+        wide[:, 3 : 3 + d] = H
+        other = wide[:, 3 : 3 + d]
+    assert not other.flags.c_contiguous
+    expected = sknc.nc_report(H, y, W)
+    got = sknc.nc_report(other, y, W)
+    for key in expected.index:
+        assert got[key] == pytest.approx(expected[key], rel=1e-12, nan_ok=True), key
+
+
+def test_multilabel_float32_report_with_and_without_the_compiled_loops(rng):
+    n, d, k = 6000, 400, 5
+    Y = np.zeros((n, k), dtype=int)
+    Y[np.arange(n), rng.integers(0, k, n)] = 1
+    pairs = rng.random(n) < 0.3  # multiplicity-2 rows: left out of NC1, in the tag-wise metrics
+    Y[pairs, (np.argmax(Y[pairs], axis=1) + 1) % k] = 1
+    means = 3 * rng.standard_normal((k, d))
+    H = ((Y @ means) / Y.sum(axis=1, keepdims=True) + rng.standard_normal((n, d))).astype(np.float32)
+    with _kernels.forced(True):
+        compiled = sknc.nc_report(H, Y)
+    with _kernels.forced(False):
+        plain = sknc.nc_report(H, Y)
+    truth = sknc.nc_report(H.astype(np.float64), Y)
+    for key in truth.index:
+        rel = 1e-8 if key in {"nc1", "nc1_trace_quotient", "cdnv"} else 1e-12
+        assert compiled[key] == pytest.approx(truth[key], rel=rel, abs=1e-14, nan_ok=True), key
+        assert plain[key] == pytest.approx(truth[key], rel=rel, abs=1e-14, nan_ok=True), key

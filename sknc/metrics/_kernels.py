@@ -5,8 +5,8 @@ step: each costs it a full-size temporary and one more trip through memory. The
 loops below do each step in one read of the block, with the same arithmetic as
 the numpy path:
 
-* float32 rows are added to their group's float64 sums (exact: a float32 value
-  is a float64 value, and the order of the additions is the rows' order);
+* float32 rows are added to their group's float64 sums in the rows' order (the
+  conversion is exact, and float64 sums round far below float32 resolution);
 * the centred float32 row is written once, for the projection product, and its
   squared norm is summed in float64 (more accurate than the numpy path's
   float32 dot);
@@ -35,6 +35,15 @@ __all__ = ["kernels"]
 _LOCK = threading.Lock()
 _BUILT = None  # the compiled loops, False when numba is unavailable
 _FORCED = None  # tests: True/False overrides the environment
+
+
+def _new_lock():  # a forked child must not inherit a lock another thread held mid-compilation
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
 
 
 def kernels():

@@ -19,7 +19,7 @@ from .._validation import as_feature_array, as_float64_matrix, group_labels, mis
 from . import _collapse as C
 from ._imbalance import mean_norms, minority_table
 from ._multilabel import TagwiseResult, angle_ratio_value, tagwise_tables
-from ._stats import array_statistics, small_algebra
+from ._stats import array_statistics
 
 __all__ = [
     "nc_report",
@@ -98,8 +98,7 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
     geom = holder.get("geom")
     if stats.has_class_means and (geom is None or second_pass):
         # the second pass corrected the class means: the report's geometry uses the exact ones
-        with small_algebra(groups.n_classes, X.shape[1]):
-            geom = geometry_of(stats, global_mean, between, rtol)
+        geom = geometry_of(stats, global_mean, between, rtol)
     return stats, geom, w, bias
 
 
@@ -141,11 +140,6 @@ def _emit(reasons, source="nc_report", stacklevel=3):
 def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv_power=1.0, warn=True,
                 source="nc_report", stacklevel=4):
     """Assemble the report Series from statistics, geometry and a validated classifier (or None)."""
-    with small_algebra(stats.groups.n_classes, stats.n_dims):
-        return _report_from(stats, geom, w, bias, normalize, nc3_squared, cdnv_power, warn, source, stacklevel + 1)
-
-
-def _report_from(stats, geom, w, bias, normalize, nc3_squared, cdnv_power, warn, source, stacklevel):
     g = stats.groups
     k = g.n_classes
     keys = _Keys()

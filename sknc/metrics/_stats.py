@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +64,6 @@ _FIRST_BLOCK_BYTES = 8 << 20  # the first pass's float64 copies: larger blocks, 
 _PARALLEL_MIN = 1 << 21  # fewer feature entries than this: one thread
 _FULL_GRAM_MAX = 128  # up to this many span directions the second pass keeps the whole r x r scatter
 _THREADED_SECOND_MAX = 32  # up to this many classes the second pass runs row blocks on several threads
-_SMALL_ALGEBRA = 1 << 25  # K^2 d up to this: the report's small products run on one BLAS thread
 _COMPILED_MAX_CLASSES = 256  # up to this many classes float32 passes use the compiled loops (numba)
 _SPAN_RTOL = 1e-13  # span directions below this (relative) are float64 rounding of the centring, not data
 
@@ -763,18 +762,6 @@ def _single_blas_thread():
                 _LIMIT = None
 
 
-def small_algebra(n_classes, n_dims):
-    """Hold BLAS to one thread for the K x K and K x d algebra of a report when it is small.
-
-    Each product there takes a fraction of a millisecond; waking and syncing
-    BLAS's worker threads for it costs more than it saves (measured at K=100,
-    d=512: the report's small products took 4 ms on two threads, 1.5 ms on one).
-    """
-    if n_classes * n_classes * n_dims <= _SMALL_ALGEBRA:
-        return _single_blas_thread()
-    return nullcontext()
-
-
 def _run_blocks(n_rows, block, n_threads, work, merge):
     """Run ``work(start, stop, state)`` over row blocks on ``n_threads`` threads; merge the states in order.
 
@@ -985,8 +972,9 @@ def compiled_loops(be, dtype, n_classes):
     """The compiled loops (:mod:`._kernels`) for float32 rows in host memory, or None.
 
     Beyond a few hundred classes the products dominate every block and the loops
-    save nothing measurable, while numba's compiler costs each process about
-    0.2 GB of resident memory; there the passes stay with numpy.
+    save nothing measurable (K=1000, d=2048: 7.0 s of second pass with them, 6.9 s
+    without), while loading numba costs a process about 0.1 GB of resident
+    memory; there the passes stay with numpy.
     """
     if be.name != "numpy" or np.dtype(dtype) != np.float32 or n_classes > _COMPILED_MAX_CLASSES:
         return None
