@@ -346,11 +346,12 @@ class SecondPassPlan:
             tables["dist"] = be.asarray(dist, work)
             del dist
             # one product per block projects onto the basis and applies the classifier: [U | W_s^T]
+            # (built as the rows of its transpose: contiguous copies; the product reads either layout as fast)
             r = self.basis.shape[1]
-            proj = np.empty((self.W.shape[1], r + self.W.shape[0]), dtype=self.dtype)
-            proj[:, :r] = self.basis
-            np.multiply(self.W.T, np.ldexp(1.0, -self.w_exp), out=proj[:, r:], casting="same_kind")
-            tables["proj"] = be.asarray(proj, work)
+            proj_t = np.empty((r + self.W.shape[0], self.W.shape[1]), dtype=self.dtype)
+            proj_t[:r] = self.basis.T
+            np.multiply(self.W, np.ldexp(1.0, -self.w_exp), out=proj_t[r:], casting="same_kind")
+            tables["proj"] = be.asarray(proj_t.T, work)
         return tables
 
     def _be_dtype(self, be):
