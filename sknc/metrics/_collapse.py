@@ -60,16 +60,21 @@ def _row_norms(a):
     return np.ldexp(np.sqrt(np.einsum("ij,ij->i", b, b)), e)
 
 
-def _right_singular(A):
+def _uses_gram(k, d):
+    return k >= 32 and d >= k
+
+
+def _right_singular(A, gram=None):
     """Singular values (descending) and right singular vectors (rows) of a K x d matrix.
 
     For K >= 32 columns-rich matrices whose non-null singular values are within
     a factor 1e3 of the largest, the K x K Gram's eigendecomposition is exact to
-    ~1e-10 and several times faster than an SVD; otherwise an SVD.
+    ~1e-10 and several times faster than an SVD; otherwise an SVD. ``gram``:
+    ``A @ A.T`` when the caller has it.
     """
     k, d = A.shape
-    if k >= 32 and d >= k:
-        lam, u = np.linalg.eigh(A @ A.T)
+    if _uses_gram(k, d):
+        lam, u = np.linalg.eigh(A @ A.T if gram is None else gram)
         lam, u = lam[::-1], u[:, ::-1]
         top = lam[0]
         # centred means have one null direction by construction (rounding-level eigenvalue)
@@ -101,6 +106,7 @@ class Geometry:
     tolerance: float  # / 2**exp
     trace_sigma_b: float  # / 4**exp
     conventions: tuple = ()  # (global_mean, between, rtol)
+    gram: np.ndarray | None = None  # centred @ centred.T when the decomposition formed it (else None)
 
     @property
     def rank(self) -> int:
@@ -157,15 +163,20 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
     weights = np.full(k, 1.0 / k) if between == "class" else counts / counts.sum()
     sqrt_w = np.sqrt(weights)
     key = (global_mean, between)
+    gram = None if cache is None else cache.get(("gram", global_mean, exp))  # of these centred means
     if cache is not None and key in cache:
         sing, vt = cache[key]
     elif between == "class":  # equal weights scale the singular values only: no weighted copy
-        sing, vt = _right_singular(centred)
+        if gram is None and _uses_gram(k, d):
+            gram = centred @ centred.T  # kept: the report's NC2 and CDNV read it too
+        sing, vt = _right_singular(centred, gram)
         sing = sing * sqrt_w[0]
     else:
         sing, vt = _right_singular(sqrt_w[:, None] * centred)
     if cache is not None:
         cache[key] = (sing, vt)
+        if gram is not None:
+            cache[("gram", global_mean, exp)] = gram
     unc_norms = _row_norms(absolute) * np.ldexp(1.0, -exp)
     del absolute
     if sample_sq is not None:  # add each class's within-class spread (in the same units)
@@ -197,6 +208,7 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
         tolerance=tol,
         trace_sigma_b=float(np.sum(weights * np.einsum("ij,ij->i", centred, centred))),
         conventions=(global_mean, between, rtol),
+        gram=gram,
     )
 
 

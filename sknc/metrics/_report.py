@@ -166,7 +166,8 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
         return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
 
     m = geom.centred
-    gram_m = m @ m.T  # the centred means are stored below 1 in magnitude: no overflow; shared by three metrics
+    # shared by three metrics; the centred means are stored below 1 in magnitude, so it cannot overflow
+    gram_m = geom.gram if geom.gram is not None else m @ m.T
     keys.put("nc1", lambda: C.nc1_value(stats, geom, normalize))
     keys.values["nc1_rank"] = C.nc1_geometry(stats, geom).rank
     keys.put("nc1_trace_quotient", lambda: C.trace_quotient_value(stats, geom))
