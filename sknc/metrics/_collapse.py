@@ -60,6 +60,9 @@ def _row_norms(a):
     return np.ldexp(np.sqrt(np.einsum("ij,ij->i", b, b)), e)
 
 
+_KEEP_GRAM_MAX = 2048  # up to this many classes the K x K Gram (<= 32 MB) is kept for the report
+
+
 def _uses_gram(k, d):
     return k >= 32 and d >= k
 
@@ -168,8 +171,10 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
         sing, vt = cache[key]
     elif between == "class":  # equal weights scale the singular values only: no weighted copy
         if gram is None and _uses_gram(k, d):
-            gram = centred @ centred.T  # kept: the report's NC2 and CDNV read it too
+            gram = centred @ centred.T  # kept (when small): the report's NC2 and CDNV read it too
         sing, vt = _right_singular(centred, gram)
+        if k > _KEEP_GRAM_MAX:
+            gram = None
         sing = sing * sqrt_w[0]
     else:
         sing, vt = _right_singular(sqrt_w[:, None] * centred)
