@@ -15,7 +15,7 @@ from .._validation import (
 from . import _collapse as C
 from ._backend import backend_for
 from ._report import _CONVENTIONS, _check_conventions, check_classifier, geometry_of, report_from
-from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, make_plan
+from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
 from ._stats import _give_back as _stats_give_back
 
 __all__ = ["NCAccumulator"]
@@ -212,7 +212,9 @@ class NCAccumulator:
             single_np = (mult == 1)[inverse] if multilabel else None
             single = None if single_np is None else (single_np if be.name == "numpy" else be.torch.as_tensor(
                 single_np, device=be.device))
-        # the batch goes into a child pass in row blocks, absorbed only once all of it is valid
+        # the batch goes into a child pass in row blocks, absorbed only once all of it is valid; float32 rows of
+        # streams with few label sets so far go through the compiled loops
+        fp.kern = compiled_loops(be, x.dtype, fp.n_groups) if fp.scatter is None else None
         child = fp.child()
         try:
             for s, e in self._chunks(x.shape[0]):

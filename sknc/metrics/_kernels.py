@@ -6,7 +6,9 @@ loops below do each step in one read of the block, with the same arithmetic as
 the numpy path:
 
 * float32 rows are added to their group's float64 sums in the rows' order (the
-  conversion is exact, and float64 sums round far below float32 resolution);
+  conversion is exact, and float64 sums round far below float32 resolution),
+  or, for a stream's first pass, centred on their group's shift in float64
+  first, with the squared norms summed alongside;
 * the centred float32 row is written once, for the projection product, and its
   squared norm is summed in float64 (more accurate than the numpy path's
   float32 dot);
@@ -82,6 +84,9 @@ def _warm_up(loops):
     x = np.ones((3, 4), dtype=np.float32)
     ids = np.zeros(3, dtype=np.intp)
     loops.group_sums(x, ids, np.zeros((1, 4)))
+    shift = np.zeros((1, 4))
+    loops.centred_abs_max(x, shift, ids)
+    loops.centre_sum_square(x, shift, ids, 1.0, np.zeros((1, 4)), np.zeros(1))
     out = np.empty_like(x)
     loops.centre_square(x, x, ids, np.float32(1.0), out, np.zeros(3))
     loops.column_squares(out, 2, np.zeros(2))
@@ -118,6 +123,34 @@ def _build(cache=True):
             g = ids[i]
             for j in range(d):
                 out[g, j] += x[i, j]
+
+    @plain
+    def centred_abs_max(x, shift, ids):  # max |x[i] - shift[ids[i]]| in float64; NaN if any entry is not finite
+        n, d = x.shape
+        top = 0.0
+        for i in range(n):
+            g = ids[i]
+            for j in range(d):
+                v = abs(np.float64(x[i, j]) - shift[g, j])
+                if not v <= top:  # larger, or NaN (an infinite entry gives inf - inf or inf)
+                    if v != v or v == np.inf:
+                        return np.nan
+                    top = v
+        return top
+
+    @summed
+    def centre_sum_square(x, shift, ids, scale, sums, sq):
+        # c = x[i] - shift[ids[i]] in float64: sums[ids[i]] += c, sq[ids[i]] += ||c * scale||^2
+        n, d = x.shape
+        for i in range(n):
+            g = ids[i]
+            acc = 0.0
+            for j in range(d):
+                v = np.float64(x[i, j]) - shift[g, j]
+                sums[g, j] += v
+                w = v * scale
+                acc += w * w
+            sq[g] += acc
 
     @summed
     def centre_square(x, table, cls, scale, out, within):
@@ -172,5 +205,5 @@ def _build(cache=True):
                 agree += 1
         return agree
 
-    return _Kernels(group_sums=group_sums, centre_square=centre_square, column_squares=column_squares,
-                    agreement=agreement)
+    return _Kernels(group_sums=group_sums, centred_abs_max=centred_abs_max, centre_sum_square=centre_sum_square,
+                    centre_square=centre_square, column_squares=column_squares, agreement=agreement)

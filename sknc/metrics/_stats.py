@@ -33,8 +33,9 @@ means (NC1 through small singular values, NC3 near alignment) gets the float64
 answer of the stored values.
 
 Speed. float32 rows in host memory go through compiled loops (:mod:`._kernels`)
-for the memory-bound steps: the class sums in one read, the centring with the
-squares, and the decisions read off the products. Then the row blocks of both
+for the memory-bound steps: the class sums in one read (a stream's first pass:
+centred on the shifts, with their squares), the centring with the squares, and
+the decisions read off the products. Then the row blocks of both
 passes run on several threads at any K, BLAS on one thread each. Without the
 loops, numpy does the same steps (a float64 copy and a sparse product for the
 sums, several elementwise sweeps per block).
@@ -152,6 +153,9 @@ class FirstPass:
             _add_sums(self.sums, present, sums)
             self.counts += np.bincount(ids_np, minlength=self.n_groups)
             return self
+        if (self.kern is not None and x.dtype == np.float32 and self.track_max and self.scatter is None
+                and self.dtype == np.float64):
+            return self._add_compiled(x, ids, ids_np)
         c = be.centre(x, self.shift_w, ids, self.shift_w.dtype, self.ws)
         if not self.track_max:  # NaN/inf surface in the sums, checked once after the pass
             present, sums = be.segment_sum(c, ids, self.n_groups, self.ws)
@@ -159,19 +163,11 @@ class FirstPass:
             self.counts += np.bincount(ids_np, minlength=self.n_groups)
             return self
         m = be.abs_max(c)
-        if not np.isfinite(m):
-            bad = be.bad_rows(x)
-            if bad:
-                raise ValueError(f"features contain NaN or infinity in {bad} row(s).")
-            raise ValueError("features are too large to centre in float64 (values near 1e308).")
+        self._check_finite(x, m)
         present, sums = be.segment_sum(c, ids, self.n_groups, self.ws)
         counts = np.bincount(ids_np, minlength=self.n_groups)
         if self.with_squares:
-            e = _scale_exponent(m, np.float64)
-            if not self.seen_squares:
-                self.exp, self.seen_squares = e, True
-            elif e > self.exp:
-                self._rescale(e)
+            self._square_scale(m)
             be.scale_(c, np.ldexp(1.0, -self.exp))
             self.sq += be.bincount(ids, be.row_sq(c), self.n_groups)
             if self.scatter is not None:
@@ -182,6 +178,33 @@ class FirstPass:
         self.amax = max(self.amax, m)
         return self
 
+    def _add_compiled(self, x, ids, ids_np):
+        """:meth:`add` of float32 rows on the host through the compiled loops: one read checks and sizes them,
+        a second (from cache) centres, sums and squares them."""
+        ids = np.asarray(ids, dtype=np.intp)
+        m = self.kern.centred_abs_max(x, self.shift_w, ids)
+        self._check_finite(x, m)
+        self._square_scale(m)
+        self.kern.centre_sum_square(x, self.shift_w, ids, np.ldexp(1.0, -self.exp), self.sums, self.sq)
+        self.counts += np.bincount(ids_np, minlength=self.n_groups)
+        self.amax = max(self.amax, m)
+        return self
+
+    def _check_finite(self, x, m):
+        if not np.isfinite(m):
+            bad = self.be.bad_rows(x)
+            if bad:
+                raise ValueError(f"features contain NaN or infinity in {bad} row(s).")
+            raise ValueError("features are too large to centre in float64 (values near 1e308).")
+
+    def _square_scale(self, m):
+        """Fix the power of two squares are divided by, from the largest centred magnitude ``m`` of a block."""
+        e = _scale_exponent(m, np.float64)
+        if not self.seen_squares:
+            self.exp, self.seen_squares = e, True
+        elif e > self.exp:
+            self._rescale(e)
+
     def child(self):
         """An empty pass over the same groups and shifts (a batch is added to it, then absorbed)."""
         out = FirstPass(self.be, self.d, with_squares=self.with_squares, with_scatter=self.scatter is not None,
@@ -191,6 +214,7 @@ class FirstPass:
         out.sq = None if self.sq is None else self.be.zeros(self.n_groups)
         out.counts = np.zeros(self.n_groups, dtype=np.int64)
         out.exp, out.seen_squares = self.exp, self.seen_squares
+        out.kern = self.kern
         return out
 
     def absorb(self, child):
