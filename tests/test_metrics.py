@@ -684,3 +684,34 @@ def test_overlapping_reports_give_back_the_users_blas_threads():
     assert max(blas_threads()) == 1  # the second is still running its passes
     second.__exit__(None, None, None)
     assert blas_threads() == original
+
+
+@pytest.mark.parametrize("global_mean", ["class", "sample"])
+def test_nearest_mean_table_from_the_known_gram_equals_the_direct_one(rng, monkeypatch, global_mean):
+    # the report's decomposition keeps the Gram of its centred means; the second pass's NCC distances are read
+    # from it (distances do not depend on the centring), and must equal those computed from the means alone
+    from dataclasses import replace
+
+    from sknc.metrics import _stats
+    from sknc.metrics._backend import NumpyOps
+    from sknc.metrics._report import statistics_and_geometry
+
+    k, n, d = 40, 4000, 64
+    means = 1e3 + rng.standard_normal((k, d))  # far from the origin: distances from a Gram would cancel
+    means[1] = means[0] + 1e-6  # a close pair: recomputed from differences
+    y = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    H = (means[y] + 0.1 * rng.standard_normal((n, d))).astype(np.float32)
+    plans = []
+    original = _stats.make_plan
+
+    def keep(*args, **kwargs):
+        plans.append(original(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(_stats, "make_plan", keep)  # a spy: the real plan, kept for inspection
+    statistics_and_geometry(H, y, means, global_mean=global_mean)
+    plan = plans[-1]
+    assert plan.centred_gram is not None
+    with_gram = plan.on(NumpyOps)["dist"]
+    direct = replace(plan, centred_gram=None).on(NumpyOps)["dist"]
+    np.testing.assert_allclose(with_gram, direct, rtol=1e-6, atol=1e-12 * np.abs(direct).max())

@@ -312,7 +312,8 @@ class NCAccumulator:
             counts = self._first.counts[order][groups.class_group]
             geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
             plan = make_plan(rel + origin, geom.span, self._first.amax, be.work_dtype_np(x), W=w, b=bias,
-                             full_gram=geom.span.shape[1] <= _FULL_GRAM_MAX, means_rel=rel)
+                             full_gram=geom.span.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
+                             centred_gram=None if geom.gram is None else (geom.gram, geom.exp))
             self._second = SecondPass(be, plan)
             self._second_geometry = geom
             self._plan_key = (None if w is None else w.copy(), None if bias is None else bias.copy())

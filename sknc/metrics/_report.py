@@ -90,8 +90,8 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
     def basis_for(stats):
         geom = geometry_of(stats, global_mean, between, rtol)
         holder["geom"] = None if second_pass else geom
-        stats.nc1_geometry = replace(geom, centred=None)  # NC1 may be read in this geometry's basis
-        return geom.span
+        stats.nc1_geometry = replace(geom, centred=None, gram=None)  # NC1 may be read in this geometry's basis
+        return geom
 
     stats = array_statistics(X, groups, eps, basis_for=basis_for, W=w, b=bias, second_pass=second_pass,
                              n_threads=n_threads)

@@ -325,6 +325,7 @@ class SecondPassPlan:
     full_gram: bool = True  # the r x r projected scatter (any convention later) or its diagonal (this basis)
     w_exp: int = 0
     means_rel: np.ndarray | None = None  # the means relative to an origin (exact differences), if known
+    centred_gram: tuple | None = None  # (G, e): Gram of the centred means / 4**e, if known (see make_plan)
 
     def on(self, be):
         """Backend copies of the tables (made once per backend; few K x d temporaries)."""
@@ -365,7 +366,7 @@ class SecondPassPlan:
             logits *= s * w_s
             tables["logits"] = be.asarray(logits, work)
             del logits
-            dist = _rounded_sq_distances(centred, err)
+            dist = _rounded_sq_distances(centred, err, self._distances(centred, s))
             del centred, err
             tables["dist"] = be.asarray(dist, work)
             del dist
@@ -383,8 +384,20 @@ class SecondPassPlan:
             return self.dtype
         return be.torch.float32 if np.dtype(self.dtype) == np.float32 else be.torch.float64
 
+    def _distances(self, centred, s):
+        """Squared distances between the rows of ``centred`` (the means times ``s``) from the known Gram, or None."""
+        if self.centred_gram is None:
+            return None
+        from ._collapse import pairwise_sq_distances
 
-def _rounded_sq_distances(centred, err=None):
+        gram, e = self.centred_gram
+        # the Gram's centring may differ (sample mean): distances do not depend on it, and close pairs are
+        # recomputed from differences of these rows, brought to the Gram's units
+        unit = np.ldexp(1.0, -e) / s
+        return np.ldexp(pairwise_sq_distances(centred * unit, gram), 2 * e) * (s * s)
+
+
+def _rounded_sq_distances(centred, err=None, base=None):
     """``||mu_i + e_i - mu_j||^2`` for centred means ``mu`` and the float32 rounding ``e`` of each.
 
     Distances between the exact means come from
@@ -393,7 +406,7 @@ def _rounded_sq_distances(centred, err=None):
     """
     from ._collapse import pairwise_sq_distances
 
-    base = pairwise_sq_distances(centred)
+    base = pairwise_sq_distances(centred) if base is None else base
     if err is None:
         return base
     eb = err @ centred.T  # e_i . mu_j
@@ -581,8 +594,16 @@ class SecondPass:
         return np.asarray(self.plan.means64, dtype=self.plan.dtype).astype(np.float64)
 
 
-def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means_rel=None):
-    """A second-pass plan: scale from the largest centred magnitude, classifier scaled to unit size."""
+def _gram_of(geom):
+    return None if geom.gram is None else (geom.gram, geom.exp)
+
+
+def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means_rel=None, centred_gram=None):
+    """A second-pass plan: scale from the largest centred magnitude, classifier scaled to unit size.
+
+    ``centred_gram``: ``(G, e)``, the Gram of the centred class means divided by
+    ``2**e`` (any global mean: the NCC table needs their distances only).
+    """
     scale_exp = _scale_exponent(2.0 * amax, dtype)
     w_exp = 0
     if W is not None:
@@ -590,7 +611,7 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
         w_exp = _exponent(top) if top > 0 else 0
         b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
     return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
-                          means_rel)
+                          means_rel, centred_gram)
 
 
 def span_basis(means64):
@@ -857,9 +878,9 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     """Two passes over an in-memory feature matrix (numpy, or a tensor on any device).
 
     ``X`` comes from :func:`~sknc._validation.as_feature_array` and ``groups``
-    from :func:`~sknc._validation.group_labels`. ``basis_for(means, counts)``
-    returns the orthonormal basis of the second pass (the report's convention
-    decides it); ``W``/``b`` (validated) add the NCC agreement.
+    from :func:`~sknc._validation.group_labels`. ``basis_for(stats)`` returns
+    the geometry of the report's convention, whose span is the orthonormal basis
+    of the second pass; ``W``/``b`` (validated) add the NCC agreement.
     """
     n, d = X.shape
     # Row blocks run on several threads when the per-row work is memory-bound: always in the first pass (sums),
@@ -931,7 +952,8 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
     if not second_pass or not stats.has_class_means:
         return stats
     means = stats.means
-    basis = basis_for(stats)
+    geom = basis_for(stats)
+    basis = geom.span
     sample_class = groups.sample_class()
     rows = None if not groups.multilabel else np.flatnonzero(sample_class >= 0)
     n2 = n if rows is None else rows.size
@@ -967,7 +989,7 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
     full_gram = work == np.float64 and basis.shape[1] <= _FULL_GRAM_MAX
     guess = _abs_max(rel - rel.mean(axis=0))
     plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=full_gram,
-                     means_rel=stats.means_rel)
+                     means_rel=stats.means_rel, centred_gram=_gram_of(geom))
     sp = run_second(plan)
     # all-zero squares are exact collapse or an underflow: the magnitude scan below tells them apart
     if not sp.squares_in_range() or sp.max_row_sq == 0.0:
@@ -981,7 +1003,7 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
             amax = max(amax, be.abs_max(c))
         if amax > 0:
             plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=full_gram,
-                     means_rel=stats.means_rel)
+                             means_rel=stats.means_rel, centred_gram=_gram_of(geom))
             sp = run_second(plan)
     within, Q, agree, shift = sp.finish()
     if shift is not None:  # float32: the first pass's means are exact sums already
