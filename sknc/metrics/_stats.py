@@ -393,8 +393,9 @@ class SecondPassPlan:
         gram, e = self.centred_gram
         # the Gram's centring may differ (sample mean): distances do not depend on it, and close pairs are
         # recomputed from differences of these rows, brought to the Gram's units
-        unit = np.ldexp(1.0, -e) / s
-        return np.ldexp(pairwise_sq_distances(centred * unit, gram), 2 * e) * (s * s)
+        dist = pairwise_sq_distances(centred * (np.ldexp(1.0, -e) / s), gram)
+        dist *= np.ldexp(s * s, 2 * e)  # in place: K x K temporaries are tens of MB with K in the thousands
+        return dist
 
 
 def _rounded_sq_distances(centred, err=None, base=None):
@@ -953,7 +954,8 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
         return stats
     means = stats.means
     geom = basis_for(stats)
-    basis = geom.span
+    basis, centred_gram = geom.span, _gram_of(geom)
+    del geom  # its K x d centred means are not needed by the pass (a K=1000, d=2048 report: 16 MB)
     sample_class = groups.sample_class()
     rows = None if not groups.multilabel else np.flatnonzero(sample_class >= 0)
     n2 = n if rows is None else rows.size
@@ -989,7 +991,7 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
     full_gram = work == np.float64 and basis.shape[1] <= _FULL_GRAM_MAX
     guess = _abs_max(rel - rel.mean(axis=0))
     plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=full_gram,
-                     means_rel=stats.means_rel, centred_gram=_gram_of(geom))
+                     means_rel=stats.means_rel, centred_gram=centred_gram)
     sp = run_second(plan)
     # all-zero squares are exact collapse or an underflow: the magnitude scan below tells them apart
     if not sp.squares_in_range() or sp.max_row_sq == 0.0:
@@ -1003,7 +1005,7 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
             amax = max(amax, be.abs_max(c))
         if amax > 0:
             plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=full_gram,
-                             means_rel=stats.means_rel, centred_gram=_gram_of(geom))
+                             means_rel=stats.means_rel, centred_gram=centred_gram)
             sp = run_second(plan)
     within, Q, agree, shift = sp.finish()
     if shift is not None:  # float32: the first pass's means are exact sums already
