@@ -183,8 +183,8 @@ def test_environment_switch_turns_the_loops_off(monkeypatch):
     assert _kernels.kernels() is not None
 
 
-@pytest.mark.parametrize("layout", ["fortran", "column_slice"])
-def test_non_contiguous_float32_features_give_the_contiguous_report(rng, layout):
+@pytest.mark.parametrize("layout", ["fortran", "column_slice", "read_only_memmap"])
+def test_strided_or_read_only_float32_features_give_the_contiguous_report(rng, tmp_path, layout):
     n, d, k = 5000, 450, 6
     means = 3 * rng.standard_normal((k, d))
     y = rng.integers(0, k, n)
@@ -192,11 +192,14 @@ def test_non_contiguous_float32_features_give_the_contiguous_report(rng, layout)
     W = means + 0.2 * rng.standard_normal((k, d))
     if layout == "fortran":
         other = np.asfortranarray(H)
-    else:
+    elif layout == "column_slice":
         wide = np.zeros((n, d + 7), dtype=np.float32)
         wide[:, 3 : 3 + d] = H
         other = wide[:, 3 : 3 + d]
-    assert not other.flags.c_contiguous
+    else:  # features saved by an earlier run, mapped read-only
+        np.save(tmp_path / "features.npy", H)
+        other = np.load(tmp_path / "features.npy", mmap_mode="r")
+    assert not other.flags.c_contiguous or not other.flags.writeable
     expected = sknc.nc_report(H, y, W)
     got = sknc.nc_report(other, y, W)
     for key in expected.index:
