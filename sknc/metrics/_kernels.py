@@ -17,7 +17,7 @@ the numpy path:
   tie rule (first index).
 
 numba is imported on the first pass over float32 numpy features (never by
-``import sknc``): about 0.4 s once per process, plus about 1 s of compilation
+``import sknc``): about 0.4 s once per process, plus about 1.5 s of compilation
 the first time on a machine (the loops are then cached on disk). Without numba,
 with a numba that fails to compile them (one warning), or with the environment
 variable ``SKNC_NUMBA=0``, the passes use numpy only.
