@@ -111,6 +111,8 @@ def _scaled(a):
     if top == 0.0 or not np.isfinite(top):
         return a
     e = int(np.frexp(top)[1])
+    if e == 0:  # already in [0.5, 1): no copy
+        return a
     if abs(e) < 1000:  # multiplying by an exact power of two rounds as ldexp does, several times faster
         return a * np.ldexp(1.0, -e)
     return np.ldexp(a, -e)
