@@ -17,6 +17,7 @@ from ._backend import backend_for
 from ._report import _CONVENTIONS, _check_conventions, check_classifier, geometry_of, report_from
 from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
 from ._stats import _give_back as _stats_give_back
+from ._stats import _gram_of
 
 __all__ = ["NCAccumulator"]
 
@@ -313,7 +314,7 @@ class NCAccumulator:
             geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
             plan = make_plan(rel + origin, geom.span, self._first.amax, be.work_dtype_np(x), W=w, b=bias,
                              full_gram=geom.span.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
-                             centred_gram=None if geom.gram is None else (geom.gram, geom.exp))
+                             centred_gram=_gram_of(geom))
             self._second = SecondPass(be, plan)
             self._second_geometry = geom
             self._plan_key = (None if w is None else w.copy(), None if bias is None else bias.copy())

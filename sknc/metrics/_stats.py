@@ -893,9 +893,10 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
         threads = max(1, min(threads, os.cpu_count() or 1))
     # the compiled loops leave each block's product as its only multi-core-worthy step, so with them the second
     # pass is threaded at any K too (measured at K=100: 30 ms on two threads against 33 ms with BLAS's two)
-    compiled = compiled_loops(backend_for(X), X.dtype, groups.n_classes) is not None
-    threads_second = threads if groups.n_groups <= _THREADED_SECOND_MAX or compiled else 1
-    kwargs = dict(basis_for=basis_for, W=W, b=b, second_pass=second_pass, threads=(threads, threads_second))
+    kern = compiled_loops(backend_for(X), X.dtype, groups.n_classes)
+    threads_second = threads if groups.n_groups <= _THREADED_SECOND_MAX or kern is not None else 1
+    kwargs = dict(basis_for=basis_for, W=W, b=b, second_pass=second_pass, threads=(threads, threads_second),
+                  kern=kern)
     if threads_second > 1:
         # BLAS stays on one thread from the first pass to the end of the second: the small decompositions
         # between the passes would otherwise wake its workers, which then spin on the cores the passes use
@@ -904,7 +905,7 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     return _array_statistics(X, groups, eps, **kwargs)
 
 
-def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
+def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, kern):
     n, d = X.shape
     be = backend_for(X)
     n_threads, threads_second = threads
@@ -921,7 +922,6 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads):
     # float32 rows are summed raw in float64, which is exact to far below their own resolution
     raw = work == np.float32
     shared_shift_w = shift
-    kern = compiled_loops(be, X.dtype, groups.n_classes) if raw else None
 
     def first_work(start, stop, state):
         if state is None:
