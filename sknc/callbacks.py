@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 import torch
 from skorch.callbacks import Callback
 
-from .exceptions import NCWarning
+from .exceptions import NCWarning, warn_once
 from .extract import classifier_parameters, model_nc_report
 
 __all__ = ["NCTracker", "CosineLR", "LearningRateRecorder", "DivergenceGuard", "head_parameters"]
@@ -136,8 +135,8 @@ class NCTracker(Callback):
                                     reduce=self.reduce, forward=net.infer)
             report = frame.iloc[0]
         except (ValueError, RuntimeError, TypeError) as exc:  # a measurement never stops training
-            warnings.warn(f"NCTracker: no NC metrics at epoch {len(net.history)} ({exc}); recording NaN.",
-                          NCWarning, stacklevel=2)
+            warn_once(f"NCTracker: no NC metrics at epoch {len(net.history)} ({exc}); recording NaN.",
+                      NCWarning, stacklevel=2)
             report = pd.Series(dtype=float)
         keys = self.metrics
         if keys is None:

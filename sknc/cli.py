@@ -226,12 +226,18 @@ def _parse_counts(text, what):
 
 def _parse_sets(text):
     out = {}
-    for part in text.split(","):
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise _UsageError("--sets is empty; give m:count pairs such as 1:3,2:1.")
+    for part in parts:
         try:
             m, c = part.split(":")
-            out[int(m)] = int(c)
+            m, c = int(m), int(c)
         except ValueError as exc:
             raise _UsageError(f"--sets takes m:count pairs such as 1:3,2:1; got {text!r}.") from exc
+        if m in out:
+            raise _UsageError(f"--sets gives multiplicity {m} twice ({text!r}); give each multiplicity once.")
+        out[m] = c
     return out
 
 
@@ -241,7 +247,7 @@ def _ufm_labels(args):
 
     k = args.classes
     if args.loss in ("pal", "pal_mean"):
-        sets = _parse_sets(args.sets or "1:3,2:1")
+        sets = _parse_sets("1:3,2:1" if args.sets is None else args.sets)
         rows = []
         for m, count in sorted(sets.items()):
             if not 1 <= m <= k:
@@ -253,7 +259,7 @@ def _ufm_labels(args):
                 row[list(s)] = 1
                 rows += [row] * count
         return np.array(rows)
-    if args.sets:
+    if args.sets is not None:
         raise _UsageError("--sets is for --loss pal/pal_mean; use --sizes or --per-class for ce/mse.")
     sizes = _parse_counts(args.sizes, "--sizes") if args.sizes else [args.per_class] * k
     if len(sizes) != k:

@@ -5,6 +5,10 @@ This module imports nothing heavy, so every layer of the package can use it.
 
 from __future__ import annotations
 
+import re
+import sys
+import warnings
+
 __all__ = ["NCWarning", "UndefinedMetricError", "TrainingDivergedError"]
 
 
@@ -74,3 +78,50 @@ class TrainingDivergedError(FloatingPointError, ValueError):
     ...     print(str(error).split(",")[0])
     training diverged in epoch ...
     """
+
+
+# ------------------------------------------------------------------- one warning per site and cause
+_SEEN = set()
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _filter_action(category, message, module, lineno):
+    """The action the active warning filters give this warning (what ``warnings.warn`` would do)."""
+    for action, msg, cat, mod, line in warnings.filters:
+        if ((msg is None or msg.match(message)) and issubclass(category, cat)
+                and (mod is None or mod.match(module)) and (line == 0 or line == lineno)):
+            return action
+    return warnings.defaultaction
+
+
+def warn_once(message, category=None, *, cause=None, stacklevel=2):
+    """Warn once per call site and cause, whatever resets Python's own registry.
+
+    Python shows a ``'default'`` warning once per site and exact text, but every
+    ``warnings.catch_warnings`` block (scikit-learn, skorch and joblib enter many)
+    clears that memory, and texts that quote an epoch or a count differ each
+    time; a 13-fit search printed the same NC warning 76 times. Here the cause is
+    the text with its numbers blanked (or ``cause`` when given), and the site is
+    the frame the warning points at. Filters that say ``'always'``, ``'error'``
+    or ``'ignore'`` (``pytest.warns``, ``warnings.simplefilter('always')``) are
+    obeyed as usual: the memory applies only where Python would dedupe too.
+    """
+    category = NCWarning if category is None else category
+    try:
+        frame = sys._getframe(stacklevel)
+    except ValueError:  # a shallower stack than asked for: the outermost frame
+        frame = None
+    module = "sys" if frame is None else frame.f_globals.get("__name__", "<string>")
+    site = ("sys", 1) if frame is None else (frame.f_code.co_filename, frame.f_lineno)
+    action = _filter_action(category, message, module, site[1])
+    if action not in ("always", "error", "ignore"):
+        key = (category, site, _NUMBER.sub("#", message) if cause is None else cause)
+        if key in _SEEN:
+            return
+        _SEEN.add(key)
+    warnings.warn(message, category, stacklevel=stacklevel + 1)
+
+
+def _forget_warnings():
+    """Clear the memory of :func:`warn_once` (tests)."""
+    _SEEN.clear()

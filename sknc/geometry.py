@@ -75,13 +75,24 @@ def simplex_etf(n_classes, dim=None, *, norm=1.0, random_state=None):
     centred = np.sqrt(k / (k - 1)) * (np.eye(k) - np.full((k, k), 1.0 / k))
     if random_state is None and d == k:
         return norm * centred
-    # Orthonormal basis of the sum-zero subspace: the last K-1 left singular vectors.
-    basis = np.linalg.svd(centred)[0][:, : k - 1]  # K x (K-1)
+    # Orthonormal basis of the sum-zero subspace in closed form (Helmert): an SVD's basis of this degenerate
+    # subspace depends on the LAPACK build, and so would every seeded frame.
+    basis = _helmert_basis(k)  # K x (K-1)
     coords = centred @ basis  # K x (K-1), rows of unit norm
     rng = check_random_state(random_state)
     q, r = np.linalg.qr(rng.standard_normal((d, k - 1)))
     q *= np.sign(np.diag(r))  # Haar-distributed orthonormal columns
     return norm * coords @ q.T
+
+
+def _helmert_basis(k):
+    """Orthonormal columns spanning the vectors of ``R^k`` that sum to zero (the Helmert contrasts)."""
+    basis = np.zeros((k, k - 1))
+    for j in range(1, k):
+        basis[:j, j - 1] = 1.0
+        basis[j, j - 1] = -float(j)
+        basis[:, j - 1] /= np.sqrt(j * (j + 1.0))
+    return basis
 
 
 def etf_gram(n_classes) -> np.ndarray:

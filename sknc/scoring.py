@@ -24,7 +24,6 @@ NC is a property of the *training* features: in a search, pass
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -39,7 +38,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import untensor
-from .exceptions import NCWarning
+from .exceptions import NCWarning, warn_once
 from .metrics import nc_report
 
 __all__ = [
@@ -177,14 +176,21 @@ def nc_report_of(estimator, X, y, **conventions):
 
 
 class _LastReport:
-    """The report of the last (estimator, X, y): the scorers of one multi-metric call share one forward pass."""
+    """The report of the last (estimator, X, y): the scorers of one multi-metric call share one forward pass.
+
+    The key is a digest of the contents (the estimator's parameters and fitted
+    state, the data), not the objects' identity: the same estimator refitted,
+    ``partial_fit`` once more or given data changed in place is measured again.
+    """
 
     def __init__(self):
         self.key, self.value = None, None
 
     def get(self, estimator, X, y):
-        key = (estimator, X, y)
-        if self.key is not None and all(a is b for a, b in zip(self.key, key)):
+        from ._fingerprint import fingerprint
+
+        key = fingerprint(estimator, X, y)
+        if self.key == key:
             return self.value
         self.key, self.value = None, None
         value = _safe_report(estimator, X, y)
@@ -199,7 +205,7 @@ def _safe_report(estimator, X, y):
     except (TypeError, NotFittedError):
         raise  # not a supported or not a fitted estimator: a usage error
     except ValueError as exc:
-        warnings.warn(f"NC scores are NaN on this split ({exc}).", NCWarning, stacklevel=3)
+        warn_once(f"NC scores are NaN on this split ({exc}).", NCWarning, stacklevel=3)
         return pd.Series(dtype=float)
 
 

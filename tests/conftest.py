@@ -53,3 +53,12 @@ def multilabel_blobs(k=4, d=12, per_single=30, per_pair=8, noise=0.5, seed=0):
             Y.append(row)
     order = rng.permutation(len(X))
     return np.asarray(X, dtype=np.float32)[order], np.asarray(Y)[order]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warning_memory():
+    """Every test sees sknc's one-per-site warnings afresh (sknc.exceptions.warn_once)."""
+    from sknc.exceptions import _forget_warnings
+
+    _forget_warnings()
+    yield

@@ -145,7 +145,7 @@ def test_unavailable_devices(estimator, device, pattern):
 
 @pytest.mark.parametrize("args,pattern", [
     ((RNG.standard_normal((4, 3)),), r"shape \(n_classes, n_dims\) = \(4, 5\)"),
-    ((RNG.standard_normal((3, 5)),), r"shape \(n_classes, n_dims\) = \(4, 5\)"),
+    ((RNG.standard_normal((3, 5)),), r"W has 3 rows but the data have 4 classes"),
     ((None, np.zeros(4)), "b was given without W"),
     ((RNG.standard_normal((4, 5)), np.zeros(3)), r"b must have shape \(4,\)"),
     ((np.full((4, 5), np.nan),), "W contains NaN"),
@@ -175,7 +175,7 @@ def test_scorers_and_extraction():
         model_nc_report(net, H, Y, layers=["nope"])
     with pytest.raises(ValueError, match=r"no nn.Linear layer"):
         model_nc_report(torch.nn.Sequential(torch.nn.ReLU()), H, Y)
-    with pytest.raises(ValueError, match=r"input batch of shape \(40, 3\)"):
+    with pytest.raises(ValueError, match=r"input batch \(Tensor of shape \(40, 3\)"):
         model_nc_report(net, H[:, :3], Y)
     with pytest.raises(ValueError, match="30 rows but the data have 40"):
         model_nc_report(net, H, Y[:30])

@@ -14,7 +14,7 @@ from .._validation import (
 )
 from . import _collapse as C
 from ._backend import backend_for
-from ._report import _CONVENTIONS, _check_conventions, check_classifier, geometry_of, report_from
+from ._report import _CONVENTIONS, _check_conventions, _shown, align_classifier, geometry_of, report_from
 from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
 from ._stats import _give_back as _stats_give_back
 from ._stats import _gram_of
@@ -58,6 +58,16 @@ class NCAccumulator:
         The NC1 conventions the second pass measures (see :func:`sknc.nc1`);
         :meth:`report` computes NC1 for these (any convention in one-pass
         mode). Every other key accepts any convention at report time.
+    classes : array-like, optional
+        The class of each row of the classifier ``W`` (1-D labels), as in
+        :func:`sknc.nc_report`: a stream that misses some of ``W``'s classes is
+        measured on the classes present.
+    strict : bool, default=False
+        What to do when the second pass reads other rows than the first (an
+        augmenting loader, a reshuffled generator with other crops): by
+        default the keys that need the second pass are NaN with an
+        :class:`sknc.NCWarning` naming the classes whose means moved; with
+        ``strict=True`` :meth:`report` raises ``ValueError``.
 
     Notes
     -----
@@ -85,11 +95,14 @@ class NCAccumulator:
     (True, 0.0)
     """
 
-    def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class"):
+    def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class", classes=None,
+                 strict=False):
         self.n_classes = n_classes
         self.mode = mode
         self.global_mean = global_mean
         self.between = between
+        self.classes = classes
+        self.strict = strict
 
     # ------------------------------------------------------------------ state
     def _start(self, be, d, multilabel, width, kind, k_first):
@@ -307,17 +320,19 @@ class NCAccumulator:
         if self._second is None:
             if groups.missing_singletons().size:
                 raise ValueError(missing_singletons_message(groups) + ".")
-            w, bias = check_classifier(W, b, self._d, groups.n_classes)
+            match = align_classifier(W, b, self._d, groups, self.classes)
+            # the NCC agreement needs every class of the classifier in the data
+            w, bias = (match.w, match.bias) if match.complete else (None, None)
             origin, rel = self._first.means()
             rel = rel[order][groups.class_group]
             counts = self._first.counts[order][groups.class_group]
             geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
             plan = make_plan(rel + origin, geom.span, self._first.amax, be.work_dtype_np(x), W=w, b=bias,
                              full_gram=geom.span.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
-                             centred_gram=_gram_of(geom))
+                             centred_gram=_gram_of(geom), probes=True)
             self._second = SecondPass(be, plan)
             self._second_geometry = geom
-            self._plan_key = (None if w is None else w.copy(), None if bias is None else bias.copy())
+            self._plan_key = (_copy(W), _copy(b))
         else:
             self._same_classifier(W, b, groups.n_classes)
         # class index (position in the sorted classes) of every multiplicity-1 row
@@ -358,11 +373,7 @@ class NCAccumulator:
         return self.update_second_pass(features_batch, y_batch, W, b)
 
     def _same_classifier(self, W, b, k):
-        w0, b0 = self._plan_key
-        if W is None and w0 is None:
-            return
-        w, bias = check_classifier(W, b, self._d, k) if W is not None else (None, None)
-        if (w is None) != (w0 is None) or (w is not None and (not np.array_equal(w, w0) or not np.array_equal(bias, b0))):
+        if not _same(self._plan_key, (W, b)):
             raise ValueError("every batch of the second pass needs the same W and b (the ones of its first batch).")
 
     # ------------------------------------------------------------------- merge
@@ -455,6 +466,12 @@ class NCAccumulator:
                     f"{int(n.sum())} (per class {sp.counts.tolist()} vs {n.astype(int).tolist()}); feed the same "
                     "data to both passes before report()."
                 )
+            mismatch = sp.data_mismatch()
+            if mismatch is not None:
+                stats.second_pass_problem = self._mismatch_message(stats.groups, *mismatch)
+                if self.strict:
+                    raise ValueError(stats.second_pass_problem[0].upper() + stats.second_pass_problem[1:] + ".")
+                return stats  # the first pass's keys stand; those of the second pass say why they are NaN
             within, Q, agree, shift = sp.finish()
             if shift is not None:  # float32: the first pass's means are exact float64 sums already
                 stats.correct_class_means(sp.centres(), shift)
@@ -465,6 +482,15 @@ class NCAccumulator:
             if sp.plan.W is not None:
                 stats.agree, stats.n_agree = agree, int(n.sum())
         return stats
+
+    @staticmethod
+    def _mismatch_message(groups, bad, shifts):
+        names = _shown([groups.classes[i] for i in bad])
+        top = float(np.max(shifts))
+        size = "by more than their spread" if not np.isfinite(top) else f"by up to {top:.2g} within-class std"
+        return (f"the second pass read other rows than the first: the means of class(es) {names} moved {size} "
+                "(an augmenting or reshuffled data source?), so the keys that need the second pass are undefined; "
+                "feed both passes the same rows, e.g. a DataLoader without random transforms")
 
     def report(self, W=None, b=None, **conventions):
         """The NC report of everything seen so far (keyword conventions as in :func:`sknc.nc_report`).
@@ -479,18 +505,38 @@ class NCAccumulator:
         opts = {**_CONVENTIONS, **conventions}
         _check_conventions(opts["global_mean"], opts["between"], opts["cdnv_power"], opts["rtol"])
         stats = self._statistics()
-        w, bias = check_classifier(W, b, self._d, stats.groups.n_classes)
-        if self._second is not None and w is not None:
-            w0, b0 = self._plan_key
-            if w0 is not None and (not np.array_equal(w, w0) or not np.array_equal(bias, b0)):
+        match = align_classifier(W, b, self._d, stats.groups, self.classes)
+        if self._second is not None and match.w is not None:
+            if self._plan_key[0] is not None and not _same(self._plan_key, (W, b)):
                 raise ValueError("report(W, b) must use the W and b of the second pass.")
-            if w0 is None:
+            if self._plan_key[0] is None:
                 stats.agree = None
         geom = None
         if stats.has_class_means:
             geom = geometry_of(stats, opts["global_mean"], opts["between"], opts["rtol"])
-        return report_from(stats, geom, w, bias, normalize=opts["normalize"], nc3_squared=opts["nc3_squared"],
-                           cdnv_power=opts["cdnv_power"], source="NCAccumulator.report")
+        return report_from(stats, geom, match.w, match.bias, normalize=opts["normalize"],
+                           nc3_squared=opts["nc3_squared"], cdnv_power=opts["cdnv_power"],
+                           source="NCAccumulator.report", match=match)
+
+
+def _copy(a):
+    """A float64 host copy of a classifier array (None stays None), to compare later batches' against."""
+    from .._validation import untensor
+
+    return None if a is None else np.array(untensor(a), dtype=np.float64)
+
+
+def _same(key, given):
+    """Whether ``(W, b)`` equals the copies in ``key`` (``b`` None and zeros are the same bias)."""
+    (w0, b0), (w, b) = key, given
+    if (w0 is None) != (w is None):
+        return False
+    if w0 is None:
+        return True
+    w = np.asarray(_copy(w))
+    b = np.zeros(w.shape[0]) if b is None else np.asarray(_copy(b)).reshape(-1)
+    b0 = np.zeros(w0.shape[0]) if b0 is None else b0.reshape(-1)
+    return w.shape == w0.shape and np.array_equal(w, w0) and b.shape == b0.shape and np.array_equal(b, b0)
 
 
 def _as_backend(fp, be):

@@ -217,6 +217,14 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
     )
 
 
+def coincide_reason(geom):
+    """Why the keys of the centred class means are undefined when every mean sits at one point (else None)."""
+    if geom.rank:
+        return None
+    return (f"all class means coincide (between-class rank 0 at tolerance {np.ldexp(geom.tolerance, geom.exp):.3g}), "
+            "so NC1 and every key of the centred class means are undefined")
+
+
 def _require_rank(geom, what):
     if geom.rank == 0:
         raise UndefinedMetricError(
@@ -296,8 +304,12 @@ def cdnv_value(stats, geom, power=1.0, classes=None, gram=None):
     dist = pairwise_sq_distances(geom.centred, gram)
     iu = np.triu_indices(dist.shape[0], 1)
     d2 = dist[iu]
-    if np.any(d2 == 0):
-        a, b = iu[0][np.argmax(d2 == 0)], iu[1][np.argmax(d2 == 0)]
+    # a pair closer than the geometry's tolerance is one point to the resolution of the data (a weighted
+    # singular value of two means a distance delta apart is about delta * sqrt(w / 2))
+    floor = 2.0 * geom.tolerance**2 / float(np.min(geom.weights)) if geom.weights.size else 0.0
+    close = d2 <= floor
+    if np.any(close):
+        a, b = iu[0][np.argmax(close)], iu[1][np.argmax(close)]
         names = (a, b) if classes is None else (classes[a], classes[b])
         names = [n.item() if hasattr(n, "item") else n for n in names]
         raise UndefinedMetricError(f"the means of classes {names[0]!r} and {names[1]!r} coincide, so the CDNV is undefined")

@@ -154,15 +154,16 @@ def _build(cache=True):
 
     @summed
     def centre_square(x, table, cls, scale, out, within):
-        # out[i] = (x[i] - table[cls[i]]) * scale in float32; within[cls[i]] += ||out[i]||^2 in float64;
-        # returns the largest squared row norm (NaN if any row has one)
+        # out[i] = x[i] * scale - table[cls[i]] in float32 (table already scaled: the same as scaling the
+        # difference, which could overflow for values near the largest float32); within[cls[i]] += ||out[i]||^2
+        # in float64; returns the largest squared row norm (NaN if any row has one)
         n, d = x.shape
         top = 0.0
         for i in range(n):
             c = cls[i]
             acc = 0.0
             for j in range(d):
-                v = (x[i, j] - table[c, j]) * scale
+                v = x[i, j] * scale - table[c, j]
                 out[i, j] = v
                 w = np.float64(v)
                 acc += w * w

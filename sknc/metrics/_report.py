@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from ..exceptions import NCWarning, UndefinedMetricError
+from ..exceptions import NCWarning, UndefinedMetricError, warn_once
 from .._validation import as_feature_array, as_float64_matrix, group_labels, missing_singletons_message, untensor
 from . import _collapse as C
 from ._imbalance import mean_norms, minority_table
@@ -65,6 +65,74 @@ def check_classifier(W, b, d, k):
     return w, bias
 
 
+class ClassifierMatch:
+    """A classifier matched to the classes of the data.
+
+    ``w``/``bias``: the rows of the classes present, in the order of the sorted
+    classes (what every formula reads); ``w_full``: all rows; ``missing``: the
+    classifier's classes that the data lack (then the keys that compare the
+    classifier with every class mean are undefined).
+    """
+
+    def __init__(self, w, bias, w_full=None, missing=()):
+        self.w, self.bias = w, bias
+        self.w_full = w if w_full is None else w_full
+        self.missing = list(missing)
+
+    @property
+    def complete(self):
+        return not self.missing
+
+
+def align_classifier(W, b, d, groups, classes=None):
+    """Match ``W`` (one row per class of ``classes``) to the classes of the data; returns a ClassifierMatch.
+
+    ``classes`` defaults to the data's sorted classes, or to ``0 .. K_W - 1``
+    when the data's labels are integers in that range and fewer than the rows
+    of ``W`` (a split that misses some classes).
+    """
+    k = groups.n_classes
+    if W is None:
+        w, bias = check_classifier(None, b, d, k)
+        return ClassifierMatch(None, None)
+    w_all = as_float64_matrix(W, "W")
+    k_w = w_all.shape[0]
+    if classes is None:
+        if k_w == k or groups.multilabel or w_all.ndim != 2:
+            return ClassifierMatch(*check_classifier(w_all, b, d, k))
+        labels = np.asarray(groups.classes)
+        integral = labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and np.all(labels == np.round(labels)))
+        if not (k_w > k and integral and labels.min() >= 0 and labels.max() < k_w):
+            raise ValueError(
+                f"W has {k_w} rows but the data have {k} classes ({_shown(labels)}); give classes=, the class of "
+                "each row of W."
+            )
+        classes = np.arange(k_w)
+    if groups.multilabel:
+        raise ValueError("classes= is for 1-D labels; an indicator's columns are the classifier's classes already.")
+    classes = np.asarray(untensor(classes)).ravel()
+    if len(classes) != k_w:
+        raise ValueError(f"classes has {len(classes)} entries but W has {k_w} rows (one class per row).")
+    listed = classes.tolist()
+    if len(set(listed)) != len(listed):
+        raise ValueError("classes has repeated entries.")
+    row_of = {c: i for i, c in enumerate(listed)}
+    present = np.asarray(groups.classes).tolist()
+    unknown = [c for c in present if c not in row_of]
+    if unknown:
+        raise ValueError(f"y holds label(s) {_shown(unknown)} that are not in classes ({_shown(listed)}).")
+    w_full, bias_full = check_classifier(w_all, b, d, k_w)
+    rows = np.array([row_of[c] for c in present], dtype=np.intp)
+    have = set(present)
+    missing = [c for c in listed if c not in have]
+    return ClassifierMatch(w_full[rows], bias_full[rows], w_full, missing)
+
+
+def _shown(values, limit=10):
+    values = list(np.asarray(values).tolist()) if not isinstance(values, list) else values
+    return ", ".join(str(v) for v in values[:limit]) + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
 def _check_conventions(global_mean, between, cdnv_power, rtol):
     C.check_choice("global_mean", global_mean, ("class", "sample"))
     C.check_choice("between", between, ("class", "sample"))
@@ -75,16 +143,19 @@ def _check_conventions(global_mean, between, cdnv_power, rtol):
 
 
 def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class", between="class", rtol=None,
-                            second_pass=True, n_threads=None):
+                            second_pass=True, n_threads=None, classes=None, return_match=False):
     """Statistics of in-memory features and the geometry of the requested convention.
 
     Everything about the inputs (features, labels, classifier) is checked before
-    the first pass over the data.
+    the first pass over the data. With ``return_match`` the last item is the
+    :class:`ClassifierMatch` instead of ``(w, bias)``.
     """
     _check_conventions(global_mean, between, 1.0, rtol)
     X, eps = as_feature_array(features)
     groups = group_labels(y, X.shape[0])
-    w, bias = check_classifier(W, b, X.shape[1], groups.n_classes)
+    match = align_classifier(W, b, X.shape[1], groups, classes)
+    # the NCC agreement compares the classifier's decisions with every class mean: not with classes missing
+    w, bias = (match.w, match.bias) if match.complete else (None, None)
     holder = {}
 
     def basis_for(stats):
@@ -99,7 +170,9 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
     if stats.has_class_means and (geom is None or second_pass):
         # the second pass corrected the class means: the report's geometry uses the exact ones
         geom = geometry_of(stats, global_mean, between, rtol)
-    return stats, geom, w, bias
+    if return_match:
+        return stats, geom, match
+    return stats, geom, match.w, match.bias
 
 
 def geometry_of(stats, global_mean="class", between="class", rtol=None):
@@ -134,15 +207,23 @@ def _emit(reasons, source="nc_report", stacklevel=3):
     if not reasons:
         return
     parts = [f"{', '.join(keys)} ({reason})" for reason, keys in reasons.items()]
-    warnings.warn(f"{source}: NaN for " + "; ".join(parts) + ".", NCWarning, stacklevel=stacklevel)
+    warn_once(f"{source}: NaN for " + "; ".join(parts) + ".", NCWarning, stacklevel=stacklevel)
 
 
 def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv_power=1.0, warn=True,
-                source="nc_report", stacklevel=4):
-    """Assemble the report Series from statistics, geometry and a validated classifier (or None)."""
+                source="nc_report", stacklevel=4, match=None):
+    """Assemble the report Series from statistics, geometry and a validated classifier (or None).
+
+    ``match``: a :class:`ClassifierMatch` whose classifier has classes the data
+    lack (``w``, ``bias`` are then the rows of the classes present).
+    """
     g = stats.groups
     k = g.n_classes
     keys = _Keys()
+    missing = [] if match is None else match.missing
+    w_full = w if match is None or w is None else match.w_full
+    lacking = (f"the data have no sample of class(es) {_shown(missing)} of the classifier, and these keys compare "
+               "it with every class mean" if missing else None)
     keys.values.update(n_samples=int(stats.group_counts.sum()), n_classes=k, n_dims=stats.n_dims)
     if g.multilabel:
         keys.values["n_singletons"] = stats.n_singletons
@@ -155,9 +236,9 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
         reason = missing_singletons_message(g)
         keys.nan(mean_keys, reason)
         if w is not None:
-            keys.put("nc2_w", lambda: C.gram_error(w, "the classifier rows"))
-            keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w, 1, "the classifier rows"))
-            keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w, "the classifier rows"))
+            keys.put("nc2_w", lambda: C.gram_error(w_full, "the classifier rows"))
+            keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w_full, 1, "the classifier rows"))
+            keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w_full, "the classifier rows"))
             keys.nan([x for x in w_keys if not x.startswith("nc2_w")], reason)
         if multi:
             keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], reason)
@@ -168,25 +249,41 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
     m = geom.centred
     # shared by three metrics; the centred means are stored below 1 in magnitude, so it cannot overflow
     gram_m = geom.gram if geom.gram is not None else m @ m.T
-    keys.put("nc1", lambda: C.nc1_value(stats, geom, normalize))
     keys.values["nc1_rank"] = C.nc1_geometry(stats, geom).rank
-    keys.put("nc1_trace_quotient", lambda: C.trace_quotient_value(stats, geom))
-    keys.put("cdnv", lambda: C.cdnv_value(stats, geom, cdnv_power, g.classes, gram_m))
-    keys.put("nc2_h", lambda: C.gram_error(m, "the centred class means", gram_m))
-    keys.put("nc2_h_equinorm", lambda: C.equinorm_value(m, 1, "the centred class means"))
-    keys.put("nc2_h_equiangular", lambda: C.equiangularity_value(m, "centred class means", gram_m))
+    # every class mean at the same point (to the data's resolution): what is left of the centred means is
+    # rounding, and every key built on them would measure it
+    coincide = C.coincide_reason(geom)
+    centred_keys = ["nc1", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular"]
+    if coincide:
+        keys.nan(centred_keys, coincide)
+    else:
+        keys.put("nc1", lambda: C.nc1_value(stats, geom, normalize))
+        keys.put("nc1_trace_quotient", lambda: C.trace_quotient_value(stats, geom))
+        keys.put("cdnv", lambda: C.cdnv_value(stats, geom, cdnv_power, g.classes, gram_m))
+        keys.put("nc2_h", lambda: C.gram_error(m, "the centred class means", gram_m))
+        keys.put("nc2_h_equinorm", lambda: C.equinorm_value(m, 1, "the centred class means"))
+        keys.put("nc2_h_equiangular", lambda: C.equiangularity_value(m, "centred class means", gram_m))
     keys.put("mean_max_abs_cos", lambda: C.max_abs_cos(stats.means))
     if w is not None:
-        w_s, _ = C.scaled(w)
+        w_s, _ = C.scaled(w_full)
         gram_w = w_s @ w_s.T
-        keys.put("nc2_w", lambda: C.gram_error(w, "the classifier rows", gram_w))
-        keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w, 1, "the classifier rows"))
-        keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w, "classifier rows", gram_w))
-        keys.put("nc3", lambda: C.alignment_error(w, m))
-        keys.put("nc3_difference", lambda: C.difference_error(w, m, nc3_squared))
-        keys.put("nc4", lambda: 1.0 - stats.agreement())
-        keys.put("ncc_agreement", lambda: stats.agreement())
-        keys.put("bias_collapse", lambda: C.bias_collapse_value(w, bias, geom.global_mean))
+        keys.put("nc2_w", lambda: C.gram_error(w_full, "the classifier rows", gram_w))
+        keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w_full, 1, "the classifier rows"))
+        keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w_full, "classifier rows", gram_w))
+        # the Gram form compares the present rows with the means centred on their own mean: at collapse both are
+        # an ETF of the present classes, so it stays defined when classes are missing
+        if coincide:
+            keys.nan(["nc3", "nc3_difference"], coincide)
+        else:
+            keys.put("nc3", lambda: C.alignment_error(w, m))
+        if missing:
+            keys.nan(["nc3_difference", "nc4", "ncc_agreement", "bias_collapse"], lacking)
+        else:
+            if not coincide:
+                keys.put("nc3_difference", lambda: C.difference_error(w, m, nc3_squared))
+            keys.put("nc4", lambda: 1.0 - stats.agreement())
+            keys.put("ncc_agreement", lambda: stats.agreement())
+            keys.put("bias_collapse", lambda: C.bias_collapse_value(w, bias, geom.global_mean))
     if multi:
         try:
             table, summary, undefined = tagwise_tables(stats, geom)
@@ -231,6 +328,7 @@ def nc_report(
     rtol=None,
     nc3_squared=False,
     cdnv_power=1.0,
+    classes=None,
 ):
     """Every NC metric that applies, in two passes over the data.
 
@@ -252,6 +350,13 @@ def nc_report(
         Square the difference form of NC3.
     cdnv_power : float, default=1.0
         See :func:`cdnv`.
+    classes : array-like, optional
+        The class of each row of ``W`` (1-D labels). Default: the sorted classes
+        of ``y``, or ``0 .. K_W - 1`` when ``y`` holds integers in that range but
+        not all of them. Classes of ``W`` that ``y`` lacks leave
+        ``nc3_difference``, ``nc4``, ``ncc_agreement`` and ``bias_collapse``
+        NaN (they compare the classifier with every class mean); ``nc2_w*`` are
+        of all of ``W``, everything else of the classes present.
 
     Returns
     -------
@@ -299,9 +404,10 @@ def nc_report(
     (True, 2, 1.0)
     """
     _check_conventions(global_mean, between, cdnv_power, rtol)
-    stats, geom, w, bias = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
-                                                   rtol=rtol)
-    return report_from(stats, geom, w, bias, normalize=normalize, nc3_squared=nc3_squared, cdnv_power=cdnv_power)
+    stats, geom, match = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
+                                                 rtol=rtol, classes=classes, return_match=True)
+    return report_from(stats, geom, match.w, match.bias, normalize=normalize, nc3_squared=nc3_squared,
+                       cdnv_power=cdnv_power, match=match)
 
 
 # ----------------------------------------------------------------------- single metrics
@@ -775,7 +881,7 @@ def tagwise_angle_ratio(features, Y):
     >>> scale = np.where(Y.sum(1) == 2, 1.8, 1.0)[:, None]  # pair features 1.8x the average of their tags
     >>> H = scale * (Y @ means) / Y.sum(1, keepdims=True) + 0.01 * rng.standard_normal((50, 6))
     >>> from sknc.metrics import tagwise_angle_ratio
-    >>> round(tagwise_angle_ratio(H, Y), 4)
+    >>> round(tagwise_angle_ratio(H, Y), 3)
     0.007
     """
     stats, *_ = _geometry(features, Y, second_pass=False)

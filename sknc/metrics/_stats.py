@@ -326,6 +326,12 @@ class SecondPassPlan:
     w_exp: int = 0
     means_rel: np.ndarray | None = None  # the means relative to an origin (exact differences), if known
     centred_gram: tuple | None = None  # (G, e): Gram of the centred means / 4**e, if known (see make_plan)
+    probes: np.ndarray | None = None  # (d, P) orthonormal directions whose per-class sums check the data
+    amax: float = 0.0  # the first pass's largest centred magnitude (original units)
+
+    @property
+    def n_probes(self):
+        return 0 if self.probes is None else self.probes.shape[1]
 
     def on(self, be):
         """Backend copies of the tables (made once per backend; few K x d temporaries)."""
@@ -341,8 +347,13 @@ class SecondPassPlan:
                 np.subtract(means_w[rows], self.means64[rows], out=err[rows], dtype=np.float64)
             err *= s
         tables = {"means_w": be.asarray(means_w, work), "err": None if err is None else err.astype(np.float32)}
+        # the centring table in the pass's units: rows are scaled before they are centred, so that rows and means
+        # near the dtype's largest value do not overflow in their difference (scaling by a power of two is exact)
+        tables["means_s"] = tables["means_w"] if s == 1.0 else be.asarray(means_w * np.asarray(s, means_w.dtype), work)
         if self.W is None:  # with a classifier the basis is part of the one product below
-            tables["basis"] = be.asarray(self.basis, work)
+            # the probe directions ride along in the same product: [U | G]
+            basis = self.basis if self.probes is None else np.hstack([self.basis, self.probes])
+            tables["basis"] = be.asarray(basis, work)
         if self.W is not None:
             # NCC: argmin_j -2 (c U)(U^T s mu~_j) + s^2 ||mu_w(y) - mu_j||^2 (distances from differences);
             # classifier: argmax_j (W_s c)_j + s (W_s mu_w(y) + b_s)_j.
@@ -372,10 +383,12 @@ class SecondPassPlan:
             del dist
             # one product per block projects onto the basis and applies the classifier: [U | W_s^T]
             # (built as the rows of its transpose: contiguous copies; the product reads either layout as fast)
-            r = self.basis.shape[1]
-            proj_t = np.empty((r + self.W.shape[0], self.W.shape[1]), dtype=self.dtype)
+            r, k = self.basis.shape[1], self.W.shape[0]
+            proj_t = np.empty((r + k + self.n_probes, self.W.shape[1]), dtype=self.dtype)
             proj_t[:r] = self.basis.T
-            np.multiply(self.W, np.ldexp(1.0, -self.w_exp), out=proj_t[r:], casting="same_kind")
+            np.multiply(self.W, np.ldexp(1.0, -self.w_exp), out=proj_t[r : r + k], casting="same_kind")
+            if self.probes is not None:  # [U | W_s^T | G]: the probes ride along
+                proj_t[r + k :] = self.probes.T
             tables["proj"] = be.asarray(proj_t.T, work)
         return tables
 
@@ -444,6 +457,9 @@ class SecondPass:
         self.counts = np.zeros(k, dtype=np.int64)
         self.agree = 0
         self.max_row_sq = 0.0
+        # per class, sums of the centred rows along the probe directions (they tell whether this pass reads the
+        # first pass's data: a class whose rows moved has its sum off by n_k times the move)
+        self.probe_sums = be.zeros((k, plan.n_probes))
         self.ws = acquire_workspace() if be.name == "numpy" else Workspace()
         # float32 rows on the host: the compiled loops centre, square and decide (same arithmetic, fewer reads)
         self.kern = None if self.track_resid else compiled_loops(be, plan.dtype, plan.n_classes)
@@ -465,19 +481,23 @@ class SecondPass:
             return self._add_compiled(x, cls, cls_np, strict)
         be, plan, t, ws = self.be, self.plan, self.t, self.ws
         r = plan.basis.shape[1]
-        c = be.centre(x, t["means_w"], cls, t["means_w"].dtype, ws)
-        be.scale_(c, np.ldexp(1.0, -plan.scale_exp))
+        if plan.scale_exp:  # scaled first: the difference of two huge values may overflow, its scaled twin not
+            x = x * np.ldexp(1.0, -plan.scale_exp)
+        c = be.centre(x, t["means_s"], cls, t["means_s"].dtype, ws)
         rs = be.row_sq(c, ws)
         block_max = be.max_value(rs)
         if strict:
             self._check_block(x, block_max)
         self.max_row_sq = max(self.max_row_sq, block_max)
         within = be.bincount(cls, rs, plan.n_classes)
+        k = plan.n_classes
         if plan.W is None:
-            pu = be.matmul(c, t["basis"], ws, "proj")
+            both = be.matmul(c, t["basis"], ws, "proj")
+            pu, probes = both[:, :r], both[:, r:]
         else:
             both = be.matmul(c, t["proj"], ws, "proj")
-            pu, clf = both[:, :r], both[:, r:]
+            pu, clf, probes = both[:, :r], both[:, r : r + k], both[:, r + k :]
+        self._add_probes(cls, probes)
         pu64 = be.as_float64(pu, ws)
         self.Q += be.gram(pu64) if plan.full_gram else be.col_sq(pu64)
         if self.track_resid:
@@ -499,7 +519,7 @@ class SecondPass:
         c = ws.get("centre", x.shape, np.float32)
         within = np.zeros(plan.n_classes)
         cls = np.asarray(cls, dtype=np.intp)
-        block_max = kern.centre_square(x, t["means_w"], cls, np.float32(np.ldexp(1.0, -plan.scale_exp)), c, within)
+        block_max = kern.centre_square(x, t["means_s"], cls, np.float32(np.ldexp(1.0, -plan.scale_exp)), c, within)
         if strict:
             self._check_block(x, block_max)
         self.max_row_sq = max(self.max_row_sq, block_max) if np.isfinite(block_max) else block_max
@@ -507,17 +527,68 @@ class SecondPass:
         # the diagonal of the projected scatter is summed by the loops; the whole r x r scatter is a product
         colsq = self.Q if not plan.full_gram else np.zeros(0)
         if plan.W is None:
-            pu = np.matmul(c, t["basis"], out=ws.get("proj", (c.shape[0], r), np.float32))
-            kern.column_squares(pu, colsq.size, colsq)
+            both = np.matmul(c, t["basis"], out=ws.get("proj", (c.shape[0], t["basis"].shape[1]), np.float32))
+            pu = both[:, :r]
+            kern.column_squares(both, colsq.size, colsq)
+            self._add_probes(cls, both[:, r:])
         else:
             both = np.matmul(c, t["proj"], out=ws.get("proj", (c.shape[0], t["proj"].shape[1]), np.float32))
             pu = both[:, :r]
+            self._add_probes(cls, both[:, r + plan.n_classes :])
             ncc = np.matmul(pu, t["C2"], out=ws.get("ncc", (c.shape[0], plan.n_classes), np.float32))
             self.agree += int(kern.agreement(both, r, ncc, t["dist"], t["logits"], cls, colsq))
         if plan.full_gram:
             self.Q += self.be.gram(_as64(pu, ws))
         self.counts += np.bincount(cls_np, minlength=plan.n_classes)
         return self
+
+    def _add_probes(self, cls, probes):
+        for j in range(self.plan.n_probes):
+            self.probe_sums[:, j] += self.be.bincount(cls, probes[:, j], self.plan.n_classes)
+
+    def data_mismatch(self):
+        """Classes whose rows differ from the first pass's beyond rounding: ``(classes, shifts)`` or None.
+
+        Per class ``k`` and probe direction ``g``, the pass sums ``(h_i - c_k) . g``
+        over its rows; for the first pass's rows that is ``n_k (mu_k - c_k) . g``
+        (``c_k`` the centring table, ``mu_k`` the first pass's mean) up to
+        rounding, bounded by ``4 eps sqrt(d) sqrt(n_k S_k)`` (``S_k`` the sum of
+        the centred rows' squared norms, ``eps`` of the working dtype) plus the
+        float64 rounding of the first pass's sums and of the means themselves (measured: the same rows stay
+        below 1 % of that bound, float32 rows 1e5 from the origin included; a
+        mean that moves by 3e-4 standard deviations at d = 512 exceeds it).
+        ``shifts``: how far each such class's mean moved, in within-class
+        standard deviations.
+        """
+        plan = self.plan
+        if plan.probes is None:
+            return None
+        sums = self.be.to_numpy(self.probe_sums)
+        n = self.counts.astype(np.float64)
+        err = self.t.get("err")
+        expected = np.zeros_like(sums)
+        if err is not None:  # the rows were centred on the float32 rounding of the means: known exactly
+            for start in range(0, err.shape[0], 256):
+                rows = slice(start, start + 256)
+                expected[rows] = -n[rows, None] * (err[rows].astype(np.float64) @ plan.probes)
+        within = self.be.to_numpy(self.within)
+        d = plan.probes.shape[0]
+        eps = float(np.finfo(plan.dtype).eps)
+        eps64 = float(np.finfo(np.float64).eps)
+        scale = np.ldexp(1.0, -plan.scale_exp)
+        amax = plan.amax * scale
+        # the float64 means themselves are rounded (half a step of their own magnitude per coordinate)
+        top_mean = np.max(np.abs(plan.means64), axis=1) * scale
+        tol = (4.0 * eps * np.sqrt(d) * np.sqrt(n * within) + 4.0 * n * n * np.sqrt(d) * eps64 * amax
+               + 2.0 * n * np.sqrt(d) * eps64 * top_mean)
+        off = np.max(np.abs(sums - expected), axis=1) if sums.shape[1] else np.zeros(len(n))
+        bad = np.flatnonzero((off > tol) & (n > 0))
+        if bad.size == 0:
+            return None
+        spread = np.sqrt(within[bad] / n[bad])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shifts = np.where(spread > 0, off[bad] / n[bad] / spread, np.inf)
+        return bad, shifts
 
     def _check_block(self, x, block_max):
         safe = _SAFE_EXP[np.dtype(self.plan.dtype)]
@@ -535,6 +606,7 @@ class SecondPass:
     def merge(self, other):
         self.max_row_sq = max(self.max_row_sq, other.max_row_sq)
         self.within += other.within
+        self.probe_sums += other.probe_sums
         if self.track_resid:
             self.resid += other.resid
         self.Q += other.Q
@@ -599,11 +671,24 @@ def _gram_of(geom):
     return None if geom.gram is None else (geom.gram, geom.exp)
 
 
-def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means_rel=None, centred_gram=None):
+_N_PROBES = 3
+
+
+def probe_directions(d, n=_N_PROBES):
+    """``n`` fixed orthonormal directions of ``R^d`` (seeded: every process and rank draws the same)."""
+    g = np.random.default_rng(0x5EC0DA55).standard_normal((d, min(n, d)))
+    q, r = np.linalg.qr(g)
+    return q * np.sign(np.diag(r))
+
+
+def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means_rel=None, centred_gram=None,
+              probes=False):
     """A second-pass plan: scale from the largest centred magnitude, classifier scaled to unit size.
 
     ``centred_gram``: ``(G, e)``, the Gram of the centred class means divided by
     ``2**e`` (any global mean: the NCC table needs their distances only).
+    ``probes``: sum the rows along a few fixed directions per class, so that
+    :meth:`SecondPass.data_mismatch` can tell a pass over other data.
     """
     scale_exp = _scale_exponent(2.0 * amax, dtype)
     w_exp = 0
@@ -612,7 +697,8 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
         w_exp = _exponent(top) if top > 0 else 0
         b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
     return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
-                          means_rel, centred_gram)
+                          means_rel, centred_gram, probe_directions(means64.shape[1]) if probes else None,
+                          float(amax))
 
 
 def span_basis(means64):
@@ -647,6 +733,7 @@ class Statistics:
         self._scatter, self._scatter_exp, self._shift = scatter, scatter_exp, shift
         self.agree, self.n_agree = agree, n_agree
         self.second_pass_missing = second_pass_missing
+        self.second_pass_problem = None  # why the second pass's sums cannot be used (other data), if so
         self.gram_conventions = ""
         self.nc1_geometry = None  # the geometry whose basis the second pass used
         self.decompositions = {}  # per convention, the decomposition of the centred means (see between_geometry)
@@ -750,6 +837,8 @@ class Statistics:
                     f"conventions ({self.gram_conventions}); pass those to report(), or build the "
                     "NCAccumulator with the conventions you want"
                 )
+        if self._scatter is None and self.second_pass_problem:
+            raise UndefinedMetricError(self.second_pass_problem)
         if self._scatter is not None:
             cg = self.groups.class_group
             own = np.ldexp(1.0, -self._scatter_exp)
@@ -763,6 +852,8 @@ class Statistics:
         )
 
     def agreement(self):
+        if self.second_pass_problem:
+            raise UndefinedMetricError(self.second_pass_problem)
         if self.agree is None or self.n_agree == 0:
             raise UndefinedMetricError(
                 "NCC agreement needs a pass with the final class means and W (the second pass over the data)"
