@@ -43,7 +43,7 @@ class TagwiseResult:
     >>> result = sknc.tagwise_average(H, Y)
     >>> result.summary[["multiplicity", "n_sets", "n_samples"]].values.tolist()
     [[2, 2, 20]]
-    >>> round(float(result.summary["scale_mean"].iloc[0]), 2)
+    >>> round(float(result.summary["scale_mean"].iloc[0]), 1)  # the 1.8 built in, up to the noise
     1.8
     """
 
