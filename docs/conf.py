@@ -27,6 +27,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax shipped with the pages: math renders without a network (no CDN)
     "numpydoc",
     "sphinx_gallery.gen_gallery",
 ]

@@ -50,6 +50,7 @@ search = GridSearchCV(
     return_train_score=True,
 )
 search.fit(X, y)
+print(f"{len(search.cv_results_['params'])} candidates x {search.n_splits_} folds fitted")
 
 # %%
 # A tidy table: one row per candidate

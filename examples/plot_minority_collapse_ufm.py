@@ -63,6 +63,9 @@ ax_score.set_xlabel("lambda_W = lambda_H")
 ax_score.set_ylabel("minority_collapse score")
 ax_score.set_title("The score reaches 1 at each critical lambda (dotted)")
 ax_score.legend(fontsize=8)
+for a in (ax, ax_score):  # a few labelled ticks: the sweep spans less than two decades
+    a.set_xticks([2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1], ["0.002", "0.005", "0.01", "0.02", "0.05", "0.1"])
+    a.xaxis.set_minor_formatter(plt.NullFormatter())
 fig.tight_layout()
 
 # %%

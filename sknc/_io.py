@@ -105,17 +105,36 @@ def _numeric(frame, p: Path, what: str) -> np.ndarray:
     return frame.to_numpy(dtype=float)
 
 
+# the names an .npz may give its arrays: every command reads both spellings (``sknc metrics`` and ``sknc study``)
+_FEATURE_NAMES = ("features", "X")
+_LABEL_NAMES = ("labels", "y", "Y")
+
+
+def _first_of(arrays, names):
+    return next((k for k in names if k in arrays), None)
+
+
 def load_bundle(path) -> dict:
-    """Load a features file; an .npz may also carry ``labels``, ``W`` and ``b``."""
+    """Load a features file; an .npz may also carry ``labels``, ``W`` and ``b``.
+
+    An .npz names its arrays ``features`` (or ``X``) and ``labels`` (or ``y``),
+    as :func:`load_dataset` reads them.
+    """
     p = _check_path(path)
     suffix = p.suffix.lower()
     if suffix == ".npy":
         return {"features": _npy(p)}
     if suffix == ".npz":
-        arrays = _npz(p, ("features", "labels", "W", "b"))
-        if "features" not in arrays:
-            raise BadFileError(f"{p} holds arrays {arrays['_files']}; an .npz features file needs one named 'features'.")
-        return {k: v for k, v in arrays.items() if k != "_files"}
+        arrays = _npz(p, _FEATURE_NAMES + _LABEL_NAMES + ("W", "b"))
+        x_key, y_key = _first_of(arrays, _FEATURE_NAMES), _first_of(arrays, _LABEL_NAMES)
+        if x_key is None:
+            raise BadFileError(f"{p} holds arrays {arrays['_files']}; an .npz features file needs one named "
+                               "'features' (or 'X').")
+        out = {"features": arrays[x_key]}
+        if y_key is not None:
+            out["labels"] = arrays[y_key]
+        out.update({k: arrays[k] for k in ("W", "b") if k in arrays})
+        return out
     return {"features": _numeric(_table(p), p, "feature")}
 
 
@@ -130,7 +149,7 @@ def load_labels(path) -> np.ndarray:
         names = arrays.pop("_files")
         if not names:
             raise BadFileError(f"{p} holds no arrays.")
-        return arrays["labels" if "labels" in names else names[0]]
+        return arrays[_first_of(arrays, _LABEL_NAMES) or names[0]]
     frame = _table(p)
     return frame.iloc[:, 0].to_numpy() if frame.shape[1] == 1 else frame.to_numpy()
 
@@ -164,8 +183,8 @@ def load_dataset(path, target=None):
     if suffix == ".npz":
         arrays = _npz(p)
         names = arrays.pop("_files")
-        x_key = next((k for k in ("X", "features") if k in names), None)
-        y_key = next((k for k in ("y", "Y", "labels") if k in names), None)
+        x_key = _first_of(arrays, _FEATURE_NAMES)
+        y_key = _first_of(arrays, _LABEL_NAMES)
         if x_key is None or y_key is None:
             raise BadFileError(f"{p} holds arrays {names}; a study .npz needs 'X' and 'y' (or 'features' and 'labels').")
         return arrays[x_key], arrays[y_key], None
@@ -214,6 +233,33 @@ def check_writable_file(path, suffixes) -> Path:
     return p
 
 
+_COUNT_KEYS = frozenset({"n_samples", "n_classes", "n_dims", "n_singletons", "nc1_rank", "epoch", "epochs",
+                         "n_sets", "multiplicity"})
+
+
+def json_ready(values):
+    """A report (Series or dict) as plain JSON values: counts as integers, NaN as null, numbers as floats."""
+    import math
+
+    out = {}
+    for key, value in dict(values).items():
+        if isinstance(value, dict):
+            out[key] = json_ready(value)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            out[key] = value
+            continue
+        if not math.isfinite(number):
+            out[key] = None
+        elif key in _COUNT_KEYS and number.is_integer():
+            out[key] = int(number)
+        else:
+            out[key] = number
+    return out
+
+
 def write_report(report, path) -> Path:
     """Write a Series or DataFrame as CSV (``.csv``) or JSON (``.json``)."""
     import pandas as pd
@@ -226,6 +272,7 @@ def write_report(report, path) -> Path:
     if p.suffix.lower() == ".csv":
         frame.to_csv(p, index=False)
     else:
-        records = report.to_dict() if isinstance(report, pd.Series) else frame.to_dict(orient="records")
-        p.write_text(json.dumps(records, indent=2, default=float))
+        records = json_ready(report) if isinstance(report, pd.Series) else [
+            json_ready(row) for row in frame.to_dict(orient="records")]
+        p.write_text(json.dumps(records, indent=2))
     return p

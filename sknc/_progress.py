@@ -20,7 +20,9 @@ class Progress(Callback):
         stream = self.stream or sys.stdout
         row = net.history[-1]
         epoch = row["epoch"]
-        text = f"epoch {epoch:4d}/{self.total}  loss {row['train_loss']:.4f}  lr {row.get('lr', float('nan')):.4g}"
+        # the rate recorded for this epoch, or (a recorder that runs later) the one the optimizer holds now
+        lr = row.get("lr", net.optimizer_.param_groups[0]["lr"])
+        text = f"epoch {epoch:4d}/{self.total}  loss {row['train_loss']:.4f}  lr {lr:.4g}"
         if "nc1" in row:
             text += f"  nc1 {row['nc1']:.3g}"
         if stream.isatty():

@@ -50,6 +50,25 @@ def untensor(x):
     return x
 
 
+def _dense(x):
+    """``x`` as a numpy array; pandas' nullable columns (``Float64``, ``Int64`` with ``pd.NA``) give NaN for NA.
+
+    ``np.asarray`` of such a frame is an object array of numbers and ``pd.NA``,
+    which no numeric conversion accepts; the missing values are then reported
+    as what they are (NaN rows) by the checks downstream.
+    """
+    to_numpy = getattr(x, "to_numpy", None)
+    if to_numpy is not None and type(x).__module__.startswith("pandas"):
+        dtypes = getattr(x, "dtypes", None)
+        kinds = list(dtypes) if dtypes is not None and hasattr(dtypes, "__iter__") else [getattr(x, "dtype", None)]
+        if any(getattr(dt, "na_value", None) is not None and not isinstance(dt, np.dtype) for dt in kinds):
+            try:
+                return to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError):
+                pass  # not numeric after all: the caller says so
+    return np.asarray(x)
+
+
 def _check_numeric(arr, name):
     if arr.dtype == object:
         try:
@@ -78,7 +97,7 @@ def as_float64_matrix(x, name: str = "features", *, allow_empty: bool = False, c
     """
     if sparse.issparse(x):
         raise TypeError(f"{name} must be a dense array; sparse input is not supported.")
-    arr = _check_numeric(np.asarray(untensor(x)), name)
+    arr = _check_numeric(_dense(untensor(x)), name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array; got shape {arr.shape}.")
     if not allow_empty and (arr.shape[0] == 0 or arr.shape[1] == 0):
@@ -142,7 +161,7 @@ def as_feature_array(x, name: str = "features"):
         if t.device.type == "cpu":
             return t.numpy(), eps
         return t, eps
-    arr = _check_numeric(np.asarray(x), name)
+    arr = _check_numeric(_dense(x), name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_dims); got shape {arr.shape}.")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -377,12 +396,20 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
 
 def missing_singletons_message(groups: LabelGroups) -> str:
     missing = groups.missing_singletons()
-    names = ", ".join(str(groups.classes[i]) for i in missing[:10])
-    more = f" (and {missing.size - 10} more)" if missing.size > 10 else ""
-    return (
-        f"class(es) {names}{more} have no multiplicity-1 sample, so their class mean is undefined; "
-        "NC metrics of multi-label data need at least one single-label sample per class"
-    )
+    present = groups.sets.any(axis=0)
+
+    def named(idx):
+        return ", ".join(str(groups.classes[i]) for i in idx[:10]) + (
+            f" (and {idx.size - 10} more)" if idx.size > 10 else "")
+
+    never, alone = missing[~present[missing]], missing[present[missing]]
+    parts = []
+    if never.size:
+        parts.append(f"class(es) {named(never)} never occur in y (all-zero label columns)")
+    if alone.size:
+        parts.append(f"class(es) {named(alone)} have no multiplicity-1 sample")
+    return (" and ".join(parts) + ", so their class mean is undefined; NC metrics of multi-label data need at "
+            "least one single-label sample per class")
 
 
 # ----------------------------------------------------------------------- devices

@@ -170,7 +170,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         ``module__width=32`` ('cnn', channels of the first block; 'resnet18',
         of the first stage).
     hidden_sizes : tuple of int, default=(256, 256)
-        Widths of the MLP's hidden layers ('mlp' only).
+        Widths of the MLP's hidden layers ('mlp' only); ``()`` leaves the
+        linear feature layer alone on the (scaled) inputs.
     feature_dim : int, optional
         Feature width: for 'mlp' a *linear* feature layer of this width on top
         of the hidden layers (sign-unconstrained features), for 'cnn' the
@@ -509,7 +510,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"input_shape={shape} holds {int(np.prod(shape))} values but X has {n_features} features.")
         if isinstance(module, str):
             if module == "mlp":
-                hidden = check_layer_sizes(self.hidden_sizes, "hidden_sizes")
+                hidden = check_layer_sizes(self.hidden_sizes, "hidden_sizes", allow_empty=True)
                 return MLP(n_features, hidden + (self._feature_dim(),), feature_activation=False, **kwargs), None
             if shape is None or len(shape) != 3:
                 raise ValueError(f"module={module!r} needs input_shape=(channels, height, width); got {self.input_shape!r}.")
@@ -584,8 +585,10 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if self.track_nc:
             own.append(("nc", NCTracker(every=self.track_nc)))
         own.append(("divergence_guard", DivergenceGuard(input_scale=input_scale, input_scaling=input_scaling)))
-        # after every scheduler, so that it reads the rate the optimizer uses
-        callbacks = own + user + [("lr_recorder", LearningRateRecorder())]
+        # after every scheduler, so that it reads the rate the optimizer uses; before the user's other callbacks
+        # (a progress line reads this epoch's rate) unless one of those is a scheduler
+        recorder = [("lr_recorder", LearningRateRecorder())]
+        callbacks = own + user + recorder if user_scheduler else own + recorder + user
         names = {name for name, _ in callbacks} | {"epoch_timer", "train_loss", "valid_loss", "print_log"}
         for key in self._routed_params():
             if key.startswith("callbacks__") and key.split("__")[1] not in names:
@@ -631,6 +634,19 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------- fit
+    def _check_configuration(self, n_features):
+        """Every parameter check that needs no data but the number of input features (a study runs it for each
+        grid candidate before any fit): parameter types and ranges, routed parameters, device, backbone, input
+        scaling, optimizer."""
+        self._validate_params()
+        _check_routed(self._extra_params())
+        check_device(self.device)
+        self._backbone(n_features)
+        self._input_scaling()
+        self._optimizer_args()
+        if self.train_split is not None and self.validation_fraction is not None:
+            raise ValueError("give either train_split or validation_fraction, not both.")
+
     def _prepare(self, X, y, reset):
         """Validate everything (parameters, device, data, labels) before any training."""
         self._validate_params()

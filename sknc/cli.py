@@ -115,7 +115,7 @@ def _cmd_metrics(args) -> int:
     if args.weights:
         W, b = _usage_from_io(_io.load_weights, args.weights)
     if labels is None:
-        raise _UsageError("no labels: pass --labels FILE or store an array 'labels' in the .npz features file.")
+        raise _UsageError("no labels: pass --labels FILE or store an array 'labels' (or 'y') in the .npz features file.")
     if args.no_classifier:
         W = b = None
     report = nc_report(bundle["features"], labels, W, b, global_mean=args.global_mean, between=args.between)
@@ -188,7 +188,7 @@ def _cmd_demo(args) -> int:
     clf.history_.to_csv(out / "history.csv", index=False)
     tagwise.sets.to_csv(out / "tagwise_sets.csv", index=False)
     tagwise.summary.to_csv(out / "tagwise_summary.csv", index=False)
-    payload = {"train_nc": {k: float(v) for k, v in report.items()}, "test": test, "epochs": epochs, "seed": args.seed}
+    payload = {"train_nc": _io.json_ready(report), "test": _io.json_ready(test), "epochs": epochs, "seed": args.seed}
     (out / "report.json").write_text(json.dumps(payload, indent=2))
     written = ["history.csv", "tagwise_sets.csv", "tagwise_summary.csv", "report.json"]
     try:
@@ -456,6 +456,7 @@ def _cmd_study(args) -> int:
         estimator = PALClassifier(**params)
     except TypeError as exc:
         raise _UsageError(str(exc)) from exc
+    _check_candidates(estimator, grid, int(np.prod(np.shape(X)[1:])))
     splitter = (MultilabelStratifiedKFold(args.cv, shuffle=True, random_state=args.seed) if multilabel
                 else StratifiedKFold(args.cv, shuffle=True, random_state=args.seed))
     # Written before the search: a study folder says what ran even if the run is interrupted.
@@ -483,9 +484,9 @@ def _cmd_study(args) -> int:
         except ImportError as exc:
             raise _UsageError("--scheduler needs dask.distributed: pip install 'sknc[dask]'.") from exc
         with Client(args.scheduler, timeout="20s"), joblib.parallel_config(backend="dask"):
-            search.fit(X, y)
+            _fit_search(search, X, y)
     else:
-        search.fit(X, y)
+        _fit_search(search, X, y)
     results = pd.DataFrame(search.cv_results_)
     results.to_csv(out / "cv_results.csv", index=False)
     table = study_table(search.cv_results_)
@@ -511,6 +512,35 @@ def _cmd_study(args) -> int:
     written += _study_figures(search.cv_results_, grids, refit, trajectories, out)
     print(f"wrote {', '.join(written)} to {out}/")
     return EXIT_OK
+
+
+def _check_candidates(estimator, grid, n_features):
+    """Every grid candidate's parameters checked before any fit (a bad value would fail every fit of it)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import ParameterGrid
+
+    try:
+        candidates = list(ParameterGrid(grid))
+    except (TypeError, ValueError) as exc:
+        raise _UsageError(f"the grid is not a parameter grid ({exc}).") from exc
+    for params in candidates:
+        try:
+            clone(estimator).set_params(**params)._check_configuration(n_features)
+        except (TypeError, ValueError) as exc:
+            raise _UsageError(f"grid candidate {params}: {' '.join(str(exc).split())}") from exc
+
+
+def _fit_search(search, X, y):
+    """``search.fit``; when every fit failed, the first failure's own message instead of the whole traceback."""
+    try:
+        search.fit(X, y)
+    except ValueError as exc:
+        text = str(exc)
+        if not text.startswith("All the") or "fits failed" not in text:
+            raise
+        last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+        first = text.split(".")[0]
+        raise ValueError(f"{first}; the error: {last}") from None
 
 
 def _study_figures(cv_results, grids, refit, trajectories, out):
@@ -554,6 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sknc",
         description="Neural-collapse tools: metrics of saved features, UFM solutions, training demos, studies.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"sknc {__version__}",
+                        help="print sknc's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -562,8 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="NC report of saved features",
         description=(
             "Compute every applicable neural-collapse metric of saved features. FEATURES is an "
-            ".npy, .npz, .csv or .parquet file of shape (n_samples, d); an .npz may also hold "
-            "arrays 'labels', 'W' (K x d) and 'b' (K,)."
+            ".npy, .npz, .csv or .parquet file of shape (n_samples, d); an .npz holds 'features' (or 'X') "
+            "and may also hold 'labels' (or 'y'), 'W' (K x d) and 'b' (K,): the layout sknc study --data reads."
         ),
     )
     m.add_argument("features", metavar="FEATURES", help="features file (.npy/.npz/.csv/.parquet)")
@@ -571,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         metavar="LABELS",
         help="labels file: 1-D class labels or a 0/1 indicator matrix (multi-label); "
-        "default: the 'labels' array of an .npz FEATURES file",
+        "default: the 'labels' (or 'y') array of an .npz FEATURES file",
     )
     m.add_argument(
         "--weights",
@@ -644,7 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--grid", required=True, metavar="FILE", help='JSON grid, e.g. {"lambda_H": [0.03, 0.3, 3]}')
     s.add_argument("--data", metavar="FILE",
-                   help="training data: .npz with arrays X and y (or an indicator), or a .csv/.parquet table; "
+                   help="training data: .npz with arrays X and y (or features and labels; y may be an indicator), "
+                        "or a .csv/.parquet table; "
                         "default the bundled multi-label digits")
     s.add_argument("--target", metavar="COLS",
                    help="label column(s) of a .csv/.parquet --data, comma-separated (several = multi-label "

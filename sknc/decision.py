@@ -286,6 +286,13 @@ def _check_tagwise_labels(groups):
     """
     if not groups.multilabel or np.all(groups.class_group >= 0):
         return
+    never = np.flatnonzero(~groups.sets.any(axis=0))
+    if never.size:
+        names = ", ".join(str(groups.classes[i]) for i in never[:10]) + (" ..." if never.size > 10 else "")
+        raise ValueError(
+            f"class(es) {names} never occur in y (all-zero label columns), so the tag-wise rule has no mean for "
+            "them; drop those columns, add samples of those classes, or use decision_rule='threshold'."
+        )
     labelled = groups.sets[groups.multiplicity > 0].astype(np.float64)
     design = np.hstack([np.ones((len(labelled), 1)), labelled / labelled.sum(axis=1, keepdims=True)])
     if np.linalg.matrix_rank(design) < design.shape[1] - 1:

@@ -121,12 +121,27 @@ def plot_class_means(features, y, W=None, dims=2, ax=None):
     for i in range(k):
         for j in range(i + 1, k):
             ax.plot(*np.stack([means[i], means[j]]).T, color="C0", alpha=0.25, lw=0.8)
+    from ._validation import group_labels
+
+    names = group_labels(y).classes
+    reach = float(np.abs(means).max()) or 1.0
+    for i, name in enumerate(names):  # each mean named, just outside its point
+        ax.text(*(means[i] * 1.08 + 0.02 * reach), str(name), fontsize=8, color="C0")
     if W is not None:
         w = np.asarray(W, dtype=float) @ basis.T
         scale = np.linalg.norm(means, axis=1).mean() / max(np.linalg.norm(w, axis=1).mean(), 1e-300)
         ax.scatter(*(w * scale).T, marker="^", s=60, c="C3", label="classifier rows (rescaled)", zorder=3)
-    ax.set_title(f"Class means in their {dims}-D simplex subspace")
-    ax.legend(loc="best")
+    span = nc.components_.shape[0]
+    share = nc.singular_values_**2 / np.sum(nc.singular_values_**2)
+    for i, setter in enumerate((ax.set_xlabel, ax.set_ylabel) + ((ax.set_zlabel,) if dims == 3 else ())):
+        setter(f"direction {i + 1} ({100 * share[i]:.0f} %)", fontsize=8)
+    if span == dims:
+        title = f"Class means in their {dims}-D span (a simplex at collapse)"
+    else:
+        title = (f"Class means on {dims} of the {span} directions they span\n"
+                 f"(% of their spread; an ETF spreads it evenly, {100 / span:.0f} % each)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="best", fontsize=8)
     return fig
 
 
@@ -192,7 +207,19 @@ def plot_ufm_dynamics(history, columns=("objective", "grad_norm", "nc1", "nc2_w"
     for col in columns:
         if col in history.columns:
             rows = history[["iteration", col]].dropna()
-            ax.plot(rows["iteration"], np.abs(rows[col].to_numpy(dtype=float)) + 1e-300, label=col)
+            values = np.abs(rows[col].to_numpy(dtype=float))
+            # an exact optimum drives NC metrics to round-off (1e-300 and below): a log axis reaching that far
+            # flattens every other curve. NC metrics are scale-free, so below 1e-16 they are round-off; the
+            # objective and the gradient are drawn down to 1e-16 of their largest value.
+            top = float(values.max()) if values.size else 0.0
+            floor = 1e-16 if col.startswith("nc") else (1e-16 * top if top > 0 else 1e-300)
+            if values.size and np.all(values <= floor):
+                label = f"{col} (0 to round-off throughout)"
+            elif np.any(values < floor):
+                label = f"{col} (round-off drawn at {floor:.0e})"
+            else:
+                label = col
+            ax.plot(rows["iteration"], np.maximum(values, floor), label=label)
             drawn += 1
     if not drawn:
         raise ValueError(f"history has none of the columns {columns}.")
@@ -238,7 +265,9 @@ def _conventions(metric):
     except KeyError:
         return ""
     defaults = inspect.signature(nc_report).parameters
-    return ", ".join(f"{n}={defaults[n].default!r}" for n in names if n in defaults)
+    # a None default means "sknc decides" (rtol: the tolerance from the data), which is no convention to print
+    return ", ".join(f"{n}={defaults[n].default!r}" for n in names
+                     if n in defaults and defaults[n].default is not None)
 
 
 def _numeric_or_text(series):
@@ -319,8 +348,11 @@ def plot_study(cv_results, param, metrics=("nc1",), hue=None, splits=("train", "
             for split in present:
                 ys = rows[f"{metric}_{split}"].to_numpy(dtype=float)
                 err = rows[f"{metric}_{split}_std"].to_numpy(dtype=float)
-                label = ", ".join(t for t in (f"{hue}={key}" if hue else "", split) if t)
-                a.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=f"C{i}",
+                label = ", ".join(t for t in (f"{hue}={key}" if hue else "", f"{split} folds") if t)
+                # filled markers and solid lines for the training folds, open markers and dashes for the test
+                # folds: the legend tells them apart even where the lines overlap
+                a.errorbar(xs, ys, yerr=err, marker="o" if split == "train" else "s", capsize=3, color=f"C{i}",
+                           markerfacecolor=f"C{i}" if split == "train" else "white",
                            linestyle="-" if split == "train" else "--", label=label)
                 drawn.append(ys)
         if xs_all.dtype.kind in "fi" and _log_spaced(xs_all):
@@ -332,8 +364,9 @@ def plot_study(cv_results, param, metrics=("nc1",), hue=None, splits=("train", "
         a.set_ylabel(_metric_label(metric))
         conv = _conventions(metric)
         a.set_title(f"{metric} vs {param}" + (f" [{conv}]" if conv else "")
-                    + ("\nsolid: training folds, dashed: test folds" if len(present) > 1 else ""), fontsize=8)
-        a.legend(fontsize=7)
+                    + ("\nsolid, filled: training folds; dashed, open: test folds" if len(present) > 1 else ""),
+                    fontsize=8)
+        a.legend(fontsize=7, handlelength=3)
     fig.tight_layout()
     return fig
 

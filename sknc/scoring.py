@@ -220,7 +220,7 @@ def _scores_from_report(report, keys):
     out = {}
     for key in keys:
         value = float(report[key]) if key in report.index else np.nan
-        out[_score_name(key)] = value if NC_METRICS[key] else -value
+        out[_score_name(key)] = value if NC_METRICS[key] else 0.0 - value  # 0 - 0.0 is 0.0, not -0.0
     return out
 
 

@@ -205,7 +205,8 @@ def study_table(cv_results):
         metric, sign = _metric_of(score)
         for split in ("train", "test"):
             if f"mean_{split}_{score}" in frame.columns:
-                out[f"{metric}_{split}"] = sign * frame[f"mean_{split}_{score}"].to_numpy(dtype=float)
+                # + 0.0 turns the -0.0 of a negated zero score (nc4 = 0) into 0.0, printed "0", not "-0"
+                out[f"{metric}_{split}"] = sign * frame[f"mean_{split}_{score}"].to_numpy(dtype=float) + 0.0
                 out[f"{metric}_{split}_std"] = frame[f"std_{split}_{score}"].to_numpy(dtype=float)
     return out
 

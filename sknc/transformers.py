@@ -7,6 +7,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._validation import group_labels, untensor
 from .metrics._report import report_from, statistics_and_geometry
 
 __all__ = ["NCMetrics"]
@@ -77,6 +78,8 @@ class NCMetrics(TransformerMixin, BaseEstimator):
         self._validate_params()
         if y is None:
             raise ValueError("NCMetrics requires y to be passed, but the target y is None.")
+        X, y = untensor(X), untensor(y)
+        group_labels(y)  # ragged, mixed or non-0/1 labels: one clear error before any work
         W = b = None
         if self.estimator is not None:
             X, W, b = self._features(X)
@@ -95,6 +98,7 @@ class NCMetrics(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Coordinates of ``X - center_`` (or of the estimator's features) along ``components_``: (n, r)."""
         check_is_fitted(self, "components_")
+        X = untensor(X)
         if self.estimator is not None:
             X = self._features(X)[0]
         X = validate_data(self, X, reset=False, dtype=np.float64)

@@ -114,8 +114,14 @@ def test_docs_build_offline_strict_with_the_executed_gallery(tmp_path):
     for script in sorted((ROOT / "examples").glob("plot_*.py")):
         page = (html / "auto_examples" / f"{script.stem}.html").read_text()
         assert f'src="../_images/sphx_glr_{script.stem}_001.png"' in page, script.name
-        for stray in ("Text(0", "&lt;matplotlib.", "Figure size"):  # a bare expression's repr in the output
+        for stray in ("Text(0", "&lt;matplotlib.", "Figure size", "&lt;function", "<function"):  # a bare repr
             assert stray not in page, (script.name, stray)
+
+    # math renders offline: MathJax ships with the pages, nothing is fetched from a CDN
+    theory = (html / "theory.html").read_text()
+    assert "_static/mathjax/tex-chtml.js" in theory
+    assert "cdn.jsdelivr" not in theory and "cdnjs" not in theory
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
 
     # the metrics table was generated from the registry, one row per key
     table = (DOCS / "generated" / "metrics_table.rst").read_text()
