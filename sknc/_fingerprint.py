@@ -23,6 +23,8 @@ __all__ = ["fingerprint"]
 # attributes that never change an estimator's features or classifier (and can be large or unhashable)
 _SKIP = frozenset({"history_", "callbacks_", "optimizer_", "criterion_", "virtual_params_", "prefixes_",
                    "cuda_dependent_attributes_", "init_context_"})
+# parameters that never change the features or the classifier (skorch's callbacks keep run-time state)
+_SKIP_PARAMS = frozenset({"callbacks", "verbose", "warm_start"})
 _MAX_DEPTH = 8
 
 
@@ -87,7 +89,7 @@ def _feed(h, obj, seen, depth):
         h.update(f"obj:{type(obj).__module__}.{type(obj).__qualname__}(".encode())
         if hasattr(obj, "get_params"):
             try:
-                params = obj.get_params(deep=False)
+                params = {k: v for k, v in obj.get_params(deep=False).items() if k not in _SKIP_PARAMS}
             except Exception:  # noqa: BLE001 - a broken get_params: its attributes still say enough
                 params = {}
             _feed(h, params, seen, depth + 1)

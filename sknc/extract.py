@@ -273,9 +273,12 @@ _LABEL_KEYS = ("labels", "label", "y", "target", "targets")
 
 
 def _is_loader_like(data):
+    """A source of batches: a DataLoader, any iterable that is not an array, or a list of dict batches."""
     torch = _torch()
+    if isinstance(data, (list, tuple)):
+        return bool(data) and isinstance(data[0], dict)
     return isinstance(data, torch.utils.data.DataLoader) or (
-        not isinstance(data, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(data, "__iter__")
+        not isinstance(data, (np.ndarray, torch.Tensor)) and hasattr(data, "__iter__")
         and not hasattr(data, "__getitem__"))
 
 

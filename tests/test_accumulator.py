@@ -228,3 +228,79 @@ def test_second_pass_misuse_is_explained(rng):
         acc.report(W, b)
     with pytest.raises(ValueError, match="never seen in the first pass"):
         acc.update_second_pass(H[:2], [77, 78], W, b)
+
+
+# ------------------------------------------------------------------------ issue 24: no silent numbers
+def _two_sources(rng, dtype, offset=0.0):
+    y = np.repeat(np.arange(3), 200)
+    M = etf_rows(3, 16, 3.0, rng)
+    first = (offset + M[y] + rng.standard_normal((600, 16))).astype(dtype)
+    other = (offset + M[y] + rng.standard_normal((600, 16))).astype(dtype)  # same distribution, other draws
+    return first, other, y, M
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_w", [True, False])
+def test_a_second_pass_over_other_rows_is_named_not_mixed_in(rng, dtype, with_w):
+    # nc1 read 1.62 where either data set alone gives 0.057 or 13.4
+    first, other, y, M = _two_sources(rng, dtype)
+    W = M if with_w else None
+    parts = np.array_split(np.arange(600), 5)
+
+    def run(second, strict=False):
+        acc = sknc.NCAccumulator(mode="two_pass", strict=strict)
+        for p in parts:
+            acc.update(first[p], y[p])
+        for p in parts:
+            acc.update_second_pass(second[p], y[p], W)
+        return acc
+
+    same = run(first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same rows: no warning
+        ok = same.report(W)
+    _assert_reports_equal(ok, sknc.nc_report(first, y, W), rel=1e-6 if dtype == np.float32 else 1e-9)
+    with pytest.warns(sknc.NCWarning, match=r"second pass read other rows .* class\(es\) 0, 1, 2 moved"):
+        mixed = run(other).report(W)
+    assert np.isnan(mixed["nc1"])
+    if with_w:
+        assert np.isnan(mixed["nc4"]) and np.isnan(mixed["ncc_agreement"])
+    alone = sknc.nc_report(first, y, W)  # the keys of the first pass alone are those of the first rows
+    for key in ("nc2_h", "cdnv", "nc1_trace_quotient"):
+        assert mixed[key] == pytest.approx(alone[key], rel=1e-6), key
+    with pytest.raises(ValueError, match="The second pass read other rows"):
+        run(other, strict=True).report(W)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4, 1e5])
+@pytest.mark.parametrize("spread", [1.0, 1e-3])
+def test_the_same_rows_in_another_order_never_raise_the_alarm(rng, offset, spread):
+    # float32 rows far from the origin with a tiny spread: rounding must stay below the check's bound
+    y = np.repeat(np.arange(5), 800)
+    M = etf_rows(5, 64, 3.0, rng)
+    H = (offset + M[y] + spread * rng.standard_normal((4000, 64))).astype(np.float32)
+    acc = sknc.NCAccumulator(mode="two_pass", strict=True)
+    for p in np.array_split(rng.permutation(4000), 7):
+        acc.update(H[p], y[p])
+    for p in np.array_split(rng.permutation(4000), 3):
+        acc.update_second_pass(H[p], y[p], M)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sknc.NCWarning)  # a collapsed spread may leave keys undefined
+        acc.report(M)  # strict: raises on a mismatch
+
+
+def test_warnings_come_once_per_site_and_cause(rng):
+    # a 13-fit search printed the same NC warning 76 times
+    H, y = np.ones((30, 4)), np.repeat(np.arange(3), 10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(5):
+            with warnings.catch_warnings():  # what scikit-learn and skorch do around every fit: resets Python's
+                pass
+            sknc.nc_report(H, y)
+    assert len([w for w in caught if issubclass(w.category, sknc.NCWarning)]) == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # asked for every one: every one
+        for _ in range(3):
+            sknc.nc_report(H, y)
+    assert len(caught) == 3

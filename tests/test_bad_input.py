@@ -16,6 +16,7 @@ from scipy import sparse
 
 from sknc import (
     MultilabelStratifiedKFold,
+    NCWarning,
     NCAccumulator,
     PALClassifier,
     TagWiseAverageClassifier,
@@ -120,11 +121,21 @@ def test_valid_unusual_input_is_accepted():
 
 @pytest.mark.parametrize("sizes,kind,pattern", [
     ((0,), ValueError, "positive"), ((-5,), ValueError, "positive"), ((16.5,), TypeError, "integers"),
-    ((), ValueError, "at least one"), ((True,), TypeError, "integers"),
+    ((True,), TypeError, "integers"),
 ])
 def test_hidden_sizes(sizes, kind, pattern):
     with pytest.raises(kind, match=pattern):
         PALClassifier(hidden_sizes=sizes, max_epochs=1, device="cpu").fit(H, Y)
+
+
+def test_no_hidden_layer_is_a_linear_feature_map():
+    # issue 24: hidden_sizes=() was refused; it leaves the linear feature layer on the scaled inputs
+    clf = PALClassifier(hidden_sizes=(), feature_dim=4, max_epochs=2, device="cpu", random_state=0).fit(H, Y)
+    linears = [m for m in clf.net_.module_.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2  # the feature layer and the head
+    a, b = H[:10], H[10:20]
+    mixed = clf.transform(0.25 * a + 0.75 * b)
+    np.testing.assert_allclose(mixed, 0.25 * clf.transform(a) + 0.75 * clf.transform(b), atol=1e-5)
 
 
 @pytest.mark.parametrize("device,pattern", [
@@ -292,3 +303,108 @@ def test_cli_study_checks_everything_before_training(files, monkeypatch, capsys)
         err = capsys.readouterr().err.strip()
         assert result == code and len(err.splitlines()) == 1 and re.search(pattern, err), (argv, result, err)
     assert not (files / "s" / "cv_results.csv").exists()  # nothing was trained
+
+
+# ------------------------------------------------------ every public entry point, expected outcome first
+def _net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+
+
+def _tracked(X, y):
+    from skorch import NeuralNetClassifier
+
+    from sknc import NCTracker
+
+    net = NeuralNetClassifier(_net(), max_epochs=1, criterion=torch.nn.CrossEntropyLoss, train_split=None,
+                              verbose=0, callbacks=[NCTracker()]).fit(X, y)
+    return net.history[-1]
+
+
+def _scored(X, y):
+    from sklearn.linear_model import LogisticRegression
+
+    from sknc import nc_scorer
+
+    return nc_scorer("nc1")(LogisticRegression(max_iter=300).fit(H, Y), X, y)
+
+
+def _ncmetrics(X, y):
+    from sknc import NCMetrics
+
+    return NCMetrics().fit(X, y).report_
+
+
+OK = None  # the expected outcome: accepted, with a finite nc1
+# (entry point, call, expected): expected is OK or (exception type, message pattern)
+ENTRY_CASES = {
+    "nc_report, nullable Float64 with pd.NA": (
+        lambda: nc_report(pd.DataFrame(_with(2, 1, np.nan)).astype("Float64"), Y), (ValueError, r"NaN .* 1 row")),
+    "NCMetrics, tensor with requires_grad": (
+        lambda: _ncmetrics(torch.tensor(H, requires_grad=True), torch.tensor(Y)), OK),
+    "NCMetrics, ragged label lists": (
+        lambda: _ncmetrics(H[:3], [[0, 1], [1], [0]]), (ValueError, "different lengths")),
+    "NCAccumulator, second pass before the first": (
+        lambda: NCAccumulator().update_second_pass(H, Y), (ValueError, "accumulator is empty")),
+    "NCAccumulator, classes that do not list a label": (
+        lambda: NCAccumulator(classes=[0, 1, 2, 5]).update(H, Y).report(RNG.standard_normal((4, 5))),
+        (ValueError, r"y holds label\(s\) 3 that are not in classes")),
+    "model_nc_report, batch_size=0": (
+        lambda: model_nc_report(_net(), H, Y, batch_size=0), (ValueError, "batch_size must be a positive integer")),
+    "model_nc_report, a list of rows": (lambda: model_nc_report(_net(), H.tolist(), Y.tolist()).iloc[0], OK),
+    "model_nc_report, float64 data": (lambda: model_nc_report(_net(), H.astype(np.float64), Y).iloc[0], OK),
+    "model_nc_report, a one-shot generator": (
+        lambda: model_nc_report(_net(), ((H[i:i + 8], Y[i:i + 8]) for i in range(0, 40, 8))),
+        (ValueError, "one-shot iterator")),
+    "model_nc_report, dict batches without forward": (
+        lambda: model_nc_report(_net(), [{"x": torch.tensor(H), "labels": torch.tensor(Y)}]),
+        (ValueError, "dict batch needs forward=")),
+    "model_nc_report, data missing a class of W": (
+        lambda: model_nc_report(_net(), H[Y < 3], Y[Y < 3]).iloc[0], OK),
+    "model_nc_report, text data": (
+        lambda: model_nc_report(_net(), H.astype(str), Y), (ValueError, "dtype <U|give numbers")),
+    "layer_features, a layer name that is not one": (
+        lambda: sknc_layer_features(_net(), H, Y, layers=["9"]), (ValueError, "unknown layer '9'")),
+    "layer_features, reduce for a layer not measured": (
+        lambda: sknc_layer_features(_net(), H, Y, layers=["0"], reduce={"1": "flatten"}),
+        (ValueError, r"reduce names layer\(s\) \['1'\]")),
+    "NCTracker, training data missing a class of W": (lambda: _tracked(H[Y < 3], Y[Y < 3]), OK),
+    # a search never dies of a score: NaN, with the reason in the warning
+    "nc_scorer, labels of another length": (lambda: _scored(H, Y[:30]), ("NaN", "y has 30 labels but features")),
+    "PALClassifier, a label column that never occurs": (
+        lambda: _pal(H, np.eye(5, dtype=int)[Y]), (ValueError, r"class\(es\) 4 never occur in y")),
+    "PALClassifier, no hidden layer": (lambda: _pal_report(_pal_sizes(())), OK),
+}
+
+
+def sknc_layer_features(*args, **kwargs):
+    from sknc import layer_features
+
+    return layer_features(*args, **kwargs)
+
+
+def _pal_sizes(sizes):
+    return PALClassifier(hidden_sizes=sizes, max_epochs=1, device="cpu", random_state=0).fit(H, Y)
+
+
+def _pal_report(clf):
+    return nc_report(clf.transform(H), Y)
+
+
+@pytest.mark.parametrize("case", ENTRY_CASES)
+def test_entry_points_on_inputs_off_the_happy_path(case):
+    call, expected = ENTRY_CASES[case]
+    if expected is OK:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NaN keys come with a warning; nc1 must not be one of them
+            result = call()
+        value = result["nc1"] if hasattr(result, "__getitem__") else result
+        assert np.isfinite(float(value)), case
+        return
+    kind, pattern = expected
+    if kind == "NaN":
+        with pytest.warns(NCWarning, match=pattern):
+            assert np.isnan(call())
+        return
+    with pytest.raises(kind, match=pattern):
+        call()

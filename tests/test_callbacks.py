@@ -89,3 +89,54 @@ def test_tracker_parameters_are_checked():
         NCTracker(every=0).initialize()
     with pytest.raises(ValueError, match="on must be"):
         NCTracker(on="test").initialize()
+
+
+def test_measuring_does_not_change_the_training_run():
+    # issue 24: reading the training data through a DataLoader drew from torch's global generator, so the
+    # shuffled batches (and the losses) of a run with NCTracker differed from the same run without it
+    import random
+
+    from skorch import NeuralNetClassifier
+
+    X = np.random.default_rng(0).standard_normal((90, 5)).astype(np.float32)
+    y = np.arange(90) % 3
+
+    def run(callbacks):
+        torch.manual_seed(0)
+        np.random.seed(0)
+        random.seed(0)
+        module = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+                                     torch.nn.Linear(16, 3))
+        net = NeuralNetClassifier(module, max_epochs=4, batch_size=16, criterion=torch.nn.CrossEntropyLoss,
+                                  train_split=None, verbose=0, callbacks=callbacks,
+                                  iterator_train__shuffle=True).fit(X, y)
+        return net.history[:, "train_loss"], (torch.get_rng_state(), np.random.rand(), random.random())
+
+    plain, state_plain = run([])
+    tracked, state_tracked = run([NCTracker(every=1)])
+    assert plain == tracked  # bit for bit
+    assert torch.equal(state_plain[0], state_tracked[0]) and state_plain[1:] == state_tracked[1:]
+
+
+def test_tracker_measures_a_split_that_misses_a_class():
+    # issue 24: data without one of W's classes left every column NaN, NC1 included
+    from skorch import NeuralNetClassifier
+
+    X = np.random.default_rng(1).standard_normal((120, 6)).astype(np.float32)
+    y = np.arange(120) % 4
+    module = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    keep = y != 3
+    tracker = NCTracker(X=X[keep], y=y[keep])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net = NeuralNetClassifier(module, max_epochs=2, criterion=torch.nn.CrossEntropyLoss, train_split=None,
+                                  verbose=0, callbacks=[tracker]).fit(X, y)
+    row = net.history[-1]
+    with torch.no_grad():  # the features by hand, of the final network, on the classes present
+        H = module[:2](torch.as_tensor(X[keep])).numpy()
+    W = module[2].weight.detach().numpy()
+    assert row["nc1"] == pytest.approx(nc_report(H, y[keep])["nc1"], rel=1e-6)
+    assert row["nc3"] == pytest.approx(nc_report(H, y[keep], W[:3])["nc3"], rel=1e-6)
+    assert row["nc2_w"] == pytest.approx(sknc.nc2_w(W)["gram"], rel=1e-6)
+    assert np.isnan(row["nc4"]) and np.isnan(row["bias_collapse"])
+    assert any("no sample of class(es) 3" in str(w.message) for w in caught)

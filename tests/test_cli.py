@@ -1,4 +1,5 @@
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -86,11 +87,13 @@ def test_demo_quick_writes_outputs(tmp_path, capsys):
     assert main(["demo", "--epochs", "3", "--device", "cpu", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "NC checkpoint" in text and "Test metrics" in text and "scale_theory" in text
+    assert "lr nan" not in text and "lr 0.1" in text  # the progress line reads this epoch's rate
     for name in ("history.csv", "report.json", "tagwise_summary.csv", "nc_history.png", "class_means_2d.png",
                  "class_means_3d.png", "tagwise.png"):
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())
     assert 0 <= report["test"]["subset_accuracy"] <= 1 and report["train_nc"]["nc1"] > 0
+    assert isinstance(report["train_nc"]["n_samples"], int) and isinstance(report["train_nc"]["nc1_rank"], int)
     history = pd.read_csv(out / "history.csv")
     assert len(history) == 3 and history["nc1"].notna().sum() >= 1
     assert main(["demo", "--epochs", "0"]) == 2
@@ -176,3 +179,46 @@ def test_help_is_light():
 def test_every_command_has_help(command):
     out = subprocess.run([sys.executable, "-m", "sknc.cli", command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: sknc" in out.stdout and "--" in out.stdout
+
+
+# ------------------------------------------------------------------------ issue 24: no silent numbers
+@pytest.mark.parametrize("sets,pattern", [("", "--sets is empty"), (",", "--sets is empty"),
+                                          ("1:3,1:5", "multiplicity 1 twice")])
+def test_ufm_sets_that_say_nothing_or_twice_are_refused(sets, pattern, capsys):
+    # '' solved the default problem and 1:3,1:5 kept the last count, both with exit code 0
+    assert main(["ufm", "--loss", "pal", "--sets", sets]) == 2
+    assert pattern in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        sknc.cli.build_parser().parse_args(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"sknc {sknc.__version__}"
+    run = subprocess.run([sys.executable, "-m", "sknc.cli", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == f"sknc {sknc.__version__}"
+
+
+def test_every_command_reads_both_npz_layouts(saved, capsys):
+    path, H, y, M = saved
+    np.savez(path / "xy.npz", X=H, y=y)
+    assert main(["metrics", str(path / "xy.npz"), "--out", str(path / "r.json")]) == 0
+    report = json.loads((path / "r.json").read_text())
+    assert report["nc1"] == pytest.approx(sknc.nc_report(H, y)["nc1"], rel=1e-12)
+    # counts are integers in JSON, undefined keys null
+    assert report["n_samples"] == len(y) and isinstance(report["n_samples"], int)
+    assert isinstance(report["n_classes"], int) and isinstance(report["nc1_rank"], int)
+    capsys.readouterr()
+
+
+def test_study_checks_every_grid_candidate_before_any_fit(tmp_path, capsys):
+    # a bad value failed every fit of its candidate, then printed a flattened traceback
+    for grid, pattern in (({"lambda_H": ["abc", 0.1]}, r"grid candidate \{'lambda_H': 'abc'\}: The 'lambda_H'"),
+                          ({"hidden_sizes": [[0]]}, r"hidden_sizes must hold positive widths"),
+                          ({"lr": [-1.0]}, r"'lr' parameter")):
+        path = tmp_path / "grid.json"
+        path.write_text(json.dumps(grid))
+        out = tmp_path / "never"
+        assert main(["study", "--grid", str(path), "--epochs", "1", "--cv", "2", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
+        assert not (out / "grid.json").exists()  # nothing half-written

@@ -715,3 +715,88 @@ def test_nearest_mean_table_from_the_known_gram_equals_the_direct_one(rng, monke
     with_gram = plan.on(NumpyOps)["dist"]
     direct = replace(plan, centred_gram=None).on(NumpyOps)["dist"]
     np.testing.assert_allclose(with_gram, direct, rtol=1e-6, atol=1e-12 * np.abs(direct).max())
+
+
+# ------------------------------------------------------------------------ issue 24: no silent numbers
+def test_coincident_class_means_give_the_documented_nan_everywhere(rng):
+    # three classes with the same mean: rounding left ~1e-17 of between-class spread, and the trace quotient
+    # read 1e33, nc2_h 1.39, the CDNV ~1e32
+    y = np.repeat(np.arange(3), 20)
+    H = rng.standard_normal((60, 4))
+    H -= np.array([H[y == k].mean(0) for k in range(3)])[y]
+    W = rng.standard_normal((3, 4))
+    with pytest.warns(sknc.NCWarning, match="all class means coincide"):
+        report = sknc.nc_report(H, y, W)
+    for key in ("nc1", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular", "nc3",
+                "nc3_difference"):
+        assert np.isnan(report[key]), key
+    assert np.isfinite(report["nc2_w"]) and report["nc1_rank"] == 0
+
+
+def test_two_coincident_means_among_distinct_ones_leave_only_the_cdnv_undefined(rng):
+    y = np.repeat(np.arange(4), 25)
+    means = 5 * rng.standard_normal((4, 6))
+    means[3] = means[2]
+    H = rng.standard_normal((100, 6))
+    H -= np.array([H[y == k].mean(0) for k in range(4)])[y]
+    H += means[y]
+    with pytest.warns(sknc.NCWarning, match=r"the means of classes 2 and 3 coincide"):
+        report = sknc.nc_report(H, y)
+    assert np.isnan(report["cdnv"]) and np.isfinite(report["nc1"]) and report["nc1_rank"] == 2
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_float32_rows_near_the_largest_float32_keep_their_float64_answer(rng, compiled):
+    from sknc.metrics._kernels import forced
+
+    y = np.repeat(np.arange(3), 50)
+    H = np.clip(rng.uniform(-1, 1, (150, 8)) * 3.3e38, -3.4e38, 3.4e38)
+    H[:, 0] += np.where(y == 0, 0.5, -0.5) * 1e37
+    H32 = H.astype(np.float32)
+    with forced(compiled), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning, no NCWarning
+        r32 = sknc.nc_report(H32, y)
+        acc = sknc.NCAccumulator(mode="two_pass").update(H32, y).update_second_pass(H32, y).report()
+    r64 = sknc.nc_report(H32.astype(np.float64), y)
+    for key in ("nc1", "nc2_h", "cdnv", "nc1_trace_quotient"):
+        assert r32[key] == pytest.approx(r64[key], rel=1e-6), key
+        assert acc[key] == pytest.approx(r64[key], rel=1e-6), key
+
+
+def test_classes_of_the_classifier_missing_from_the_data(rng):
+    k, d = 5, 8
+    W, b = rng.standard_normal((k, d)), rng.standard_normal(k)
+    y = rng.integers(0, k, 300)
+    keep = (y != 1) & (y != 4)
+    H = 3 * rng.standard_normal((k, d))[y] + rng.standard_normal((300, d))
+    with pytest.warns(sknc.NCWarning, match=r"no sample of class\(es\) 1, 4 of the classifier"):
+        report = sknc.nc_report(H[keep], y[keep], W, b)  # integer labels inside range(K_W): inferred
+    present = [0, 2, 3]
+    alone = sknc.nc_report(H[keep], y[keep])
+    for key in ("nc1", "nc2_h", "cdnv", "n_samples"):
+        assert report[key] == pytest.approx(alone[key], rel=1e-12), key
+    assert report["nc3"] == pytest.approx(sknc.nc_report(H[keep], y[keep], W[present], b[present])["nc3"],
+                                          rel=1e-12)
+    assert report["nc2_w"] == pytest.approx(sknc.nc2_w(W)["gram"], rel=1e-12)
+    for key in ("nc4", "ncc_agreement", "nc3_difference", "bias_collapse"):
+        assert np.isnan(report[key]), key
+    # named classes: W's rows in the order of `classes`, string labels too
+    names = np.array(["a", "b", "c", "d", "e"])
+    order = [4, 0, 3, 2, 1]
+    with pytest.warns(sknc.NCWarning):
+        named = sknc.nc_report(H[keep], names[y[keep]], W[order], b[order], classes=names[order])
+    assert named["nc3"] == pytest.approx(report["nc3"], rel=1e-12)
+    with pytest.raises(ValueError, match=r"y holds label\(s\) z that are not in classes"):
+        sknc.nc_report(H[:3], ["a", "b", "z"], W, classes=names)
+    with pytest.raises(ValueError, match="W has 5 rows but the data have 3 classes .* give classes="):
+        sknc.nc_report(H[keep], names[y[keep]], W)
+
+
+def test_missing_values_of_nullable_pandas_columns_are_named():
+    import pandas as pd
+
+    frame = pd.DataFrame(np.random.default_rng(0).standard_normal((30, 3))).astype("Float64")
+    frame.iloc[3, 1] = pd.NA
+    with pytest.raises(ValueError, match=r"NaN or infinity in 1 row"):
+        sknc.nc_report(frame, np.arange(30) % 3)
+    assert np.isfinite(sknc.nc_report(frame.dropna(), np.arange(30)[frame.notna().all(axis=1)] % 3)["nc1"])

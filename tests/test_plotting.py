@@ -93,3 +93,38 @@ def test_layerwise_plot_draws_each_metric_over_depth():
         plot_layerwise(report, metrics=["cdnv"])
     with pytest.raises(ValueError, match="non-empty DataFrame"):
         plot_layerwise(pd.DataFrame())
+
+
+def test_class_means_are_named_and_the_title_says_what_was_projected(rng):
+    # the demo's figure said "2-D simplex subspace" for 10 means projected on 2 of 9 directions, unlabelled
+    k = 6
+    M = simplex_etf(k, 8, random_state=0)
+    y = np.repeat(np.arange(k), 10)
+    H = M[y] + 0.01 * rng.standard_normal((len(y), 8))
+    ax = plot_class_means(H, y, dims=2).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == [str(c) for c in range(k)]
+    assert "2 of the 5 directions" in ax.get_title() and "simplex subspace" not in ax.get_title()
+    # an ETF spreads evenly: each drawn direction carries 1/(K-1) of the spread
+    assert ax.get_xlabel() == "direction 1 (20 %)" and ax.get_ylabel() == "direction 2 (20 %)"
+    ax3 = plot_class_means(H[y < 3], y[y < 3], dims=2).axes[0]
+    assert "in their 2-D span" in ax3.get_title()
+
+
+def test_ufm_dynamics_draw_round_off_at_a_floor_not_at_1e_300():
+    hist = pd.DataFrame({"iteration": [0, 10, 20], "objective": [2.0, 1.0, 0.9], "nc1": [1e-300, 1e-310, 0.0],
+                         "nc3": [0.5, 1e-3, 1e-20]})
+    ax = plot_ufm_dynamics(hist, columns=("objective", "nc1", "nc3")).axes[0]
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    assert np.allclose(lines["nc1 (0 to round-off throughout)"], 1e-16)
+    assert np.allclose(lines["nc3 (round-off drawn at 1e-16)"], [0.5, 1e-3, 1e-16])
+    assert ax.get_ylim()[0] > 1e-20
+
+
+def test_study_table_has_no_negative_zero():
+    from sknc.study import study_table
+
+    cv = {"param_C": [1.0, 2.0], "params": [{"C": 1.0}, {"C": 2.0}], "mean_test_neg_nc4": [0.0, -0.0],
+          "std_test_neg_nc4": [0.0, 0.0], "mean_train_neg_nc4": [-0.0, 0.0], "std_train_neg_nc4": [0.0, 0.0]}
+    table = study_table(cv)
+    assert not np.signbit(table[["nc4_train", "nc4_test"]].to_numpy()).any()
+    assert "-0" not in table.to_string()

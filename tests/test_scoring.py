@@ -211,3 +211,53 @@ def test_ranking_scorer_reads_per_label_probabilities_of_multioutput_models():
         model.fit(X[:60], Y[:60])
         by_hand = np.column_stack([p[:, 1] for p in model.predict_proba(X[60:])])
         assert lrap(model, X[60:], Y[60:]) == label_ranking_average_precision_score(Y[60:], by_hand)
+
+
+def _true_neg_nc1(estimator, X, y):
+    from sknc.scoring import features_and_classifier
+
+    H, W, b = features_and_classifier(estimator, X)
+    return -nc_report(H, y, W, b)["nc1"]
+
+
+def test_scorers_measure_the_estimator_as_it_is_now_not_as_it_was():
+    # issue 24: one cached report was served for the same objects after set_params().fit() and partial_fit()
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:600] / 16.0
+    y = y[:600]
+    est = MLPClassifier(hidden_layer_sizes=(16,), max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence
+        est.fit(X, y)
+        scorer = nc_scorer("nc1")
+        first = scorer(est, X, y)
+        assert first == pytest.approx(_true_neg_nc1(est, X, y), rel=1e-12)
+        est.set_params(alpha=10.0, max_iter=5).fit(X, y)
+        refit = scorer(est, X, y)
+        assert refit == pytest.approx(_true_neg_nc1(est, X, y), rel=1e-12)
+        assert refit != pytest.approx(first, rel=1e-3)
+        seen = []
+        for _ in range(3):
+            est.partial_fit(X, y)
+            seen.append(scorer(est, X, y))
+            assert seen[-1] == pytest.approx(_true_neg_nc1(est, X, y), rel=1e-12)
+    assert len(set(seen)) == 3
+    # data changed in place: measured again as well
+    X[:, 10] += 1.0
+    assert scorer(est, X, y) == pytest.approx(_true_neg_nc1(est, X, y), rel=1e-12)
+
+
+def test_scorers_of_one_call_still_share_one_report(fitted, monkeypatch):
+    # the cache keyed on contents still serves the second scorer of the same (estimator, X, y)
+    import sknc.scoring as scoring
+
+    clf, X, Y = fitted
+    calls = []
+    real = scoring.nc_report_of
+    monkeypatch.setattr(scoring, "nc_report_of", lambda *a, **k: calls.append(1) or real(*a, **k))
+    scorers = nc_scorers(["nc1", "nc2_h", "nc3"])
+    values = [s(clf, X, Y) for s in scorers.values()]
+    assert len(calls) == 1 and all(np.isfinite(values))

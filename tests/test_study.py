@@ -149,13 +149,16 @@ def test_plot_study_draws_positive_nc_on_log_axes_train_and_test():
     assert ax_nc.get_xscale() == "log" and ax_nc.get_yscale() == "log"
     assert ax_acc.get_yscale() == "linear"  # accuracies span less than a decade
     lines = {c.get_label(): c.lines[0] for c in ax_nc.containers}  # errorbar containers hold the data line
-    assert set(lines) == {"fixed_etf=False, train", "fixed_etf=False, test", "fixed_etf=True, train",
-                          "fixed_etf=True, test"}
-    assert np.allclose(lines["fixed_etf=False, train"].get_ydata(), nc1_train[:3])
-    assert np.allclose(lines["fixed_etf=True, test"].get_ydata(), 2 * nc1_train[3:])
-    assert lines["fixed_etf=False, train"].get_linestyle() == "-"
-    assert lines["fixed_etf=False, test"].get_linestyle() == "--"
+    assert set(lines) == {"fixed_etf=False, train folds", "fixed_etf=False, test folds",
+                          "fixed_etf=True, train folds", "fixed_etf=True, test folds"}
+    assert np.allclose(lines["fixed_etf=False, train folds"].get_ydata(), nc1_train[:3])
+    assert np.allclose(lines["fixed_etf=True, test folds"].get_ydata(), 2 * nc1_train[3:])
+    train, test = lines["fixed_etf=False, train folds"], lines["fixed_etf=False, test folds"]
+    assert train.get_linestyle() == "-" and test.get_linestyle() == "--"
+    # the legend tells the splits apart by the marker too: filled and open
+    assert train.get_marker() != test.get_marker() and test.get_markerfacecolor() in ("white", (1, 1, 1, 1))
     assert "nc1" in ax_nc.get_ylabel() and "global_mean" in ax_nc.get_title()
+    assert "rtol" not in ax_nc.get_title()  # None: no convention to print
     with pytest.raises(ValueError, match="no parameter"):
         plot_study(res, "lr")
     with pytest.raises(ValueError, match="no score"):

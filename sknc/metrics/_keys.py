@@ -42,6 +42,8 @@ class KeyInfo:
 
 _MEANS = "a class has no multiplicity-1 sample (multi-label)"
 _RANK0 = "all class means coincide (between-class rank 0)"
+_MISSING = "a class of W has no sample in the data"
+_OTHER = "the second pass read other rows than the first (an accumulator)"
 
 #: Every key :func:`sknc.nc_report` can return, as :class:`KeyInfo` records (a test keeps it complete).
 REPORT_KEYS = (
@@ -53,7 +55,7 @@ REPORT_KEYS = (
     KeyInfo("nc1", "within-class variability relative to the between-class spread",
             r"\frac{1}{K}\operatorname{tr}\left(\Sigma_W \Sigma_B^{+}\right)",
             ("global_mean", "between", "normalize", "rtol"), "Papyan, Han & Donoho 2020; Zhu et al. 2021",
-            f"{_RANK0}; {_MEANS}; a two-pass accumulator before its second pass"),
+            f"{_RANK0}; {_MEANS}; a two-pass accumulator before its second pass; {_OTHER}"),
     KeyInfo("nc1_rank", r"rank r of \Sigma_B kept by the tolerance (directions used by NC1)",
             r"r = \#\{\sigma_j > \mathrm{tol}\}", ("rtol",), "", _MEANS, None),
     KeyInfo("nc1_trace_quotient", "trace ratio variant of NC1",
@@ -61,7 +63,8 @@ REPORT_KEYS = (
             "Tirer, Huang & Niles-Weed 2023", f"{_RANK0}; {_MEANS}"),
     KeyInfo("cdnv", "class-distance-normalised variance, averaged over class pairs",
             r"\frac{2}{K(K-1)}\sum_{k<l}\frac{\sigma_k^2+\sigma_l^2}{2\,\lVert\mu_k-\mu_l\rVert^{2p}}",
-            ("cdnv_power",), "Galanti, György & Hutter 2022", f"two class means coincide; {_MEANS}"),
+            ("cdnv_power",), "Galanti, György & Hutter 2022",
+            f"two class means coincide (to the data's resolution); {_RANK0}; {_MEANS}"),
     KeyInfo("nc2_h", "distance of the centred class means' Gram to the simplex-ETF Gram",
             r"\left\lVert \frac{\tilde M\tilde M^\top}{\lVert\tilde M\tilde M^\top\rVert_F} - "
             r"\frac{I_K - \mathbf{1}\mathbf{1}^\top/K}{\sqrt{K-1}}\right\rVert_F",
@@ -71,7 +74,7 @@ REPORT_KEYS = (
             ("global_mean",), "Papyan, Han & Donoho 2020", f"{_RANK0}; {_MEANS}"),
     KeyInfo("nc2_h_equiangular", "mean deviation of the centred means' cosines from the ETF's",
             r"\operatorname{mean}_{k\neq l}\left|\cos(\tilde\mu_k,\tilde\mu_l) + \tfrac{1}{K-1}\right|",
-            ("global_mean",), "Papyan, Han & Donoho 2020", f"a centred class mean is zero; {_MEANS}"),
+            ("global_mean",), "Papyan, Han & Donoho 2020", f"a centred class mean is zero; {_RANK0}; {_MEANS}"),
     KeyInfo("mean_max_abs_cos", "largest |cosine| between distinct uncentred class means (0: orthogonal frame)",
             r"\max_{k\neq l}|\cos(\mu_k,\mu_l)|", (), "Dang et al. 2024 (orthogonal frame of ReLU features)",
             f"fewer than two class means are non-zero; {_MEANS}"),
@@ -87,19 +90,22 @@ REPORT_KEYS = (
     KeyInfo("nc3", "self-duality of classifier and centred means (Gram form)",
             r"\left\lVert \frac{W\tilde M^\top}{\lVert W\tilde M^\top\rVert_F} - "
             r"\frac{I_K - \mathbf{1}\mathbf{1}^\top/K}{\sqrt{K-1}}\right\rVert_F",
-            ("global_mean",), "Zhu et al. 2021; Li et al. 2024", f"W is orthogonal to every centred mean; {_MEANS}",
+            ("global_mean",), "Zhu et al. 2021; Li et al. 2024",
+            f"W is orthogonal to every centred mean; {_RANK0}; {_MEANS}",
             True, "W"),
     KeyInfo("nc3_difference", "self-duality (difference form)",
             r"\left\lVert \frac{W}{\lVert W\rVert_F} - \frac{\tilde M}{\lVert \tilde M\rVert_F}\right\rVert_F"
             r"\ (\text{squared with } \texttt{nc3\_squared=True})",
-            ("global_mean", "nc3_squared"), "Papyan, Han & Donoho 2020", f"W = 0 or {_RANK0}; {_MEANS}", True, "W"),
+            ("global_mean", "nc3_squared"), "Papyan, Han & Donoho 2020", f"W = 0 or {_RANK0}; {_MEANS}; {_MISSING}",
+            True, "W"),
     KeyInfo("nc4", "mismatch between the nearest-class-mean rule and the classifier",
             r"\frac{1}{N_1}\#\{i : \arg\min_k\lVert h_i-\mu_k\rVert \neq \arg\max_k (Wh_i+b)_k\}", (),
-            "Papyan, Han & Donoho 2020", f"{_MEANS}; an accumulator before its second pass", True, "W"),
+            "Papyan, Han & Donoho 2020", f"{_MEANS}; an accumulator before its second pass; {_OTHER}; {_MISSING}",
+            True, "W"),
     KeyInfo("ncc_agreement", "1 - nc4", r"1 - \mathrm{NC4}", (), "Papyan, Han & Donoho 2020",
-            f"{_MEANS}; an accumulator before its second pass", False, "W"),
+            f"{_MEANS}; an accumulator before its second pass; {_OTHER}; {_MISSING}", False, "W"),
     KeyInfo("bias_collapse", "logits of the global mean", r"\lVert W\mu_G + b\rVert_2", ("global_mean",),
-            "Zhu et al. 2021 (their NC4)", _MEANS, True, "W"),
+            "Zhu et al. 2021 (their NC4)", f"{_MEANS}; {_MISSING}", True, "W"),
     KeyInfo("tagwise_angle", "mean angle (degrees) between each label set's centred mean and the sum of its tags' means",
             r"\operatorname{mean}_S \angle\left(\mu_S - \mu_G,\ \textstyle\sum_{k\in S}\tilde\mu_k\right)",
             ("global_mean",), "Li et al. 2024 (tag-wise average)",

@@ -389,6 +389,8 @@ def nc_report(
     * two class means coincide: ``cdnv``; a zero centred mean:
       ``nc2_h_equiangular``; fewer than two non-zero means: ``mean_max_abs_cos``;
     * ``W = 0`` or a zero row: ``nc2_w*``, ``nc3*``;
+    * a class of ``W`` without samples (see ``classes``): ``nc3_difference``,
+      ``nc4``, ``ncc_agreement``, ``bias_collapse``;
     * a label set whose mean or tag sum is zero: its angle (the set is left
       out of ``tagwise_angle``); a zero uncentred mean: ``tagwise_angle_ratio``.
 
