@@ -543,8 +543,9 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
     ----------
     model : torch.nn.Module
         Its parameters must hold values (not the ``'meta'`` device).
-    X : array-like, torch.Tensor, torch Dataset or DataLoader
-        Inputs: floating data are given to the model in its own dtype, integer
+    X : array-like, torch.Tensor, torch Dataset, DataLoader or an iterable of batches
+        Inputs (a list of dict batches counts as batches): floating data are given to the model in its own
+        dtype, integer
         arrays (token ids for an ``nn.Embedding``) as they are. A Dataset or
         DataLoader yielding ``(x, y, ...)``, or dicts with a ``'labels'``
         (``'label'``, ``'y'``, ``'target'``) entry, carries the labels; they

@@ -62,3 +62,13 @@ def _fresh_warning_memory():
 
     _forget_warnings()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures a test drew are closed after it (pyplot keeps every figure open until told otherwise)."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")

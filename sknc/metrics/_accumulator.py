@@ -14,6 +14,7 @@ from .._validation import (
 )
 from . import _collapse as C
 from ._backend import backend_for
+from ._state import StateMixin, plan_digest
 from ._report import _CONVENTIONS, _check_conventions, _shown, align_classifier, geometry_of, report_from
 from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
 from ._stats import _give_back as _stats_give_back
@@ -22,9 +23,10 @@ from ._stats import _gram_of
 __all__ = ["NCAccumulator"]
 
 _MODES = ("auto", "one_pass", "two_pass")
+_PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "shift")
 
 
-class NCAccumulator:
+class NCAccumulator(StateMixin):
     """Streaming NC statistics: memory independent of the number of samples.
 
     **First pass** (:meth:`update`): per label set, a count, a shift (a sample
@@ -68,6 +70,14 @@ class NCAccumulator:
         default the keys that need the second pass are NaN with an
         :class:`sknc.NCWarning` naming the classes whose means moved; with
         ``strict=True`` :meth:`report` raises ``ValueError``.
+    shift : None, 'first_batch' or array-like of shape (d,), default=None
+        The point the first pass's sums are taken around. ``None``: each label
+        set's own first sample (no cancellation however far the data sit from
+        the origin). A common shift (the first row of the first batch, or a
+        vector agreed beforehand, e.g. broadcast from rank 0) makes every
+        first-pass sum a plain sum of ``h - shift``, which any engine adds as
+        it is; shards with different shifts are re-expressed exactly when
+        merged (:meth:`merge`, :meth:`all_reduce`).
 
     Notes
     -----
@@ -96,13 +106,31 @@ class NCAccumulator:
     """
 
     def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class", classes=None,
-                 strict=False):
+                 strict=False, shift=None):
         self.n_classes = n_classes
         self.mode = mode
         self.global_mean = global_mean
         self.between = between
         self.classes = classes
         self.strict = strict
+        self.shift = shift
+
+    def get_params(self, deep=True):
+        """The constructor's parameters (as scikit-learn's ``get_params``)."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def _common_shift(self, d):
+        """The common shift as a float64 (d,) array, None for per-set shifts, 'first_batch' until it is known."""
+        if self.shift is None or (isinstance(self.shift, str) and self.shift == "first_batch"):
+            return self.shift
+        if isinstance(self.shift, str):
+            raise ValueError(f"shift must be None, 'first_batch' or a vector of length d; got {self.shift!r}.")
+        from .._validation import untensor
+
+        vec = np.asarray(untensor(self.shift), dtype=np.float64).reshape(-1)
+        if vec.shape != (d,) or not np.isfinite(vec).all():
+            raise ValueError(f"shift must be a finite vector of length d = {d}; got shape {vec.shape}.")
+        return vec
 
     # ------------------------------------------------------------------ state
     def _start(self, be, d, multilabel, width, kind, k_first):
@@ -127,6 +155,7 @@ class NCAccumulator:
         self._eps = 0.0
         self._second = None
         self._plan_key = None
+        self._common = self._common_shift(d)  # None, 'first_batch' (until the first row arrives) or (d,)
 
     @property
     def _started(self):
@@ -219,6 +248,11 @@ class NCAccumulator:
             shift = be.to_float64(be.take(x, be.index(first[new])))
             if not be.all_finite(shift):
                 raise ValueError(f"features contain NaN or infinity in {be.bad_rows(x)} row(s).")
+            common = self._common
+            if isinstance(common, str):  # 'first_batch': the first row of the first batch, from now on
+                common = be.to_numpy(be.to_float64(be.rows(x, 0, 1)))[0]
+            if common is not None:
+                shift = be.asarray(np.broadcast_to(common, (len(new), self._d)).copy())
             fp.grow(shift)
         single = None
         if fp.scatter is not None:
@@ -244,6 +278,8 @@ class NCAccumulator:
         for i in new:
             self._keys[keys[i]] = len(self._key_list)
             self._key_list.append(raw[i])
+        if new and common is not None:
+            self._common = common
         self._eps = max(self._eps, eps)
         return self
 
@@ -314,25 +350,17 @@ class NCAccumulator:
         """
         self._check_started()
         if self._empty_batch(features_batch):
+            # a shard without rows still joins the second pass (its plan is that of every other shard)
+            if self._second is None:
+                dtype = getattr(features_batch, "dtype", np.float64)
+                self._begin_second(W, b, _work_dtype_of(self._be, dtype))
+            else:
+                self._same_classifier(W, b, None)
             return self
         x, eps, be, multilabel, width, kind, keys, inverse, raw, _ = self._check_batch(features_batch, y_batch)
         groups, order = self._groups()
         if self._second is None:
-            if groups.missing_singletons().size:
-                raise ValueError(missing_singletons_message(groups) + ".")
-            match = align_classifier(W, b, self._d, groups, self.classes)
-            # the NCC agreement needs every class of the classifier in the data
-            w, bias = (match.w, match.bias) if match.complete else (None, None)
-            origin, rel = self._first.means()
-            rel = rel[order][groups.class_group]
-            counts = self._first.counts[order][groups.class_group]
-            geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
-            plan = make_plan(rel + origin, geom.span, self._first.amax, be.work_dtype_np(x), W=w, b=bias,
-                             full_gram=geom.span.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
-                             centred_gram=_gram_of(geom), probes=True)
-            self._second = SecondPass(be, plan)
-            self._second_geometry = geom
-            self._plan_key = (_copy(W), _copy(b))
+            self._begin_second(W, b, be.work_dtype_np(x))
         else:
             self._same_classifier(W, b, groups.n_classes)
         # class index (position in the sorted classes) of every multiplicity-1 row
@@ -366,6 +394,25 @@ class NCAccumulator:
         _stats_give_back(child)
         return self
 
+    def _begin_second(self, W, b, work_dtype):
+        """Fix the second pass's plan from the first pass's means (and the classifier)."""
+        groups, order = self._groups()
+        if groups.missing_singletons().size:
+            raise ValueError(missing_singletons_message(groups) + ".")
+        match = align_classifier(W, b, self._d, groups, self.classes)
+        # the NCC agreement needs every class of the classifier in the data
+        w, bias = (match.w, match.bias) if match.complete else (None, None)
+        origin, rel = self._first.means()
+        rel = rel[order][groups.class_group]
+        counts = self._first.counts[order][groups.class_group]
+        geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
+        plan = make_plan(rel + origin, geom.span, self._first.amax, work_dtype, W=w, b=bias,
+                         full_gram=geom.span.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
+                         centred_gram=_gram_of(geom), probes=True)
+        self._second = SecondPass(self._be, plan)
+        self._second_geometry = geom
+        self._plan_key = (_copy(W), _copy(b))
+
     def update_agreement(self, features_batch, y_batch, W, b=None):
         """Second pass with a classifier (kept for sknc 0.1 code): same as :meth:`update_second_pass`."""
         if W is None:
@@ -378,21 +425,22 @@ class NCAccumulator:
 
     # ------------------------------------------------------------------- merge
     def merge(self, other):
-        """Fold another accumulator (e.g. a shard) into this one; returns self.
+        """Fold another accumulator (e.g. a shard) into this one; returns self (``other`` is not modified).
 
-        Before the second pass, first-pass statistics add up. Shards that ran
+        Before the second pass, first-pass statistics add up (label sets one
+        shard lacks, different shifts: re-expressed exactly). Shards that ran
         their second pass from the same merged first pass (the sharded two-pass
-        workflow: merge, broadcast, second pass per shard, merge) add their
-        second-pass statistics.
+        workflow: merge, give every shard a copy, second pass per shard, merge)
+        add their second-pass statistics. An empty accumulator takes a copy of
+        the other's state, in either pass. :meth:`merge_all` returns a new
+        accumulator instead.
         """
         if not isinstance(other, NCAccumulator):
             raise TypeError(f"can only merge an NCAccumulator; got {type(other).__name__}.")
         if not other._started:
             return self
-        if not self._started:  # adopt the other's layout
-            self._start(other._be, other._d, other._multilabel, other._width, other._kind, 2)
-            self.mode_ = other.mode_
-            self._first = FirstPass(self._be, self._d, with_squares=True, with_scatter=other._first.scatter is not None)
+        if not self._started:  # the identity: a copy of the other's state (kept on this one's device, if any)
+            return self.load_state_dict(other.state_dict())
         if other._d != self._d or other._multilabel != self._multilabel or other._width != self._width:
             raise ValueError("cannot merge accumulators of different feature width or label format.")
         if other._kind != self._kind:
@@ -424,15 +472,13 @@ class NCAccumulator:
     def _merge_second(self, other):
         if self._second is None or other._second is None:
             raise ValueError("merge shards in the same pass: both before the second pass, or both in it.")
-        mine, theirs = self._first.means(), other._first.means()
-        if not np.array_equal(self._first.counts, other._first.counts) or not (
-            np.array_equal(mine[0], theirs[0]) and np.array_equal(mine[1], theirs[1])
-        ):
+        if not np.array_equal(self._first.counts, other._first.counts) or \
+                plan_digest(self._second.plan) != plan_digest(other._second.plan):
             raise ValueError(
-                "second-pass shards must start from the same (merged) first pass; merge the first passes, "
-                "give every shard a copy, then run the second pass per shard."
+                "second-pass shards must start from the same (merged) first pass and classifier; merge the first "
+                "passes, give every shard a copy, then run the second pass per shard with the same W and b."
             )
-        self._second.merge(other._second)
+        self._second.merge(_second_on(other._second, self._be))
         return self
 
     # ------------------------------------------------------------------ report
@@ -519,6 +565,16 @@ class NCAccumulator:
                            source="NCAccumulator.report", match=match)
 
 
+def _work_dtype_of(be, dtype):
+    """The second pass's working dtype for rows of ``dtype`` (float32 rows stay float32)."""
+    try:
+        name = str(dtype).replace("torch.", "")
+        return np.dtype(np.float32) if np.dtype(name) in (np.float32, np.float16) or name == "bfloat16" else \
+            np.dtype(np.float64)
+    except TypeError:
+        return np.dtype(np.float64)
+
+
 def _copy(a):
     """A float64 host copy of a classifier array (None stays None), to compare later batches' against."""
     from .._validation import untensor
@@ -537,6 +593,18 @@ def _same(key, given):
     b = np.zeros(w.shape[0]) if b is None else np.asarray(_copy(b)).reshape(-1)
     b0 = np.zeros(w0.shape[0]) if b0 is None else b0.reshape(-1)
     return w.shape == w0.shape and np.array_equal(w, w0) and b.shape == b0.shape and np.array_equal(b, b0)
+
+
+def _second_on(sp, be):
+    """A second pass's sums on backend ``be`` (for merges across devices)."""
+    if sp.be.name == be.name and str(sp.be.device) == str(be.device):
+        return sp
+    out = SecondPass.__new__(SecondPass)
+    out.__dict__.update(sp.__dict__)
+    for name in ("within", "resid", "Q", "probe_sums"):
+        setattr(out, name, be.asarray(sp.be.to_numpy(getattr(sp, name))))
+    out.agree = int(getattr(sp.agree, "item", lambda: sp.agree)())
+    return out
 
 
 def _as_backend(fp, be):

@@ -1,0 +1,215 @@
+"""The additive state of an NCAccumulator: what ``state_dict``, pickles and every reduction carry.
+
+State is the additive arrays and the metadata needed to check that two states
+can be added: per label set a count, a shift, the float64 sums of the shifted
+features and of their (scaled) squared norms, the scatter in one-pass mode;
+after the second pass has started, its per-class sums (within-class squares,
+projected scatter, probe sums, NCC agreement). Workspaces, the second pass's
+plan and its ``K x K`` tables are derived from the state and rebuilt on
+demand, so they never travel: a pickle is the state plus a few kB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ._backend import backend_for
+from ._stats import FirstPass
+
+__all__ = ["StateMixin", "FORMAT"]
+
+FORMAT = "sknc.NCAccumulator/1"
+
+
+def _host(be, a):
+    return None if a is None else np.ascontiguousarray(be.to_numpy(a))
+
+
+def _backend(device, current):
+    """Where loaded statistics live: the device asked for, else this accumulator's, else the host."""
+    if device is None:
+        return current if current is not None else backend_for(np.zeros((1, 1)))
+    if str(device) == "cpu":
+        return backend_for(np.zeros((1, 1)))
+    import torch
+
+    return backend_for(torch.zeros((1, 1), device=device))
+
+
+def plan_digest(plan) -> str:
+    """A digest of what makes two second passes addable: the same basis, centring, classifier and dtype."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (plan.basis, plan.means64, plan.probes, plan.W, plan.b):
+        if a is not None:
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    h.update(f"{plan.scale_exp};{plan.w_exp};{np.dtype(plan.dtype).str};{plan.full_gram}".encode())
+    return h.hexdigest()
+
+
+class StateMixin:
+    """``state_dict``/``load_state_dict`` (torch's convention), compact pickles and non-mutating merges."""
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self):
+        """The accumulator's additive state: host numpy arrays and plain metadata.
+
+        Everything a reduction adds (per label set: count, shift, sums, squared
+        norms; the scatter in one-pass mode; after the second pass started, its
+        per-class sums) and what must agree for two states to add up (feature
+        width, label format and type, conventions, the scaling exponent, the
+        classifier of the second pass). Nothing derived: no workspaces, plans
+        or ``K x K`` tables. :meth:`load_state_dict` restores it, in another
+        process too; pickling an accumulator stores exactly this.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sknc import NCAccumulator
+        >>> rng = np.random.default_rng(0)
+        >>> H, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+        >>> state = NCAccumulator(mode="two_pass").update(H, y).state_dict()
+        >>> sorted(state["first"]), state["first"]["sums"].shape
+        (['amax', 'counts', 'exp', 'scatter', 'seen_squares', 'shift', 'sq', 'sums'], (3, 4))
+        >>> twin = NCAccumulator(mode="two_pass").load_state_dict(state)
+        >>> bool(np.array_equal(twin.state_dict()["first"]["sums"], state["first"]["sums"]))
+        True
+        """
+        state = {"format": FORMAT, "params": self.get_params(), "started": self._started}
+        if not self._started:
+            return state
+        be, fp = self._be, self._first
+        common = self._common if isinstance(self._common, np.ndarray) else None
+        shift = _host(be, fp.shift)
+        if common is not None:
+            shift = common[None, :].copy()  # one row stands for every label set's
+        labels = (np.array(self._key_list, dtype=bool).reshape(len(self._key_list), self._width)
+                  if self._multilabel else np.array(self._key_list))
+        state.update(
+            d=int(self._d), multilabel=bool(self._multilabel), width=None if self._width is None else int(self._width),
+            kind=self._kind, mode=self.mode_, eps=float(self._eps), common_shift=common is not None,
+            device=str(be.device) if be.device is not None else None, labels=labels,
+            first={"counts": fp.counts.copy(), "shift": shift, "sums": _host(be, fp.sums), "sq": _host(be, fp.sq),
+                   "scatter": _host(be, fp.scatter), "exp": int(fp.exp), "amax": float(fp.amax),
+                   "seen_squares": bool(fp.seen_squares)},
+            second=None,
+        )
+        sp = self._second
+        if sp is not None:
+            w0, b0 = self._plan_key
+            state["second"] = {
+                "work_dtype": np.dtype(sp.plan.dtype).str, "W": None if w0 is None else w0.copy(),
+                "b": None if b0 is None else b0.copy(), "plan": plan_digest(sp.plan),
+                "within": _host(be, sp.within), "resid": _host(be, sp.resid), "Q": _host(be, sp.Q),
+                "counts": sp.counts.copy(), "agree": int(getattr(sp.agree, "item", lambda: sp.agree)()),
+                "max_row_sq": float(sp.max_row_sq), "probe_sums": _host(be, sp.probe_sums),
+            }
+        return state
+
+    def load_state_dict(self, state, device=None):
+        """Restore a :meth:`state_dict` (replacing everything seen so far); returns self.
+
+        Parameters
+        ----------
+        state : dict
+            From :meth:`state_dict` (of any process; pickles and Dask results
+            carry one).
+        device : str or torch.device, optional
+            Where the restored statistics live: a CUDA device keeps them there
+            as tensors. Default: where this accumulator's were, else the host.
+        """
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"not an NCAccumulator state (expected format {FORMAT!r}).")
+        current = self.__dict__.get("_be")
+        for name, value in state["params"].items():
+            setattr(self, name, value)
+        for name in ("_first", "_second", "_be"):
+            self.__dict__.pop(name, None)
+        if not state["started"]:
+            return self
+        be = _backend(device, current)
+        first = state["first"]
+        labels = state["labels"]
+        self._start(be, state["d"], state["multilabel"], state["width"], state["kind"], 2)
+        self.mode_ = state["mode"]
+        fp = FirstPass(be, state["d"], with_squares=True, with_scatter=first["scatter"] is not None)
+        n_groups = len(first["counts"])
+        shift = np.asarray(first["shift"], dtype=np.float64)
+        if state["common_shift"]:
+            self._common = shift[0].copy()
+            shift = np.broadcast_to(shift[0], (n_groups, state["d"])).copy()
+        fp.counts = np.asarray(first["counts"], dtype=np.int64).copy()
+        fp.shift = be.asarray(shift)
+        fp.shift_w = fp.shift
+        fp.sums = be.asarray(np.asarray(first["sums"], dtype=np.float64))
+        fp.sq = be.asarray(np.asarray(first["sq"], dtype=np.float64))
+        fp.scatter = None if first["scatter"] is None else be.asarray(np.asarray(first["scatter"], dtype=np.float64))
+        fp.exp, fp.amax, fp.seen_squares = int(first["exp"]), float(first["amax"]), bool(first["seen_squares"])
+        self._first = fp
+        self._eps = float(state["eps"])
+        if self._multilabel:
+            rows = np.asarray(labels, dtype=bool).reshape(n_groups, self._width)
+            self._key_list = list(rows)
+            packed = np.packbits(rows, axis=1)
+            self._keys = {packed[i].tobytes(): i for i in range(n_groups)}
+        else:
+            self._key_list = np.asarray(labels).tolist()
+            self._keys = {key: i for i, key in enumerate(self._key_list)}
+        second = state.get("second")
+        if second is not None:
+            self._begin_second(second["W"], second["b"], np.dtype(second["work_dtype"]))
+            sp = self._second
+            if plan_digest(sp.plan) != second["plan"]:
+                raise ValueError(
+                    "this state's second pass was planned from other class means or another classifier than the "
+                    "ones its first pass gives here (a state edited by hand, or another numerical library)."
+                )
+            sp.within = be.asarray(np.asarray(second["within"], dtype=np.float64))
+            sp.resid = be.asarray(np.asarray(second["resid"], dtype=np.float64))
+            sp.Q = be.asarray(np.asarray(second["Q"], dtype=np.float64))
+            sp.counts = np.asarray(second["counts"], dtype=np.int64).copy()
+            sp.agree = int(second["agree"])
+            sp.max_row_sq = float(second["max_row_sq"])
+            sp.probe_sums = be.asarray(np.asarray(second["probe_sums"], dtype=np.float64))
+        return self
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        return {"state": self.state_dict()}
+
+    def __setstate__(self, payload):
+        if "state" not in payload:  # an accumulator pickled by sknc 0.2: its attributes as they were
+            self.__dict__.update(payload)
+            return
+        self.load_state_dict(payload["state"])
+
+    # ------------------------------------------------------------------ merges without side effects
+    def copy(self):
+        """An independent accumulator with the same parameters and state."""
+        return type(self)(**self.get_params()).load_state_dict(self.state_dict())
+
+    def merge_all(self, others):
+        """A new accumulator holding this one's state and every one of ``others``; nothing is modified.
+
+        The building block of a tree reduction (Dask, Spark, Ray): states of
+        shards in the same pass add up; an empty accumulator is the identity in
+        either pass.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sknc import NCAccumulator
+        >>> rng = np.random.default_rng(0)
+        >>> H, y = rng.standard_normal((90, 5)), np.arange(90) % 3
+        >>> shards = [NCAccumulator(mode="one_pass").update(H[i::3], y[i::3]) for i in range(3)]
+        >>> whole = shards[0].merge_all(shards[1:])
+        >>> single = NCAccumulator(mode="one_pass").update(H, y)
+        >>> bool(np.isclose(whole.report()["nc1"], single.report()["nc1"], rtol=1e-12))
+        True
+        """
+        out = type(self)(**self.get_params())
+        out.merge(self)
+        for other in others:
+            out.merge(other)
+        return out
