@@ -409,14 +409,31 @@ def _n_batches(data, batch_size):
         return None
 
 
-def _run(model, data, y, taps, batch_size, progress, desc, forward, on_batch):
-    """One pass of the data through the model, the hooks storing the layers' features for ``on_batch``."""
+def _slice_rows(x, n):
+    if isinstance(x, dict):
+        return {k: _slice_rows(v, n) for k, v in x.items()}
+    return x[:n]
+
+
+def _run(model, data, y, taps, batch_size, progress, desc, forward, on_batch, limit=None):
+    """One pass of the data through the model, the hooks storing the layers' features for ``on_batch``.
+
+    ``limit``: read no more than this many rows (the rest are a distributed sampler's padding).
+    """
     device = _model_device(model)
     float_dtype = _model_float_dtype(model)
     layers = taps.layers
+    seen = 0
     with _measuring(model), taps:
         batches = _batches(data, y, batch_size, device, float_dtype)
         for xb, yb in _progress(batches, _n_batches(data, batch_size), progress, desc):
+            if limit is not None:
+                room = limit - seen
+                if room <= 0:
+                    continue  # the loader still yields its padding; nothing of it is read
+                if len(yb) > room:
+                    xb, yb = _slice_rows(xb, room), yb[:room]
+                seen += len(yb)
             taps.store.clear()
             try:
                 (forward or model)(xb)
@@ -432,6 +449,46 @@ def _run(model, data, y, taps, batch_size, progress, desc, forward, on_batch):
             if missing:
                 raise ValueError(f"layer(s) {missing} did not run in the forward pass.")
             on_batch(taps.store, yb)
+
+
+# ------------------------------------------------------------------------------ distributed
+def _sampler_rows(data):
+    """Rows of this rank that are real samples, when ``data`` is a DataLoader over a ``DistributedSampler``.
+
+    The sampler pads its index list with repeats until every rank gets as many
+    rows; the padding sits at the end of each rank's list (local row ``i`` is
+    global position ``i * num_replicas + rank``, padding from position ``N``
+    on), so this rank's first ``ceil((N - rank) / num_replicas)`` rows are the
+    real ones. None for any other data (every row counts).
+    """
+    sampler = getattr(data, "sampler", None)
+    if sampler is None or not all(hasattr(sampler, a) for a in ("num_replicas", "rank", "dataset", "drop_last")):
+        return None
+    n, world, rank = len(sampler.dataset), int(sampler.num_replicas), int(sampler.rank)
+    if sampler.drop_last:
+        left = n % world
+        if left:
+            warn_once(f"model_nc_report: the DistributedSampler drops the last {left} of {n} samples "
+                      "(drop_last=True); the report covers the others.", NCWarning, stacklevel=4)
+        return None
+    return max(0, -(-(n - rank) // world))
+
+
+def _synchronised(step, group):
+    """Run ``step`` on every rank; if it fails on any rank, every rank raises (none waits in a collective)."""
+    from .metrics._distributed import PeerFailure, reduce_failures
+
+    try:
+        result = step()
+    except PeerFailure:
+        raise  # learnt in a collective every rank took part in: nothing more to exchange
+    except Exception as exc:  # noqa: BLE001 - reported to the other ranks, then raised here as it was
+        reduce_failures(f"{type(exc).__name__}: {exc}", group)
+        raise
+    failed = reduce_failures(None, group)
+    if failed is not None:
+        raise ValueError(f"rank {failed[0]} failed, so this rank stops too: {failed[1]}")
+    return result
 
 
 # ----------------------------------------------------------------------------- public API
@@ -527,7 +584,8 @@ def _warn_few_dims(taps, layer, reductions, report):
 
 
 def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=None, reduce="avg", batch_size=256,
-                    passes=2, forward=None, progress=False, return_features=False, **conventions):
+                    passes=2, forward=None, progress=False, return_features=False, distributed=False,
+                    **conventions):
     """NC of a torch model's layers: one row per layer, one column per metric.
 
     The model runs in eval mode under ``no_grad`` on its own device (CUDA
@@ -591,6 +649,16 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
         Show progress (tqdm when installed).
     return_features : bool, default=False
         Also return ``{layer: features}`` (then they are held in memory).
+    distributed : bool or torch.distributed.ProcessGroup, default=False
+        Each rank of an initialised ``torch.distributed`` group (the world, or
+        the group given) streams its own shard (e.g. a DataLoader over a
+        ``DistributedSampler``), and the layers' statistics are summed over the
+        ranks after each pass (:meth:`sknc.NCAccumulator.all_reduce`): every
+        rank returns the report of the whole data. The samples a
+        ``DistributedSampler`` repeats to even out the shards are read once
+        only (from the sampler's own bookkeeping); with its ``drop_last=True``
+        the dropped samples are left out with a warning. A failure on one
+        rank stops every rank with its message.
     **conventions
         NC conventions of :func:`sknc.nc_report`.
 
@@ -612,6 +680,14 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
     """
     if passes not in (1, 2):
         raise ValueError(f"passes must be 1 or 2; got {passes!r}.")
+    group = None if distributed is True or distributed is False else distributed
+    if distributed is not False:
+        from .metrics._distributed import _dist
+
+        _dist()  # initialised, or a clear error before any work
+        limit = _sampler_rows(X)
+    else:
+        limit = None
     layers, reductions = _check_call(model, X, layers, reduce, batch_size, passes)
     classifiers = _classifiers(model, layers, W, b)
     mode = "two_pass" if passes == 2 else "one_pass"
@@ -626,9 +702,15 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
             if features is not None:
                 features[layer].append(store[layer].cpu().numpy())
 
-    _run(model, X, y, taps, batch_size, progress, "NC pass 1", forward, first)
-    if not any(acc._started for acc in accumulators.values()):
-        raise ValueError("the data hold no samples.")
+    def pass_one():
+        _run(model, X, y, taps, batch_size, progress, "NC pass 1", forward, first, limit)
+        if distributed is not False:
+            for layer in layers:  # one layer after the other, in the same order on every rank
+                accumulators[layer].all_reduce(group)
+        if not any(acc._started for acc in accumulators.values()):
+            raise ValueError("the data hold no samples.")
+
+    _synchronised(pass_one, group) if distributed is not False else pass_one()
     second_layers = [layer for layer in layers if accumulators[layer].second_pass_possible]
     if passes == 2 and second_layers:  # without class means (a class never alone) the report says why, per key
         def second(store, yb):
@@ -636,7 +718,18 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
                 w, bias = classifiers.get(layer, (None, None))
                 accumulators[layer].update_second_pass(store[layer], yb, w, bias)
 
-        _run(model, X, y, taps, batch_size, progress, "NC pass 2", forward, second)
+        def pass_two():
+            _run(model, X, y, taps, batch_size, progress, "NC pass 2", forward, second, limit)
+            if distributed is not False:
+                for layer in second_layers:
+                    acc = accumulators[layer]
+                    if acc._second is None:  # no rows here: join with the plan every rank shares
+                        w, bias = classifiers.get(layer, (None, None))
+                        acc.update_second_pass(np.zeros((0, acc._d), dtype=np.float32 if acc._eps > 1e-10
+                                                        else np.float64), np.zeros(0), w, bias)
+                    acc.all_reduce(group)
+
+        _synchronised(pass_two, group) if distributed is not False else pass_two()
     rows = {}
     for layer in layers:
         w, bias = classifiers.get(layer, (None, None))

@@ -14,6 +14,7 @@ from .._validation import (
 )
 from . import _collapse as C
 from ._backend import backend_for
+from ._distributed import DistributedMixin
 from ._state import StateMixin, plan_digest
 from ._report import _CONVENTIONS, _check_conventions, _shown, align_classifier, geometry_of, report_from
 from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
@@ -26,7 +27,7 @@ _MODES = ("auto", "one_pass", "two_pass")
 _PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "shift")
 
 
-class NCAccumulator(StateMixin):
+class NCAccumulator(StateMixin, DistributedMixin):
     """Streaming NC statistics: memory independent of the number of samples.
 
     **First pass** (:meth:`update`): per label set, a count, a shift (a sample
@@ -231,6 +232,9 @@ class NCAccumulator(StateMixin):
         x, eps, be, multilabel, width, kind, keys, inverse, raw, first = self._check_batch(features_batch, y_batch)
         if self._started and self._second is not None:
             raise ValueError("the second pass has started; update() belongs to the first pass only.")
+        if getattr(self, "_reduced", None) == "first":
+            raise ValueError("the first pass was all-reduced: its state is every rank's, and rows added now would "
+                             "be counted once per rank at the next reduction; add every batch before all_reduce.")
         if not self._started:
             self._start(be, x.shape[1], multilabel, width, kind, len(keys))
         # map the batch's label sets to group ids, registering new ones (their shift: their first row here)
@@ -349,6 +353,8 @@ class NCAccumulator(StateMixin):
         self
         """
         self._check_started()
+        if getattr(self, "_reduced", None) == "second":
+            raise ValueError("the second pass was all-reduced: add every second-pass batch before all_reduce.")
         if self._empty_batch(features_batch):
             # a shard without rows still joins the second pass (its plan is that of every other shard)
             if self._second is None:

@@ -76,7 +76,8 @@ class StateMixin:
         >>> bool(np.array_equal(twin.state_dict()["first"]["sums"], state["first"]["sums"]))
         True
         """
-        state = {"format": FORMAT, "params": self.get_params(), "started": self._started}
+        state = {"format": FORMAT, "params": self.get_params(), "started": self._started,
+                 "reduced": getattr(self, "_reduced", None)}
         if not self._started:
             return state
         be, fp = self._be, self._first
@@ -124,8 +125,10 @@ class StateMixin:
         current = self.__dict__.get("_be")
         for name, value in state["params"].items():
             setattr(self, name, value)
-        for name in ("_first", "_second", "_be"):
+        for name in ("_first", "_second", "_be", "_reduced"):
             self.__dict__.pop(name, None)
+        if state.get("reduced"):
+            self._reduced = state["reduced"]
         if not state["started"]:
             return self
         be = _backend(device, current)
