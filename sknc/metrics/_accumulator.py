@@ -220,13 +220,22 @@ class NCAccumulator(StateMixin, DistributedMixin):
 
         Parameters
         ----------
-        features_batch : array-like or torch.Tensor of shape (n_batch, d)
+        features_batch : array-like, torch.Tensor or dask array of shape (n_batch, d)
+            A dask array is map-reduced on its cluster: every row chunk is
+            accumulated where it lives, the chunks' states are merged in a tree
+            on the workers, and only the merged state comes here.
         y_batch : array-like of shape (n_batch,) or (n_batch, K)
 
         Returns
         -------
         self
         """
+        from ._dask import dask_states, is_dask_array
+
+        if is_dask_array(features_batch) or is_dask_array(y_batch):
+            params = self.get_params()
+            return self.merge(NCAccumulator(**params).load_state_dict(
+                dask_states(features_batch, y_batch, params, passes=1)))
         if self._empty_batch(features_batch):
             return self
         x, eps, be, multilabel, width, kind, keys, inverse, raw, first = self._check_batch(features_batch, y_batch)
@@ -355,6 +364,18 @@ class NCAccumulator(StateMixin, DistributedMixin):
         self._check_started()
         if getattr(self, "_reduced", None) == "second":
             raise ValueError("the second pass was all-reduced: add every second-pass batch before all_reduce.")
+        from ._dask import dask_states, is_dask_array
+
+        if is_dask_array(features_batch) or is_dask_array(y_batch):  # each chunk from this first pass, on the cluster
+            if self._second is not None and not _same(self._plan_key, (W, b)):
+                raise ValueError("every batch of the second pass needs the same W and b (the ones of its first "
+                                 "batch).")
+            first = self.state_dict() if self._second is None else _first_only(self.state_dict())
+            done = NCAccumulator(**self.get_params()).load_state_dict(
+                dask_states(features_batch, y_batch, self.get_params(), W, b, first=first))
+            if self._second is None:
+                return self.load_state_dict(done.state_dict())
+            return self.merge(done)
         if self._empty_batch(features_batch):
             # a shard without rows still joins the second pass (its plan is that of every other shard)
             if self._second is None:
@@ -400,23 +421,44 @@ class NCAccumulator(StateMixin, DistributedMixin):
         _stats_give_back(child)
         return self
 
-    def _begin_second(self, W, b, work_dtype):
-        """Fix the second pass's plan from the first pass's means (and the classifier)."""
+    def _class_geometry(self):
+        """The first pass's class means (relative, origin, counts) and their between-class geometry."""
         groups, order = self._groups()
         if groups.missing_singletons().size:
             raise ValueError(missing_singletons_message(groups) + ".")
-        match = align_classifier(W, b, self._d, groups, self.classes)
-        # the NCC agreement needs every class of the classifier in the data
-        w, bias = (match.w, match.bias) if match.complete else (None, None)
         origin, rel = self._first.means()
         rel = rel[order][groups.class_group]
         counts = self._first.counts[order][groups.class_group]
         geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
-        plan = make_plan(rel + origin, geom.span, self._first.amax, work_dtype, W=w, b=bias,
-                         full_gram=geom.span.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
-                         centred_gram=_gram_of(geom), probes=True)
+        return groups, origin, rel, geom
+
+    def _share_plan_basis(self):
+        """Fix the second pass's projection basis and probe directions from the first pass (no classifier
+        needed), so that every shard that runs its second pass from this state uses the very same ones: an SVD
+        run on another thread count or machine may differ in its last bits, and second-pass sums in
+        different bases do not add."""
+        if self.second_pass_possible and getattr(self, "_shared_basis", None) is None:
+            from ._stats import probe_directions
+
+            self._shared_basis = self._class_geometry()[3].span
+            self._shared_probes = probe_directions(self._d)
+        return self
+
+    def _begin_second(self, W, b, work_dtype):
+        """Fix the second pass's plan from the first pass's means (and the classifier)."""
+        groups, origin, rel, geom = self._class_geometry()
+        match = align_classifier(W, b, self._d, groups, self.classes)
+        # the NCC agreement needs every class of the classifier in the data
+        w, bias = (match.w, match.bias) if match.complete else (None, None)
+        basis = getattr(self, "_shared_basis", None)
+        basis = geom.span if basis is None else basis
+        probes = getattr(self, "_shared_probes", None)
+        plan = make_plan(rel + origin, basis, self._first.amax, work_dtype, W=w, b=bias,
+                         full_gram=basis.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
+                         centred_gram=_gram_of(geom), probes=True if probes is None else probes)
         self._second = SecondPass(self._be, plan)
         self._second_geometry = geom
+        self._shared_basis, self._shared_probes = plan.basis, plan.probes
         self._plan_key = (_copy(W), _copy(b))
 
     def update_agreement(self, features_batch, y_batch, W, b=None):
@@ -569,6 +611,11 @@ class NCAccumulator(StateMixin, DistributedMixin):
         return report_from(stats, geom, match.w, match.bias, normalize=opts["normalize"],
                            nc3_squared=opts["nc3_squared"], cdnv_power=opts["cdnv_power"],
                            source="NCAccumulator.report", match=match)
+
+
+def _first_only(state):
+    """A state without its second pass (what every chunk of a second pass starts from)."""
+    return {**state, "second": None}
 
 
 def _work_dtype_of(be, dtype):

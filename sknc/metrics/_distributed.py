@@ -211,6 +211,18 @@ class DistributedMixin:
         else:
             self._key_list = list(keys)
             self._keys = dict(index)
+        # the second pass's projection basis, computed on the group's first rank and sent to the others: an SVD
+        # on another thread count or machine may differ in its last bits, and sums in other bases do not add
+        self.__dict__.pop("_shared_basis", None)
+        self.__dict__.pop("_shared_probes", None)
+        if self.second_pass_possible:
+            payload = [None]
+            if rank == 0:
+                self._share_plan_basis()
+                payload = [(self._shared_basis, self._shared_probes)]
+            src = 0 if group is None else dist.get_global_rank(group, 0)
+            dist.broadcast_object_list(payload, src=src, group=group)
+            self._shared_basis, self._shared_probes = payload[0]
 
     # ---------------------------------------------------------------- second pass
     def _all_reduce_second(self, metas, group, dist):

@@ -334,9 +334,13 @@ def nc_report(
 
     Parameters
     ----------
-    features : array-like or torch.Tensor of shape (n_samples, d)
+    features : array-like, torch.Tensor or dask array of shape (n_samples, d)
         Any float dtype, any device. Computed in float64 without a float64 copy
-        of the data (row blocks; CUDA tensors are reduced on their device).
+        of the data (row blocks; CUDA tensors are reduced on their device). A
+        dask array (``y`` too, or a numpy ``y``) is map-reduced on its cluster:
+        each row chunk's statistics are computed where the chunk lives and
+        merged in a tree, and only the merged ``K x d`` statistics reach the
+        client (see :class:`NCAccumulator`).
     y : array-like of shape (n_samples,) or (n_samples, K)
         Class labels or a 0/1 indicator matrix (multi-label; all-zero rows are
         label-free samples, counted but not used by any metric).
@@ -406,6 +410,16 @@ def nc_report(
     (True, 2, 1.0)
     """
     _check_conventions(global_mean, between, cdnv_power, rtol)
+    from ._dask import is_dask_array
+
+    if is_dask_array(features) or is_dask_array(y):  # map-reduced on the cluster: no chunk comes to the client
+        from ._accumulator import NCAccumulator
+        from ._dask import dask_states
+
+        params = dict(mode="two_pass", global_mean=global_mean, between=between, classes=classes)
+        acc = NCAccumulator(**params).load_state_dict(dask_states(features, y, params, W, b))
+        return acc.report(W, b, global_mean=global_mean, between=between, normalize=normalize, rtol=rtol,
+                          nc3_squared=nc3_squared, cdnv_power=cdnv_power)
     stats, geom, match = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
                                                  rtol=rtol, classes=classes, return_match=True)
     return report_from(stats, geom, match.w, match.bias, normalize=normalize, nc3_squared=nc3_squared,

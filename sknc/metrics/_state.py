@@ -23,8 +23,18 @@ __all__ = ["StateMixin", "FORMAT"]
 FORMAT = "sknc.NCAccumulator/1"
 
 
+def _host_np(a):
+    return None if a is None else np.array(a, dtype=np.float64)
+
+
 def _host(be, a):
-    return None if a is None else np.ascontiguousarray(be.to_numpy(a))
+    """A host copy (never a view: a state must not change when the accumulator goes on)."""
+    return None if a is None else np.array(be.to_numpy(a), copy=True, order="C")
+
+
+def _own(a, dtype=np.float64):
+    """A private float64 copy of a state's array (the state may be loaded more than once)."""
+    return np.array(a, dtype=dtype, copy=True, order="C")
 
 
 def _backend(device, current):
@@ -95,6 +105,8 @@ class StateMixin:
                    "scatter": _host(be, fp.scatter), "exp": int(fp.exp), "amax": float(fp.amax),
                    "seen_squares": bool(fp.seen_squares)},
             second=None,
+            # the second pass's projection basis and probe directions, once fixed (see _share_plan_basis)
+            basis=_host_np(getattr(self, "_shared_basis", None)), probes=_host_np(getattr(self, "_shared_probes", None)),
         )
         sp = self._second
         if sp is not None:
@@ -125,7 +137,7 @@ class StateMixin:
         current = self.__dict__.get("_be")
         for name, value in state["params"].items():
             setattr(self, name, value)
-        for name in ("_first", "_second", "_be", "_reduced"):
+        for name in ("_first", "_second", "_be", "_reduced", "_shared_basis", "_shared_probes"):
             self.__dict__.pop(name, None)
         if state.get("reduced"):
             self._reduced = state["reduced"]
@@ -142,12 +154,12 @@ class StateMixin:
         if state["common_shift"]:
             self._common = shift[0].copy()
             shift = np.broadcast_to(shift[0], (n_groups, state["d"])).copy()
-        fp.counts = np.asarray(first["counts"], dtype=np.int64).copy()
-        fp.shift = be.asarray(shift)
+        fp.counts = _own(first["counts"], np.int64)
+        fp.shift = be.asarray(_own(shift))
         fp.shift_w = fp.shift
-        fp.sums = be.asarray(np.asarray(first["sums"], dtype=np.float64))
-        fp.sq = be.asarray(np.asarray(first["sq"], dtype=np.float64))
-        fp.scatter = None if first["scatter"] is None else be.asarray(np.asarray(first["scatter"], dtype=np.float64))
+        fp.sums = be.asarray(_own(first["sums"]))
+        fp.sq = be.asarray(_own(first["sq"]))
+        fp.scatter = None if first["scatter"] is None else be.asarray(_own(first["scatter"]))
         fp.exp, fp.amax, fp.seen_squares = int(first["exp"]), float(first["amax"]), bool(first["seen_squares"])
         self._first = fp
         self._eps = float(state["eps"])
@@ -159,6 +171,9 @@ class StateMixin:
         else:
             self._key_list = np.asarray(labels).tolist()
             self._keys = {key: i for i, key in enumerate(self._key_list)}
+        if state.get("basis") is not None:
+            self._shared_basis = np.asarray(state["basis"], dtype=np.float64)
+            self._shared_probes = np.asarray(state["probes"], dtype=np.float64)
         second = state.get("second")
         if second is not None:
             self._begin_second(second["W"], second["b"], np.dtype(second["work_dtype"]))
@@ -168,13 +183,13 @@ class StateMixin:
                     "this state's second pass was planned from other class means or another classifier than the "
                     "ones its first pass gives here (a state edited by hand, or another numerical library)."
                 )
-            sp.within = be.asarray(np.asarray(second["within"], dtype=np.float64))
-            sp.resid = be.asarray(np.asarray(second["resid"], dtype=np.float64))
-            sp.Q = be.asarray(np.asarray(second["Q"], dtype=np.float64))
-            sp.counts = np.asarray(second["counts"], dtype=np.int64).copy()
+            sp.within = be.asarray(_own(second["within"]))
+            sp.resid = be.asarray(_own(second["resid"]))
+            sp.Q = be.asarray(_own(second["Q"]))
+            sp.counts = _own(second["counts"], np.int64)
             sp.agree = int(second["agree"])
             sp.max_row_sq = float(second["max_row_sq"])
-            sp.probe_sums = be.asarray(np.asarray(second["probe_sums"], dtype=np.float64))
+            sp.probe_sums = be.asarray(_own(second["probe_sums"]))
         return self
 
     # ------------------------------------------------------------------ pickling

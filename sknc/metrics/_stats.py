@@ -333,19 +333,25 @@ class SecondPassPlan:
     def n_probes(self):
         return 0 if self.probes is None else self.probes.shape[1]
 
+    def rounding(self, means_w=None, as_float64=False):
+        """The float32 rounding of the centring means, scaled to the pass's units (None for float64 rows)."""
+        if self.dtype == np.float64:
+            return None
+        means_w = np.asarray(self.means64, dtype=self.dtype) if means_w is None else means_w
+        err = np.empty(self.means64.shape)
+        for start in range(0, err.shape[0], 256):  # in row blocks: no K x d float64 temporaries
+            rows = slice(start, start + 256)
+            np.subtract(means_w[rows], self.means64[rows], out=err[rows], dtype=np.float64)
+        err *= np.ldexp(1.0, -self.scale_exp)
+        return err if as_float64 else err.astype(np.float32)
+
     def on(self, be):
         """Backend copies of the tables (made once per backend; few K x d temporaries)."""
         s = np.ldexp(1.0, -self.scale_exp)
         work = self._be_dtype(be)
         means_w = np.asarray(self.means64, dtype=self.dtype)
         # float32 rounding of the centring means (the pass's mean residual; the NCC tables use it too)
-        err = None
-        if self.dtype != np.float64:  # in row blocks: no K x d float64 temporaries
-            err = np.empty(self.means64.shape)
-            for start in range(0, err.shape[0], 256):
-                rows = slice(start, start + 256)
-                np.subtract(means_w[rows], self.means64[rows], out=err[rows], dtype=np.float64)
-            err *= s
+        err = self.rounding(means_w, as_float64=True)
         tables = {"means_w": be.asarray(means_w, work), "err": None if err is None else err.astype(np.float32)}
         # the centring table in the pass's units: rows are scaled before they are centred, so that rows and means
         # near the dtype's largest value do not overflow in their difference (scaling by a power of two is exact)
@@ -447,10 +453,10 @@ class SecondPass:
     def __init__(self, be, plan: SecondPassPlan, tables=None):
         self.be = be
         self.plan = plan
-        self.t = plan.on(be) if tables is None else tables
+        self._t = tables  # built on the first batch: a pass restored or merged only never needs them
         k, r = plan.n_classes, plan.basis.shape[1]
         self.within = be.zeros(k)
-        self.track_resid = "err" not in self.t or self.t["err"] is None
+        self.track_resid = np.dtype(plan.dtype) == np.float64
         # per class, sum of the centred rows' coordinates in the basis (float64 rows only)
         self.resid = be.zeros((k, r) if self.track_resid else (0, r))
         self.Q = be.zeros((r, r) if plan.full_gram else r)
@@ -462,7 +468,26 @@ class SecondPass:
         self.probe_sums = be.zeros((k, plan.n_probes))
         self.ws = acquire_workspace() if be.name == "numpy" else Workspace()
         # float32 rows on the host: the compiled loops centre, square and decide (same arithmetic, fewer reads)
-        self.kern = None if self.track_resid else compiled_loops(be, plan.dtype, plan.n_classes)
+        self._kern = False  # looked up on the first batch: a pass only restored or merged never loads numba
+
+    @property
+    def kern(self):
+        if self._kern is False:
+            self._kern = None if self.track_resid else compiled_loops(self.be, self.plan.dtype, self.plan.n_classes)
+        return self._kern
+
+    @property
+    def t(self):
+        """The pass's tables (centring means, projection, NCC and classifier tables), built once."""
+        if self._t is None:
+            self._t = self.plan.on(self.be)
+        return self._t
+
+    def _err(self):
+        """float32 rows: the scaled float32 rounding of the centring means (None for float64 rows)."""
+        if self._t is not None:
+            return self._t.get("err")
+        return self.plan.rounding()
 
     def squares_in_range(self):
         """False when some squared row norm over- or underflowed the working dtype (redo with a scale)."""
@@ -565,7 +590,7 @@ class SecondPass:
             return None
         sums = self.be.to_numpy(self.probe_sums)
         n = self.counts.astype(np.float64)
-        err = self.t.get("err")
+        err = self._err()
         expected = np.zeros_like(sums)
         if err is not None:  # the rows were centred on the float32 rounding of the means: known exactly
             for start in range(0, err.shape[0], 256):
@@ -631,7 +656,7 @@ class SecondPass:
         # The mean residual r of class k is mu_k - mu_w(k): float64 rows, r_u in the basis from the residual
         # sums of this pass; float32 rows, minus the float32 rounding of mu_w, known exactly in every direction.
         # sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
-        err = self.t.get("err")  # float32 rows: err = mu_w - mu (scaled), as float32
+        err = self._err()  # float32 rows: err = mu_w - mu (scaled), as float32
         if err is not None:
             basis = self.plan.basis
             err_u = np.empty((err.shape[0], basis.shape[1]))
@@ -687,8 +712,9 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
 
     ``centred_gram``: ``(G, e)``, the Gram of the centred class means divided by
     ``2**e`` (any global mean: the NCC table needs their distances only).
-    ``probes``: sum the rows along a few fixed directions per class, so that
-    :meth:`SecondPass.data_mismatch` can tell a pass over other data.
+    ``probes``: sum the rows along a few fixed directions per class (True, or
+    the directions themselves), so that :meth:`SecondPass.data_mismatch` can
+    tell a pass over other data.
     """
     scale_exp = _scale_exponent(2.0 * amax, dtype)
     w_exp = 0
@@ -697,7 +723,9 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
         w_exp = _exponent(top) if top > 0 else 0
         b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
     return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
-                          means_rel, centred_gram, probe_directions(means64.shape[1]) if probes else None,
+                          means_rel, centred_gram,
+                          (probes if isinstance(probes, np.ndarray) else
+                           probe_directions(means64.shape[1]) if probes else None),
                           float(amax))
 
 
