@@ -106,6 +106,14 @@ class NCAccumulator(StateMixin, DistributedMixin):
     (True, 0.0)
     """
 
+    # the state and the reductions over processes live in their own modules (mixins); named here so that the
+    # class documents them as its own
+    state_dict = StateMixin.state_dict
+    load_state_dict = StateMixin.load_state_dict
+    copy = StateMixin.copy
+    merge_all = StateMixin.merge_all
+    all_reduce = DistributedMixin.all_reduce
+
     def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class", classes=None,
                  strict=False, shift=None):
         self.n_classes = n_classes
