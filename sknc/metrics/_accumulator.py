@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import replace
+
 import numpy as np
 
 from .._validation import (
@@ -284,10 +287,16 @@ class NCAccumulator(StateMixin, DistributedMixin):
         # the batch goes into a child pass in row blocks, absorbed only once all of it is valid; float32 rows of
         # streams with few label sets so far go through the compiled loops
         fp.kern = compiled_loops(be, x.dtype, fp.n_groups) if fp.scatter is None else None
-        child = fp.child()
+        # a child over the batch's label sets only (with many classes a batch holds a few of them)
+        subset = np.unique(gids)
+        if len(subset) == fp.n_groups:
+            subset, local = None, ids_np
+        else:
+            local = np.searchsorted(subset, ids_np)
+        child = fp.child(subset)
         try:
             for s, e in self._chunks(x.shape[0]):
-                ids_c = ids_np[s:e]
+                ids_c = local[s:e]
                 sing = None if single is None else single[s:e]
                 child.add(be.rows(x, s, e), ids_c if be.name == "numpy" else be.index(ids_c), ids_c, sing)
         except ValueError:
@@ -295,7 +304,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
             if new:  # roll back the groups registered for this batch
                 self._shrink(len(self._key_list))
             raise
-        fp.absorb(child)
+        fp.absorb(child, subset)
         for i in new:
             self._keys[keys[i]] = len(self._key_list)
             self._key_list.append(raw[i])
@@ -304,9 +313,10 @@ class NCAccumulator(StateMixin, DistributedMixin):
         self._eps = max(self._eps, eps)
         return self
 
-    def _chunks(self, n):
+    def _chunks(self, n, block=None):
         k = self._width or max(len(self._key_list), 2)
-        block = _block_rows(self._d, k, 4) if self._be.name == "numpy" else 1 << 16
+        if block is None:
+            block = _block_rows(self._d, k, 4) if self._be.name == "numpy" else 1 << 16
         return [(s, min(s + block, n)) for s in range(0, n, block)]
 
     def _shrink(self, n_groups):
@@ -419,7 +429,8 @@ class NCAccumulator(StateMixin, DistributedMixin):
             cls_np = cls_np[rows]
         child = self._second.child()
         try:
-            for s, e in self._chunks(len(cls_np)):
+            # many classes: the products with the means and W go in class tiles, so larger row blocks pay
+            for s, e in self._chunks(len(cls_np), 2048 if self._second.plan.direct else None):
                 c_np = cls_np[s:e]
                 child.add(be.rows(x, s, e), c_np if be.name == "numpy" else be.index(c_np), c_np, strict=True)
         except ValueError:
@@ -435,8 +446,10 @@ class NCAccumulator(StateMixin, DistributedMixin):
         if groups.missing_singletons().size:
             raise ValueError(missing_singletons_message(groups) + ".")
         origin, rel = self._first.means()
-        rel = rel[order][groups.class_group]
-        counts = self._first.counts[order][groups.class_group]
+        idx = order[groups.class_group]  # one gather (and none when the groups are the classes in order)
+        if not np.array_equal(idx, np.arange(len(idx))):
+            rel = rel[idx]
+        counts = self._first.counts[idx]
         geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
         return groups, origin, rel, geom
 
@@ -465,9 +478,9 @@ class NCAccumulator(StateMixin, DistributedMixin):
                          full_gram=basis.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
                          centred_gram=_gram_of(geom), probes=True if probes is None else probes)
         self._second = SecondPass(self._be, plan)
-        self._second_geometry = geom
+        self._second_geometry = replace(geom, centred=None, gram=None)  # what NC1 reads of it (no K x d copy)
         self._shared_basis, self._shared_probes = plan.basis, plan.probes
-        self._plan_key = (_copy(W), _copy(b))
+        self._plan_key = _classifier_key(W, b)
 
     def update_agreement(self, features_batch, y_batch, W, b=None):
         """Second pass with a classifier (kept for sknc 0.1 code): same as :meth:`update_second_pass`."""
@@ -575,6 +588,8 @@ class NCAccumulator(StateMixin, DistributedMixin):
                     raise ValueError(stats.second_pass_problem[0].upper() + stats.second_pass_problem[1:] + ".")
                 return stats  # the first pass's keys stand; those of the second pass say why they are NaN
             within, Q, agree, shift = sp.finish()
+            if sp.plan.direct:  # many classes: the pass's K x d tables give way to the report's arrays
+                sp.release_tables()
             if shift is not None:  # float32: the first pass's means are exact float64 sums already
                 stats.correct_class_means(sp.centres(), shift)
             stats._within, stats._within_exp = within, sp.plan.scale_exp
@@ -609,16 +624,20 @@ class NCAccumulator(StateMixin, DistributedMixin):
         stats = self._statistics()
         match = align_classifier(W, b, self._d, stats.groups, self.classes)
         if self._second is not None and match.w is not None:
-            if self._plan_key[0] is not None and not _same(self._plan_key, (W, b)):
+            if self._plan_key.W is not None and not _same(self._plan_key, (W, b)):
                 raise ValueError("report(W, b) must use the W and b of the second pass.")
-            if self._plan_key[0] is None:
+            if self._plan_key.W is None:
                 stats.agree = None
         geom = None
         if stats.has_class_means:
             geom = geometry_of(stats, opts["global_mean"], opts["between"], opts["rtol"])
+        from ._report import _check_pair_options
+
+        _check_pair_options(opts["pair_sample"], opts["tile_bytes"], opts["random_state"])
         return report_from(stats, geom, match.w, match.bias, normalize=opts["normalize"],
                            nc3_squared=opts["nc3_squared"], cdnv_power=opts["cdnv_power"],
-                           source="NCAccumulator.report", match=match)
+                           source="NCAccumulator.report", match=match, pair_sample=opts["pair_sample"],
+                           tile_bytes=opts["tile_bytes"], random_state=opts["random_state"])
 
 
 def _first_only(state):
@@ -637,23 +656,52 @@ def _work_dtype_of(be, dtype):
 
 
 def _copy(a):
-    """A float64 host copy of a classifier array (None stays None), to compare later batches' against."""
+    """A float64 host copy of a classifier array (None stays None)."""
     from .._validation import untensor
 
     return None if a is None else np.array(untensor(a), dtype=np.float64)
 
 
+class _ClassifierKey:
+    """The classifier of a second pass: the arrays as given (no copy; ``K x d`` can be hundreds of MB) and a
+    checksum of their values, to tell whether later batches come with the same ``W, b``."""
+
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+        self.sums = (_checksum(W), _checksum(b, W))
+        self.versions = (getattr(W, "_version", None), getattr(b, "_version", None))
+
+    def __getitem__(self, i):  # (W, b) as float64 host arrays, for states
+        return _copy((self.W, self.b)[i])
+
+    def same(self, W, b):
+        if (W is None) != (self.W is None):
+            return False
+        if W is self.W and b is self.b and self.versions[0] is not None and \
+                (getattr(W, "_version", None), getattr(b, "_version", None)) == self.versions:
+            return True  # the same tensors, which count their in-place changes: none since
+        return (_checksum(W), _checksum(b, W)) == self.sums
+
+
+def _checksum(a, like=None):
+    """(shape, crc32) of an array's float64 values (a torch tensor's too); b None counts as zeros."""
+    from .._validation import untensor
+
+    if a is None:
+        if like is None:
+            return None
+        a = np.zeros(np.shape(untensor(like))[0])
+    arr = np.ascontiguousarray(np.asarray(untensor(a), dtype=np.float64))
+    return arr.shape, zlib.crc32(arr.view(np.uint8).ravel().data if arr.size else b"")
+
+
+def _classifier_key(W, b):
+    return _ClassifierKey(W, b)
+
+
 def _same(key, given):
-    """Whether ``(W, b)`` equals the copies in ``key`` (``b`` None and zeros are the same bias)."""
-    (w0, b0), (w, b) = key, given
-    if (w0 is None) != (w is None):
-        return False
-    if w0 is None:
-        return True
-    w = np.asarray(_copy(w))
-    b = np.zeros(w.shape[0]) if b is None else np.asarray(_copy(b)).reshape(-1)
-    b0 = np.zeros(w0.shape[0]) if b0 is None else b0.reshape(-1)
-    return w.shape == w0.shape and np.array_equal(w, w0) and b.shape == b0.shape and np.array_equal(b, b0)
+    """Whether ``(W, b)`` is the classifier of ``key`` (``b`` None and zeros are the same bias)."""
+    return key.same(*given)
 
 
 def _second_on(sp, be):

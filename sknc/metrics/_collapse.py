@@ -85,6 +85,12 @@ def _right_singular(A, gram=None):
             sing = np.sqrt(lam[:-1])
             vt = (u[:, :-1] / sing).T @ A
             return sing, vt  # the null direction is left out
+    if k > 2 * d:
+        # many more classes than dimensions: the SVD of the d x d triangle of a QR has the same singular values
+        # and right vectors (backward stable), without the K x d left factor an SVD of A would build
+        r = np.linalg.qr(A, mode="r")
+        _, sing, vt = np.linalg.svd(r, full_matrices=False)
+        return sing, vt
     _, sing, vt = np.linalg.svd(A, full_matrices=False)
     return sing, vt
 

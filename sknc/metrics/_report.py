@@ -17,6 +17,7 @@ import pandas as pd
 from ..exceptions import NCWarning, UndefinedMetricError, warn_once
 from .._validation import as_feature_array, as_float64_matrix, group_labels, missing_singletons_message, untensor
 from . import _collapse as C
+from . import _pairwise as P
 from ._imbalance import mean_norms, minority_table
 from ._multilabel import TagwiseResult, angle_ratio_value, tagwise_tables
 from ._stats import array_statistics
@@ -42,7 +43,9 @@ __all__ = [
     "tagwise_angle_ratio",
 ]
 
-_CONVENTIONS = dict(global_mean="class", between="class", normalize=True, rtol=None, nc3_squared=False, cdnv_power=1.0)
+_CONVENTIONS = dict(global_mean="class", between="class", normalize=True, rtol=None, nc3_squared=False, cdnv_power=1.0,
+                    pair_sample=None, tile_bytes=None, random_state=0)
+_PAIR_OPTIONS = ("pair_sample", "tile_bytes", "random_state")
 
 
 def check_classifier(W, b, d, k):
@@ -125,12 +128,20 @@ def align_classifier(W, b, d, groups, classes=None):
     rows = np.array([row_of[c] for c in present], dtype=np.intp)
     have = set(present)
     missing = [c for c in listed if c not in have]
+    if not missing and np.array_equal(rows, np.arange(k_w)):  # W's rows are the classes in order: no copy
+        return ClassifierMatch(w_full, bias_full)
     return ClassifierMatch(w_full[rows], bias_full[rows], w_full, missing)
 
 
 def _shown(values, limit=10):
     values = list(np.asarray(values).tolist()) if not isinstance(values, list) else values
     return ", ".join(str(v) for v in values[:limit]) + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _check_pair_options(pair_sample, tile_bytes, random_state):
+    for name, value, low in (("pair_sample", pair_sample, 1), ("tile_bytes", tile_bytes, 8)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low):
+            raise ValueError(f"{name} must be None or an integer >= {low}; got {value!r}.")
 
 
 def _check_conventions(global_mean, between, cdnv_power, rtol):
@@ -211,11 +222,12 @@ def _emit(reasons, source="nc_report", stacklevel=3):
 
 
 def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv_power=1.0, warn=True,
-                source="nc_report", stacklevel=4, match=None):
+                source="nc_report", stacklevel=4, match=None, pair_sample=None, tile_bytes=None, random_state=0):
     """Assemble the report Series from statistics, geometry and a validated classifier (or None).
 
     ``match``: a :class:`ClassifierMatch` whose classifier has classes the data
     lack (``w``, ``bias`` are then the rows of the classes present).
+    ``pair_sample``, ``tile_bytes``, ``random_state``: see :mod:`._pairwise`.
     """
     g = stats.groups
     k = g.n_classes
@@ -247,6 +259,11 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
         return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
 
     m = geom.centred
+    pairwise = None
+    if pair_sample is not None or P.tiled(k, tile_bytes):  # no K x K array: tiles, or a sample of the pairs
+        pairwise = dict(pair_sample=pair_sample, tile_bytes=tile_bytes, random_state=random_state)
+        return _report_tiled(keys, stats, geom, w, w_full, bias, missing, lacking, multi, normalize, nc3_squared,
+                             cdnv_power, pairwise, warn, source, stacklevel)
     # shared by three metrics; the centred means are stored below 1 in magnitude, so it cannot overflow
     gram_m = geom.gram if geom.gram is not None else m @ m.T
     keys.values["nc1_rank"] = C.nc1_geometry(stats, geom).rank
@@ -308,6 +325,74 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
     return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
 
 
+def _report_tiled(keys, stats, geom, w, w_full, bias, missing, lacking, multi, normalize, nc3_squared, cdnv_power,
+                  pairwise, warn, source, stacklevel):
+    """:func:`report_from` for many classes: the all-pairs keys from tiles (or a sample of the pairs)."""
+    g = stats.groups
+    m = geom.centred  # scaled below 1
+    keys.values["nc1_rank"] = C.nc1_geometry(stats, geom).rank
+    coincide = C.coincide_reason(geom)
+    centred_keys = ["nc1", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular"]
+    sample, tile_bytes, seed = pairwise["pair_sample"], pairwise["tile_bytes"], pairwise["random_state"]
+    if coincide:
+        keys.nan(centred_keys, coincide)
+    else:
+        keys.put("nc1", lambda: C.nc1_value(stats, geom, normalize))
+        keys.put("nc1_trace_quotient", lambda: C.trace_quotient_value(stats, geom))
+        within, wexp = stats.within_trace() if stats.has_within else (None, 0)
+        floor = 2.0 * geom.tolerance**2 / float(np.min(geom.weights))
+        offset = geom.global_mean * np.ldexp(1.0, -geom.exp)
+        finite_offset = bool(np.all(np.isfinite(offset))) and C.max_exponent(offset) < 500
+        sweep = P.PairSweep(m, variances=None if within is None else within / stats.counts, power=cdnv_power,
+                            offset=offset if finite_offset else None, floor=floor, sample=sample,
+                            random_state=seed, tile_bytes=tile_bytes)
+        keys.put("cdnv", lambda: C.times_pow2(sweep.cdnv(g.classes), 2.0 * (wexp - cdnv_power * geom.exp))
+                 if within is not None else stats.within_trace())
+        keys.put("nc2_h", lambda: P.gram_error(m, what="the centred class means", tile_bytes=tile_bytes))
+        keys.put("nc2_h_equinorm", lambda: C.equinorm_value(m, 1, "the centred class means"))
+        keys.put("nc2_h_equiangular", lambda: sweep.equiangularity("centred class means"))
+    if not coincide and finite_offset:
+        keys.put("mean_max_abs_cos", sweep.max_abs_cos)
+    else:  # the uncentred means on their own (every mean at one point, or means far out relative to their spread)
+        keys.put("mean_max_abs_cos", lambda: P.PairSweep(C.scaled(stats.means)[0], offset=np.zeros(m.shape[1]),
+                                                         sample=sample, random_state=seed,
+                                                         tile_bytes=tile_bytes).max_abs_cos())
+    if w is not None:
+        w_s = C.scaled(w_full)[0]
+        w_sweep = P.PairSweep(w_s, sample=sample, random_state=seed, tile_bytes=tile_bytes)
+        keys.put("nc2_w", lambda: P.gram_error(w_s, what="the classifier rows", tile_bytes=tile_bytes))
+        keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w_full, 1, "the classifier rows"))
+        keys.put("nc2_w_equiangular", lambda: w_sweep.equiangularity("classifier rows"))
+        if coincide:
+            keys.nan(["nc3", "nc3_difference"], coincide)
+        else:
+            keys.put("nc3", lambda: P.gram_error(C.scaled(w)[0], m, tile_bytes=tile_bytes))
+        if missing:
+            keys.nan(["nc3_difference", "nc4", "ncc_agreement", "bias_collapse"], lacking)
+        else:
+            if not coincide:
+                keys.put("nc3_difference", lambda: C.difference_error(w, m, nc3_squared))
+            keys.put("nc4", lambda: 1.0 - stats.agreement())
+            keys.put("ncc_agreement", lambda: stats.agreement())
+            keys.put("bias_collapse", lambda: C.bias_collapse_value(w, bias, geom.global_mean))
+    if multi:  # many classes with label sets: the tag-wise tables are per set, not per pair of classes
+        try:
+            table, summary, undefined = tagwise_tables(stats, geom)
+        except UndefinedMetricError as exc:
+            keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], str(exc))
+        else:
+            _put_nanmean(keys, "tagwise_angle", table["angle"])
+            _put_nanmean(keys, "tagwise_angle_max", table["angle"], np.nanmax)
+            _put_nanmean(keys, "tagwise_residual", table["residual"])
+            for _, row in summary.iterrows():
+                keys.values[f"tagwise_scale_m{int(row['multiplicity'])}"] = float(row["scale_mean"])
+    if sample is not None:
+        keys.values["pairs_sampled"] = int(sample)
+    if warn:
+        _emit(keys.reasons, source, stacklevel + 1)
+    return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
+
+
 def _put_nanmean(keys, key, column, fn=np.nanmean):
     values = column.to_numpy(dtype=float)
     if np.isfinite(values).any():
@@ -329,6 +414,9 @@ def nc_report(
     nc3_squared=False,
     cdnv_power=1.0,
     classes=None,
+    pair_sample=None,
+    tile_bytes=None,
+    random_state=0,
 ):
     """Every NC metric that applies, in two passes over the data.
 
@@ -361,6 +449,19 @@ def nc_report(
         ``nc3_difference``, ``nc4``, ``ncc_agreement`` and ``bias_collapse``
         NaN (they compare the classifier with every class mean); ``nc2_w*`` are
         of all of ``W``, everything else of the classes present.
+    pair_sample : int, optional
+        Estimate the all-pairs keys (``cdnv``, ``nc2_h_equiangular``,
+        ``nc2_w_equiangular``, ``mean_max_abs_cos``) from this many uniformly
+        drawn pairs of classes (``O(pair_sample d)``) instead of all
+        ``K(K-1)/2`` (``O(K^2 d)``); ``mean_max_abs_cos`` is then the largest
+        over the sample (a lower bound). The report says so in
+        ``pairs_sampled``. Default: every pair, exactly.
+    tile_bytes : int, optional
+        Memory of one tile of a ``K x K`` product (default 64 MiB): with more
+        classes than fit one tile (``K > 2896``), the pairwise keys are
+        accumulated tile by tile and no ``K x K`` array is formed.
+    random_state : int, default=0
+        Seeds the pairs of ``pair_sample``.
 
     Returns
     -------
@@ -419,11 +520,14 @@ def nc_report(
         params = dict(mode="two_pass", global_mean=global_mean, between=between, classes=classes)
         acc = NCAccumulator(**params).load_state_dict(dask_states(features, y, params, W, b))
         return acc.report(W, b, global_mean=global_mean, between=between, normalize=normalize, rtol=rtol,
-                          nc3_squared=nc3_squared, cdnv_power=cdnv_power)
+                          nc3_squared=nc3_squared, cdnv_power=cdnv_power, pair_sample=pair_sample,
+                          tile_bytes=tile_bytes, random_state=random_state)
     stats, geom, match = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
                                                  rtol=rtol, classes=classes, return_match=True)
+    _check_pair_options(pair_sample, tile_bytes, random_state)
     return report_from(stats, geom, match.w, match.bias, normalize=normalize, nc3_squared=nc3_squared,
-                       cdnv_power=cdnv_power, match=match)
+                       cdnv_power=cdnv_power, match=match, pair_sample=pair_sample, tile_bytes=tile_bytes,
+                       random_state=random_state)
 
 
 # ----------------------------------------------------------------------- single metrics

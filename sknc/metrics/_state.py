@@ -110,7 +110,7 @@ class StateMixin:
         )
         sp = self._second
         if sp is not None:
-            w0, b0 = self._plan_key
+            w0, b0 = self._plan_key[0], self._plan_key[1]
             state["second"] = {
                 "work_dtype": np.dtype(sp.plan.dtype).str, "W": None if w0 is None else w0.copy(),
                 "b": None if b0 is None else b0.copy(), "plan": plan_digest(sp.plan),

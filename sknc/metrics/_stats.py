@@ -61,6 +61,7 @@ __all__ = ["Statistics", "array_statistics", "FirstPass", "SecondPass", "SecondP
 _SAFE_EXP = {np.dtype(np.float64): 400, np.dtype(np.float32): 50}  # |x| in 2^(+-exp) squares safely
 _MAX_EXP = {np.dtype(np.float64): 1000, np.dtype(np.float32): 100}  # 2^(+-exp) is a finite, exact factor
 _BLOCK_BYTES = 4 << 20  # bytes of one row block's working arrays
+_TILE_BYTES = 32 << 20  # bytes of one block's products with a tile of classes (NC4 of many classes)
 _FIRST_BLOCK_BYTES = 8 << 20  # the first pass's float64 copies: larger blocks, fewer sparse products (measured)
 _PARALLEL_MIN = 1 << 21  # fewer feature entries than this: one thread
 _FULL_GRAM_MAX = 128  # up to this many span directions the second pass keeps the whole r x r scatter
@@ -205,31 +206,52 @@ class FirstPass:
         elif e > self.exp:
             self._rescale(e)
 
-    def child(self):
-        """An empty pass over the same groups and shifts (a batch is added to it, then absorbed)."""
+    def child(self, subset=None):
+        """An empty pass over the same groups and shifts (a batch is added to it, then absorbed).
+
+        ``subset``: sorted ids of the groups the batch holds; the child then has
+        those groups only (its group ``i`` is our group ``subset[i]``), so a
+        batch of a stream with tens of thousands of label sets does not
+        allocate and add sums for all of them.
+        """
         out = FirstPass(self.be, self.d, with_squares=self.with_squares, with_scatter=self.scatter is not None,
                         dtype=self.dtype, raw=self.raw)
-        out.shift, out.shift_w = self.shift, self.shift_w
-        out.sums = self.be.zeros((self.n_groups, self.d))
-        out.sq = None if self.sq is None else self.be.zeros(self.n_groups)
-        out.counts = np.zeros(self.n_groups, dtype=np.int64)
+        n = self.n_groups if subset is None else len(subset)
+        if subset is None:
+            out.shift, out.shift_w = self.shift, self.shift_w
+        else:
+            idx = self.be.index(subset)
+            out.shift = self.be.take(self.shift, idx)
+            out.shift_w = out.shift if self.shift_w is self.shift else self.be.take(self.shift_w, idx)
+        out.sums = self.be.zeros((n, self.d))
+        out.sq = None if self.sq is None else self.be.zeros(n)
+        out.counts = np.zeros(n, dtype=np.int64)
         out.exp, out.seen_squares = self.exp, self.seen_squares
         out.kern = self.kern
         return out
 
-    def absorb(self, child):
-        """Add a child's statistics (same groups and shifts)."""
+    def absorb(self, child, subset=None):
+        """Add a child's statistics (same groups and shifts; ``subset`` as given to :meth:`child`)."""
+        if subset is not None:
+            idx = self.be.index(subset)
         if self.with_squares and child.seen_squares:
             if not self.seen_squares:
                 self.exp, self.seen_squares = child.exp, True
             elif child.exp > self.exp:
                 self._rescale(child.exp)
             factor = np.ldexp(1.0, 2 * (child.exp - self.exp))
-            self.sq += child.sq * factor
+            if subset is None:
+                self.sq += child.sq * factor
+            else:
+                _add_rows(self.be, self.sq, idx, subset, child.sq * factor)
             if self.scatter is not None:
                 self.scatter += child.scatter * factor
-        self.sums += child.sums
-        self.counts += child.counts
+        if subset is None:
+            self.sums += child.sums
+            self.counts += child.counts
+        else:
+            _add_rows(self.be, self.sums, idx, subset, child.sums)
+            self.counts[subset] += child.counts
         self.amax = max(self.amax, child.amax)
         _give_back(child)
         return self
@@ -328,6 +350,7 @@ class SecondPassPlan:
     centred_gram: tuple | None = None  # (G, e): Gram of the centred means / 4**e, if known (see make_plan)
     probes: np.ndarray | None = None  # (d, P) orthonormal directions whose per-class sums check the data
     amax: float = 0.0  # the first pass's largest centred magnitude (original units)
+    direct: bool = False  # many classes: NC4 from products with the means and W in class tiles, no K x K table
 
     @property
     def n_probes(self):
@@ -356,11 +379,13 @@ class SecondPassPlan:
         # the centring table in the pass's units: rows are scaled before they are centred, so that rows and means
         # near the dtype's largest value do not overflow in their difference (scaling by a power of two is exact)
         tables["means_s"] = tables["means_w"] if s == 1.0 else be.asarray(means_w * np.asarray(s, means_w.dtype), work)
-        if self.W is None:  # with a classifier the basis is part of the one product below
+        if self.W is None or self.direct:  # with a classifier the basis is part of the one product below
             # the probe directions ride along in the same product: [U | G]
             basis = self.basis if self.probes is None else np.hstack([self.basis, self.probes])
             tables["basis"] = be.asarray(basis, work)
-        if self.W is not None:
+        if self.W is not None and self.direct:
+            tables.update(self._direct_tables(be, work, means_w, s))
+        elif self.W is not None:
             # NCC: argmin_j -2 (c U)(U^T s mu~_j) + s^2 ||mu_w(y) - mu_j||^2 (distances from differences);
             # classifier: argmax_j (W_s c)_j + s (W_s mu_w(y) + b_s)_j.
             rel = self.means64 if self.means_rel is None else self.means_rel
@@ -397,6 +422,36 @@ class SecondPassPlan:
                 proj_t[r + k :] = self.probes.T
             tables["proj"] = be.asarray(proj_t.T, work)
         return tables
+
+    def _direct_tables(self, be, work, means_w, s):
+        """Tables of the tiled NC4 of many classes (every one K x d or d x K; nothing K x K).
+
+        Rows are compared in the frame of the centred means (the global mean
+        subtracted keeps float32 products at the scale of the class
+        differences): ``x' s = c + (mu_w(y) - mu_G) s`` for the centred row
+        ``c``. NCC: ``argmin_j ||mu'_j||^2 - 2 x'.mu'_j``; classifier:
+        ``argmax_j W_s x' + (W_s mu_G + b_s) s``. Each is one product with an
+        extra row that adds the constant, ``[x' | 1] [[-2 M'^T | W_s^T]; [||mu'||^2 |
+        bias]]``, taken in tiles of classes.
+        """
+        rel = self.means64 if self.means_rel is None else self.means_rel
+        mu_g = rel.mean(axis=0)
+        origin = self.means64[0] - rel[0]  # means64 = origin + rel
+        k, d = rel.shape
+        to_global = np.empty((k, d), dtype=self.dtype)  # (mu_w(y) - mu_G) s: what turns c into x' s
+        centred = np.empty((k, d))
+        for start in range(0, k, 256):  # row blocks: no second K x d float64 temporary
+            rows = slice(start, start + 256)
+            np.subtract(rel[rows], mu_g, out=centred[rows])
+            centred[rows] *= s
+            to_global[rows] = (np.asarray(means_w[rows], dtype=np.float64) - origin - mu_g) * s
+        w_s = np.ldexp(1.0, -self.w_exp)
+        table = np.empty((d + 1, 2 * k), dtype=self.dtype)
+        table[:d, :k] = (-2.0 * centred).T
+        table[d, :k] = np.einsum("ij,ij->i", centred, centred)
+        table[:d, k:] = (self.W * w_s).T
+        table[d, k:] = (self.W @ (origin + mu_g) * w_s + self.b * w_s) * s
+        return {"to_global": be.asarray(to_global, work), "decide": be.asarray(table, work)}
 
     def _be_dtype(self, be):
         if be.name == "numpy":
@@ -483,6 +538,10 @@ class SecondPass:
             self._t = self.plan.on(self.be)
         return self._t
 
+    def release_tables(self):
+        """Drop the tables (rebuilt if another batch comes): a report at many classes needs the memory."""
+        self._t = None
+
     def _err(self):
         """float32 rows: the scaled float32 rounding of the centring means (None for float64 rows)."""
         if self._t is not None:
@@ -516,7 +575,7 @@ class SecondPass:
         self.max_row_sq = max(self.max_row_sq, block_max)
         within = be.bincount(cls, rs, plan.n_classes)
         k = plan.n_classes
-        if plan.W is None:
+        if plan.W is None or plan.direct:
             both = be.matmul(c, t["basis"], ws, "proj")
             pu, probes = both[:, :r], both[:, r:]
         else:
@@ -530,12 +589,54 @@ class SecondPass:
             _add_sums(self.resid, present, sums)
         self.within += within
         self.counts += np.bincount(cls_np, minlength=plan.n_classes)
-        if plan.W is not None:
+        if plan.direct:
+            self.agree = self.agree + self._agree_tiled(c, cls)
+        elif plan.W is not None:
             ncc = be.matmul(pu, t["C2"], ws, "ncc")
             ncc += be.take_rows(t["dist"], cls, ws, "dist")
             clf += be.take_rows(t["logits"], cls, ws, "offsets")
             self.agree = self.agree + be.count_agree(ncc, clf)
         return self
+
+    def _agree_tiled(self, c, cls):
+        """Rows where the nearest class mean is the classifier's choice, from products in class tiles."""
+        be, t, k = self.be, self.t, self.plan.n_classes
+        torch = be.torch if be.name == "torch" else None
+        n, d = c.shape
+        # [x' s | 1]: the centred row moved to the frame of the centred means, and a 1 that adds the constants
+        xs = (torch.empty((n, d + 1), dtype=c.dtype, device=c.device) if torch is not None else
+              np.empty((n, d + 1), dtype=c.dtype))
+        xs[:, :d] = c
+        xs[:, :d] += be.take_rows(t["to_global"], cls)
+        xs[:, d] = 1
+        table = t["decide"]
+        tile = max(1, _TILE_BYTES // (4 * max(n, 1)))
+        best_ncc = best_clf = arg_ncc = arg_clf = None
+        for j0 in range(0, k, tile):
+            j1 = min(j0 + tile, k)
+            ncc, clf = xs @ table[:, j0:j1], xs @ table[:, k + j0 : k + j1]
+            if torch is not None:
+                v_n, a_n = ncc.min(dim=1)
+                v_c, a_c = clf.max(dim=1)
+            else:
+                a_n, a_c = ncc.argmin(axis=1), clf.argmax(axis=1)
+                rows = np.arange(n)
+                v_n, v_c = ncc[rows, a_n], clf[rows, a_c]
+            if best_ncc is None:
+                best_ncc, arg_ncc, best_clf, arg_clf = v_n, a_n + j0, v_c, a_c + j0
+            else:  # strictly better only: the first index wins ties, as numpy's argmin does
+                better_n, better_c = v_n < best_ncc, v_c > best_clf
+                if torch is not None:
+                    best_ncc = torch.where(better_n, v_n, best_ncc)
+                    arg_ncc = torch.where(better_n, a_n + j0, arg_ncc)
+                    best_clf = torch.where(better_c, v_c, best_clf)
+                    arg_clf = torch.where(better_c, a_c + j0, arg_clf)
+                else:
+                    best_ncc, arg_ncc = np.where(better_n, v_n, best_ncc), np.where(better_n, a_n + j0, arg_ncc)
+                    best_clf, arg_clf = np.where(better_c, v_c, best_clf), np.where(better_c, a_c + j0, arg_clf)
+        if torch is not None:
+            return int((arg_ncc == arg_clf).sum().item())
+        return int(np.count_nonzero(arg_ncc == arg_clf))
 
     def _add_compiled(self, x, cls, cls_np, strict):
         """:meth:`add` for float32 rows on the host, through the compiled loops."""
@@ -551,11 +652,13 @@ class SecondPass:
         self.within += within
         # the diagonal of the projected scatter is summed by the loops; the whole r x r scatter is a product
         colsq = self.Q if not plan.full_gram else np.zeros(0)
-        if plan.W is None:
+        if plan.W is None or plan.direct:
             both = np.matmul(c, t["basis"], out=ws.get("proj", (c.shape[0], t["basis"].shape[1]), np.float32))
             pu = both[:, :r]
             kern.column_squares(both, colsq.size, colsq)
             self._add_probes(cls, both[:, r:])
+            if plan.direct:
+                self.agree += self._agree_tiled(c, cls)
         else:
             both = np.matmul(c, t["proj"], out=ws.get("proj", (c.shape[0], t["proj"].shape[1]), np.float32))
             pu = both[:, :r]
@@ -722,11 +825,14 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
         top = float(max(np.max(W), -np.min(W)))
         w_exp = _exponent(top) if top > 0 else 0
         b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
+    from ._pairwise import tiled
+
+    direct = W is not None and tiled(means64.shape[0])
     return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
-                          means_rel, centred_gram,
+                          means_rel, None if direct else centred_gram,
                           (probes if isinstance(probes, np.ndarray) else
                            probe_directions(means64.shape[1]) if probes else None),
-                          float(amax))
+                          float(amax), direct)
 
 
 def span_basis(means64):
