@@ -186,7 +186,8 @@ class LabelGroups:
         True when ``y`` was an indicator matrix.
     sets : ndarray of bool, shape (n_groups, n_classes)
         The distinct label sets present, one row each (an all-False row is the
-        empty set of label-free samples).
+        empty set of label-free samples). For 1-D labels the identity, built
+        only when asked for (at 32 768 classes it is 1 GB).
     group : ndarray of int, shape (n_samples,)
         Index into ``sets`` of each sample's label set.
     multiplicity : ndarray of int, shape (n_groups,)
@@ -198,10 +199,22 @@ class LabelGroups:
 
     classes: np.ndarray
     multilabel: bool
-    sets: np.ndarray
+    set_matrix: np.ndarray | None  # None: 1-D labels, whose label sets are the classes alone
     group: np.ndarray
     multiplicity: np.ndarray
     class_group: np.ndarray
+
+    @property
+    def sets(self) -> np.ndarray:
+        if self.set_matrix is not None:
+            return self.set_matrix
+        return np.eye(len(self.classes), dtype=bool)
+
+    def present(self) -> np.ndarray:
+        """Which classes occur in some label set."""
+        if self.set_matrix is None:
+            return np.ones(len(self.classes), dtype=bool)
+        return self.set_matrix.any(axis=0)
 
     @property
     def n_classes(self) -> int:
@@ -209,7 +222,7 @@ class LabelGroups:
 
     @property
     def n_groups(self) -> int:
-        return self.sets.shape[0]
+        return len(self.multiplicity)
 
     def counts(self) -> np.ndarray:
         return np.bincount(self.group, minlength=self.n_groups)
@@ -362,7 +375,7 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
         return LabelGroups(
             classes=classes,
             multilabel=False,
-            sets=np.eye(k, dtype=bool),
+            set_matrix=None,
             group=codes.astype(np.intp).ravel(),
             multiplicity=np.ones(k, dtype=np.intp),
             class_group=np.arange(k),
@@ -387,7 +400,7 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
     return LabelGroups(
         classes=np.arange(k) if columns is None else columns,
         multilabel=True,
-        sets=sets,
+        set_matrix=sets,
         group=group.astype(np.intp).ravel(),
         multiplicity=multiplicity,
         class_group=class_group,
@@ -396,7 +409,7 @@ def group_labels(y, n_samples: int | None = None, *, min_classes: int = 2) -> La
 
 def missing_singletons_message(groups: LabelGroups) -> str:
     missing = groups.missing_singletons()
-    present = groups.sets.any(axis=0)
+    present = groups.present()
 
     def named(idx):
         return ", ".join(str(groups.classes[i]) for i in idx[:10]) + (

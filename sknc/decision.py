@@ -286,7 +286,7 @@ def _check_tagwise_labels(groups):
     """
     if not groups.multilabel or np.all(groups.class_group >= 0):
         return
-    never = np.flatnonzero(~groups.sets.any(axis=0))
+    never = np.flatnonzero(~groups.present())
     if never.size:
         names = ", ".join(str(groups.classes[i]) for i in never[:10]) + (" ..." if never.size > 10 else "")
         raise ValueError(

@@ -800,3 +800,75 @@ def test_missing_values_of_nullable_pandas_columns_are_named():
     with pytest.raises(ValueError, match=r"NaN or infinity in 1 row"):
         sknc.nc_report(frame, np.arange(30) % 3)
     assert np.isfinite(sknc.nc_report(frame.dropna(), np.arange(30)[frame.notna().all(axis=1)] % 3)["nc1"])
+
+
+# ------------------------------------------------------------------------ issue 21: many classes
+def _many(rng, k, d, n_per=3, spread=0.5, offset=3.0):
+    y = np.repeat(np.arange(k), n_per)
+    M = rng.standard_normal((k, d))
+    H = offset + M[y] + spread * rng.standard_normal((len(y), d))
+    W = M + 0.3 * rng.standard_normal((k, d))
+    return H, y, W, rng.standard_normal(k)
+
+
+def test_tiles_give_the_full_answer_beyond_one_tile(rng):
+    # K = 3000 classes: more than one default 64 MiB tile (2896 classes), so the report runs tile by tile; the
+    # whole K x K arrays (72 MB at this K) are the independent reference
+    H, y, W, b = _many(rng, 3000, 12)
+    tiled = sknc.nc_report(H, y, W, b)
+    whole = sknc.nc_report(H, y, W, b, tile_bytes=8 * 3000 * 3000)
+    for key in whole.index:
+        assert tiled[key] == pytest.approx(whole[key], rel=1e-10, nan_ok=True), key
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tiny_tiles_and_the_tiled_nc4_agree_with_the_tables(rng, dtype, monkeypatch):
+    from sknc.metrics import _pairwise
+
+    H, y, W, b = _many(rng, 60, 9, n_per=20)
+    H = H.astype(dtype)
+    whole = sknc.nc_report(H, y, W, b)
+    monkeypatch.setattr(_pairwise, "PAIRWISE_TILE_BYTES", 8 * 7 * 7)  # 7-class tiles, the second pass tiled too
+    acc = sknc.NCAccumulator(mode="two_pass")
+    for part in np.array_split(np.arange(len(y)), 3):
+        acc.update(H[part], y[part])
+    for part in np.array_split(np.arange(len(y)), 3):
+        acc.update_second_pass(H[part], y[part], W, b)
+    assert acc._second.plan.direct
+    streamed = acc.report(W, b)
+    for key in whole.index:
+        assert streamed[key] == pytest.approx(whole[key], rel=1e-6 if dtype == np.float32 else 1e-10,
+                                              nan_ok=True), key
+
+
+def test_sampled_pairs_estimate_the_pairwise_keys(rng):
+    H, y, W, b = _many(rng, 400, 16)
+    exact = sknc.nc_report(H, y, W, b)
+    sampled = sknc.nc_report(H, y, W, b, pair_sample=40_000, random_state=1)
+    assert sampled["pairs_sampled"] == 40_000
+    for key in ("cdnv", "nc2_h_equiangular", "nc2_w_equiangular"):
+        assert sampled[key] == pytest.approx(exact[key], rel=0.05), key
+    assert sampled["mean_max_abs_cos"] <= exact["mean_max_abs_cos"] + 1e-12  # a max over a sample: a lower bound
+    for key in ("nc1", "nc2_h", "nc2_w", "nc3", "nc4"):  # everything else stays exact
+        assert sampled[key] == pytest.approx(exact[key], rel=1e-10), key
+    again = sknc.nc_report(H, y, W, b, pair_sample=40_000, random_state=1)
+    assert again.equals(sampled)
+    with pytest.raises(ValueError, match="pair_sample must be None or an integer"):
+        sknc.nc_report(H, y, pair_sample=0)
+
+
+def test_gram_error_near_zero_keeps_its_digits(rng):
+    # the closed form 2 - 2<G,E>/||G|| cancels near an exact ETF; the tiles give the error term by term
+    from sknc.metrics._pairwise import gram_error
+
+    k, d = 300, 310
+    M = sknc.simplex_etf(k, d, random_state=0)
+    assert gram_error(M, tile_bytes=8 * 50 * 50) < 1e-12
+    P = M + 1e-7 * rng.standard_normal((k, d))
+    G = P @ P.T
+    expected = np.linalg.norm(G / np.linalg.norm(G) - sknc.etf_gram(k))
+    assert gram_error(P, tile_bytes=8 * 50 * 50) == pytest.approx(expected, rel=1e-6)
+    A, B = P, M + 1e-7 * rng.standard_normal((k, d))
+    cross = A @ B.T
+    assert gram_error(A, B, tile_bytes=8 * 50 * 50) == pytest.approx(
+        np.linalg.norm(cross / np.linalg.norm(cross) - sknc.etf_gram(k)), rel=1e-6)

@@ -343,7 +343,12 @@ class NCAccumulator(StateMixin, DistributedMixin):
             raw = np.array(self._key_list)
             order = np.argsort(raw, kind="stable")
             classes = raw[order]
-            sets = np.eye(len(classes), dtype=bool)
+            k = len(classes)
+            if k < 2:
+                raise ValueError(f"the stream holds {k} class(es); at least 2 are needed.")
+            groups = LabelGroups(classes=classes, multilabel=False, set_matrix=None, group=np.zeros(0, dtype=np.intp),
+                                 multiplicity=np.ones(k, dtype=np.intp), class_group=np.arange(k))
+            return groups, order
         k = sets.shape[1]
         if k < 2:
             raise ValueError(f"the stream holds {k} class(es); at least 2 are needed.")
@@ -351,7 +356,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
         class_group = np.full(k, -1, dtype=np.intp)
         singles = np.flatnonzero(multiplicity == 1)
         class_group[sets[singles].argmax(axis=1)] = singles
-        groups = LabelGroups(classes=classes, multilabel=self._multilabel, sets=sets,
+        groups = LabelGroups(classes=classes, multilabel=self._multilabel, set_matrix=sets,
                              group=np.zeros(0, dtype=np.intp), multiplicity=multiplicity, class_group=class_group)
         return groups, order
 
@@ -453,6 +458,18 @@ class NCAccumulator(StateMixin, DistributedMixin):
         geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
         return groups, origin, rel, geom
 
+    def _class_means_rows(self):
+        """A function of a slice of classes giving their first-pass means relative to the origin (the second
+        pass of many classes reads its means from the first pass's sums instead of keeping a K x d copy)."""
+        groups, order = self._groups()
+        source = order[groups.class_group]
+        fp = self._first
+
+        def rows(block):
+            return fp.means(source[block])[1]
+
+        return rows
+
     def _share_plan_basis(self):
         """Fix the second pass's projection basis and probe directions from the first pass (no classifier
         needed), so that every shard that runs its second pass from this state uses the very same ones: an SVD
@@ -474,9 +491,10 @@ class NCAccumulator(StateMixin, DistributedMixin):
         basis = getattr(self, "_shared_basis", None)
         basis = geom.span if basis is None else basis
         probes = getattr(self, "_shared_probes", None)
-        plan = make_plan(rel + origin, basis, self._first.amax, work_dtype, W=w, b=bias,
-                         full_gram=basis.shape[1] <= _FULL_GRAM_MAX, means_rel=rel,
-                         centred_gram=_gram_of(geom), probes=True if probes is None else probes)
+        plan = make_plan(None, basis, self._first.amax, work_dtype, W=w, b=bias,
+                         full_gram=basis.shape[1] <= _FULL_GRAM_MAX, means_rel=rel, origin=origin,
+                         centred_gram=_gram_of(geom), probes=True if probes is None else probes,
+                         rel_rows=self._class_means_rows())
         self._second = SecondPass(self._be, plan)
         self._second_geometry = replace(geom, centred=None, gram=None)  # what NC1 reads of it (no K x d copy)
         self._shared_basis, self._shared_probes = plan.basis, plan.probes
@@ -557,21 +575,27 @@ class NCAccumulator(StateMixin, DistributedMixin):
         fp = self._first
         be = self._be
         counts = fp.counts[order]
-        origin, rel = fp.means()
-        stats = Statistics(groups, counts, (origin, rel[order]), self._eps or float(np.finfo(np.float64).eps))
-        means = stats.group_means
+        origin, rel = fp.means(order)
+        stats = Statistics(groups, counts, (origin, rel), self._eps or float(np.finfo(np.float64).eps))
         if not stats.has_class_means:
             return stats
         cg = groups.class_group
         n = counts[cg].astype(np.float64)
-        shift = be.to_numpy(fp.shift)[order]
+        # within-class sums of squares from the first pass, sq - n ||mean - shift||^2 (scaled), in row blocks:
+        # with many classes every K x d temporary is hundreds of MB
+        shift_all, sq_all = be.to_numpy(fp.shift), be.to_numpy(fp.sq)
         own = np.ldexp(1.0, -fp.exp)
-        delta = (means[cg] - shift[cg]) * own
-        sq = be.to_numpy(fp.sq)[order][cg]
-        stats._within = np.maximum(sq - n * np.einsum("ij,ij->i", delta, delta), 0.0)
+        source = order[cg]  # first-pass group of each class
+        within = np.empty(len(cg))
+        for start in range(0, len(cg), 4096):
+            rows = slice(start, start + 4096)
+            delta = rel[cg[rows]] - (shift_all[source[rows]] - origin)
+            delta *= own
+            within[rows] = sq_all[source[rows]] - n[rows] * np.einsum("ij,ij->i", delta, delta)
+        stats._within = np.maximum(within, 0.0)
         stats._within_exp = fp.exp
         if fp.scatter is not None:
-            stats._scatter, stats._scatter_exp, stats._shift = be.to_numpy(fp.scatter), fp.exp, shift
+            stats._scatter, stats._scatter_exp, stats._shift = be.to_numpy(fp.scatter), fp.exp, shift_all[order]
         if self._second is not None:
             sp = self._second
             complete = np.array_equal(sp.counts, n.astype(np.int64))
@@ -684,15 +708,18 @@ class _ClassifierKey:
 
 
 def _checksum(a, like=None):
-    """(shape, crc32) of an array's float64 values (a torch tensor's too); b None counts as zeros."""
+    """(shape, dtype, crc32) of an array's bytes (a torch tensor's too; no float64 copy); b None is zeros."""
     from .._validation import untensor
 
     if a is None:
         if like is None:
             return None
         a = np.zeros(np.shape(untensor(like))[0])
-    arr = np.ascontiguousarray(np.asarray(untensor(a), dtype=np.float64))
-    return arr.shape, zlib.crc32(arr.view(np.uint8).ravel().data if arr.size else b"")
+    arr = np.asarray(untensor(a))
+    if arr.dtype.kind not in "fiub":
+        arr = arr.astype(np.float64)
+    arr = np.ascontiguousarray(arr)
+    return arr.shape, arr.dtype.str, zlib.crc32(arr.view(np.uint8).ravel().data if arr.size else b"")
 
 
 def _classifier_key(W, b):

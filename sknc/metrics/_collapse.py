@@ -60,6 +60,16 @@ def _row_norms(a):
     return np.ldexp(np.sqrt(np.einsum("ij,ij->i", b, b)), e)
 
 
+def _shifted_row_norms(rel, origin=None, block=4096):
+    """Row norms of ``rel + origin`` in row blocks (no second K x d array with many classes)."""
+    if origin is None:
+        return _row_norms(rel)
+    out = np.empty(rel.shape[0])
+    for start in range(0, rel.shape[0], block):
+        out[start : start + block] = _row_norms(rel[start : start + block] + origin)
+    return out
+
+
 _KEEP_GRAM_MAX = 2048  # up to this many classes the K x K Gram (<= 32 MB) is kept for the report
 
 
@@ -163,7 +173,6 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
         mu_g = counts @ means / counts.sum()
     centred = means - mu_g
     mu_g_rel = mu_g
-    absolute = means if origin is None else means + origin
     if origin is not None:
         mu_g = mu_g + origin
     exp = max_exponent(centred)
@@ -188,8 +197,7 @@ def between_geometry(means, counts, global_mean="class", between="class", rtol=N
         cache[key] = (sing, vt)
         if gram is not None:
             cache[("gram", global_mean, exp)] = gram
-    unc_norms = _row_norms(absolute) * np.ldexp(1.0, -exp)
-    del absolute
+    unc_norms = _shifted_row_norms(means, origin) * np.ldexp(1.0, -exp)
     if sample_sq is not None:  # add each class's within-class spread (in the same units)
         within, wexp = sample_sq
         spread = np.ldexp(np.asarray(within, dtype=np.float64) / np.maximum(counts, 1.0), 2 * (wexp - exp))
@@ -262,7 +270,7 @@ def nc1_value(stats, geom, normalize=True):
     total, pexp = stats.weighted_projection(geom.basis, geom.singular_values)
     # a sum of squares: rounding of the exact-mean corrections can leave -1e-49 where it is 0
     value = max(0.0, float(np.ldexp(total / stats.n_singletons, 2 * (pexp - geom.exp))))
-    k = stats.means.shape[0]
+    k = stats.groups.n_classes  # (not stats.means: that builds the absolute means, K x d)
     return value / k if normalize else value
 
 
@@ -385,6 +393,14 @@ def bias_collapse_value(W, b, global_mean):
     w, we = scaled(W)
     g, ge = scaled(global_mean)
     z = np.ldexp(w @ g, we + ge) + (0.0 if b is None else b)
+    z_s, ze = scaled(z)
+    return float(np.ldexp(np.linalg.norm(z_s), ze))
+
+
+def bias_collapse_scaled(w_s, w_exp, b, global_mean):
+    """:func:`bias_collapse_value` of ``W = w_s 2^w_exp`` (already scaled: no second K x d copy)."""
+    g, ge = scaled(global_mean)
+    z = np.ldexp(w_s @ g, w_exp + ge) + (0.0 if b is None else b)
     z_s, ze = scaled(z)
     return float(np.ldexp(np.linalg.norm(z_s), ze))
 

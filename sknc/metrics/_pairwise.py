@@ -156,56 +156,72 @@ class PairSweep:
 
     # ---------------------------------------------------------------- one tile
     def _tile(self, r0, r1, c0, c1):
-        """Add the pairs (i in r0:r1, j in c0:c1, i < j) from one product; 2-D arithmetic, in place."""
+        """Add the pairs (i in r0:r1, j in c0:c1, i < j) from one product: two tile-sized arrays in all."""
         A, k = self.A, self.k
         G = A[r0:r1] @ A[c0:c1].T
+        buf = np.empty_like(G)
         diag = r0 == c0  # a tile on the diagonal: its upper triangle only (the diagonal is no pair)
-        keep = np.triu(np.ones(G.shape, dtype=bool), 1) if diag else None
-        n_pairs = int(keep.sum()) if diag else G.size
+        drop = ~np.triu(np.ones(G.shape, dtype=bool), 1) if diag else None
+        n_pairs = G.size - int(drop.sum()) if diag else G.size
         if n_pairs == 0:
             return
+
+        def total(a):  # the sum over the tile's pairs (a is scratch: the diagonal tile's other entries zeroed)
+            if diag:
+                a[drop] = 0.0
+            return float(a.sum())
+
         ni, nj = self.norms_sq[r0:r1], self.norms_sq[c0:c1]
-        inv_i, inv_j = _inv_sqrt(ni), _inv_sqrt(nj)
         if not (np.all(ni > 0) and np.all(nj > 0)):
             self.zero_row = True
         else:
-            cos = G * inv_i[:, None]
-            cos *= inv_j[None, :]
-            cos += 1.0 / (k - 1)
-            np.abs(cos, out=cos)
-            self.equi_sum += float(cos[keep].sum() if diag else cos.sum())
+            np.multiply(G, _inv_sqrt(ni)[:, None], out=buf)
+            buf *= _inv_sqrt(nj)[None, :]
+            buf += 1.0 / (k - 1)
+            np.abs(buf, out=buf)
+            self.equi_sum += total(buf)
             self.equi_n += n_pairs
-            del cos
         if self.offset is not None:  # uncentred Gram: G + a_i + a_j + c
-            u = G + self.unc_dot[r0:r1, None]
-            u += self.unc_dot[None, c0:c1] + self.unc_c
-            np.abs(u, out=u)
-            u *= _inv_or_zero(self.unc_norms[r0:r1])[:, None]
-            u *= _inv_or_zero(self.unc_norms[c0:c1])[None, :]
-            self.max_cos = max(self.max_cos, float(u[keep].max() if diag else u.max()))
-            del u
-        # squared distances from the Gram; pairs where the expansion cancels again from differences
+            np.add(G, self.unc_dot[r0:r1, None], out=buf)
+            buf += self.unc_dot[None, c0:c1] + self.unc_c
+            np.abs(buf, out=buf)
+            buf *= _inv_or_zero(self.unc_norms[r0:r1])[:, None]
+            buf *= _inv_or_zero(self.unc_norms[c0:c1])[None, :]
+            if diag:
+                buf[drop] = 0.0
+            self.max_cos = max(self.max_cos, float(buf.max()))
+        # squared distances from the Gram (in place); pairs where the expansion cancels again from differences
         d2 = G
         d2 *= -2.0
         d2 += ni[:, None]
         d2 += nj[None, :]
+        np.add(ni[:, None], nj[None, :], out=buf)
+        buf *= 1e-6
+        suspect = np.less_equal(d2, buf)
         if diag:
-            np.fill_diagonal(d2, np.inf)
-        suspect = np.nonzero(d2 <= 1e-6 * (ni[:, None] + nj[None, :]))
-        if suspect[0].size:
-            diff = A[r0 + suspect[0]] - A[c0 + suspect[1]]
-            d2[suspect] = np.einsum("ij,ij->i", diff, diff)
+            suspect[drop] = False
+        idx = np.nonzero(suspect)
+        del suspect
+        if idx[0].size:
+            diff = A[r0 + idx[0]] - A[c0 + idx[1]]
+            d2[idx] = np.einsum("ij,ij->i", diff, diff)
         np.maximum(d2, 0.0, out=d2)
-        close = np.nonzero((d2 <= self.floor) & keep if diag else d2 <= self.floor)
-        if close[0].size and self.closest is None:
-            self.closest = (r0 + int(close[0][0]), c0 + int(close[1][0]))
+        close = np.less_equal(d2, self.floor)
+        if diag:
+            close[drop] = False
+        hit = np.nonzero(close)
+        del close
+        if hit[0].size and self.closest is None:
+            self.closest = (r0 + int(hit[0][0]), c0 + int(hit[1][0]))
         if self.variances is not None and self.closest is None:
+            if diag:
+                d2[drop] = 1.0  # no pair there: any finite value, zeroed below
             if self.power != 1.0:
                 np.power(d2, self.power, out=d2)
             d2 *= 2.0
-            terms = self.variances[r0:r1, None] + self.variances[None, c0:c1]
-            terms /= d2
-            self.cdnv_sum += float(terms[keep].sum() if diag else terms.sum())
+            np.add(self.variances[r0:r1, None], self.variances[None, c0:c1], out=buf)
+            buf /= d2
+            self.cdnv_sum += total(buf)
             self.cdnv_n += n_pairs
 
     def _sample(self, m, random_state):

@@ -98,6 +98,12 @@ def align_classifier(W, b, d, groups, classes=None):
     if W is None:
         w, bias = check_classifier(None, b, d, k)
         return ClassifierMatch(None, None)
+    if classes is None and isinstance(W, np.ndarray) and W.dtype == np.float32 and W.shape == (k, d):
+        # a float32 classifier as it is (at 32 768 classes a float64 copy is 268 MB per 1024 dims): the formulas
+        # read it in float64 as they go
+        if not np.isfinite(W).all():
+            raise ValueError(f"W contains NaN or infinity in {int((~np.isfinite(W)).any(axis=1).sum())} row(s).")
+        return ClassifierMatch(W, check_classifier(np.zeros((k, 1)), b, 1, k)[1])
     w_all = as_float64_matrix(W, "W")
     k_w = w_all.shape[0]
     if classes is None:
@@ -358,23 +364,25 @@ def _report_tiled(keys, stats, geom, w, w_full, bias, missing, lacking, multi, n
                                                          sample=sample, random_state=seed,
                                                          tile_bytes=tile_bytes).max_abs_cos())
     if w is not None:
-        w_s = C.scaled(w_full)[0]
+        w_s, w_exp = C.scaled(w_full)  # one scaled copy of W (K x d) serves every key below
         w_sweep = P.PairSweep(w_s, sample=sample, random_state=seed, tile_bytes=tile_bytes)
         keys.put("nc2_w", lambda: P.gram_error(w_s, what="the classifier rows", tile_bytes=tile_bytes))
-        keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w_full, 1, "the classifier rows"))
+        keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w_s, 1, "the classifier rows"))
         keys.put("nc2_w_equiangular", lambda: w_sweep.equiangularity("classifier rows"))
+        del w_sweep
+        w_rows = w_s if w is w_full else C.scaled(w)[0]
         if coincide:
             keys.nan(["nc3", "nc3_difference"], coincide)
         else:
-            keys.put("nc3", lambda: P.gram_error(C.scaled(w)[0], m, tile_bytes=tile_bytes))
+            keys.put("nc3", lambda: P.gram_error(w_rows, m, tile_bytes=tile_bytes))
         if missing:
             keys.nan(["nc3_difference", "nc4", "ncc_agreement", "bias_collapse"], lacking)
         else:
             if not coincide:
-                keys.put("nc3_difference", lambda: C.difference_error(w, m, nc3_squared))
+                keys.put("nc3_difference", lambda: C.difference_error(w_rows, m, nc3_squared))
             keys.put("nc4", lambda: 1.0 - stats.agreement())
             keys.put("ncc_agreement", lambda: stats.agreement())
-            keys.put("bias_collapse", lambda: C.bias_collapse_value(w, bias, geom.global_mean))
+            keys.put("bias_collapse", lambda: C.bias_collapse_scaled(w_s, w_exp, bias, geom.global_mean))
     if multi:  # many classes with label sets: the tag-wise tables are per set, not per pair of classes
         try:
             table, summary, undefined = tagwise_tables(stats, geom)

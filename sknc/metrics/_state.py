@@ -51,9 +51,15 @@ def _backend(device, current):
 def plan_digest(plan) -> str:
     """A digest of what makes two second passes addable: the same basis, centring, classifier and dtype."""
     h = hashlib.blake2b(digest_size=16)
-    for a in (plan.basis, plan.means64, plan.probes, plan.W, plan.b):
+    for a in (plan.basis, plan.means64, plan.means_rel, plan.origin, plan.probes, plan.b):
         if a is not None:
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    if plan.W is not None:  # its values, whatever dtype it came in (a restored state holds float64), in blocks
+        for start in range(0, plan.W.shape[0], 4096):
+            h.update(np.ascontiguousarray(plan.W[start : start + 4096], dtype=np.float64).tobytes())
+    if plan.means_rel is None and plan.rel_rows is not None:  # means read from the first pass, in blocks
+        for start in range(0, plan.n_classes, 4096):
+            h.update(np.ascontiguousarray(plan.rel_rows(slice(start, start + 4096))).tobytes())
     h.update(f"{plan.scale_exp};{plan.w_exp};{np.dtype(plan.dtype).str};{plan.full_gram}".encode())
     return h.hexdigest()
 

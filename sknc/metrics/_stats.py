@@ -298,21 +298,28 @@ class FirstPass:
         self.amax = max(self.amax, other.amax)
         return self
 
-    def means(self):
+    def means(self, order=None):
         """Group means as ``(origin, relative)`` (float64, host): ``mean_g = origin + relative[g]``.
 
         Differences between means are taken from the relative part, which
-        keeps every digit of means that sit far from the origin.
+        keeps every digit of means that sit far from the origin. ``order``:
+        the groups to return, in that order (default all, as stored). Built
+        in row blocks: one K x d result, no K x d temporaries.
         """
         be = self.be
-        counts = np.maximum(self.counts, 1)[:, None]
-        rel = be.to_numpy(self.sums) / counts
-        shift = be.to_numpy(self.shift)
+        sums, shift = be.to_numpy(self.sums), be.to_numpy(self.shift)
         origin = shift[0].copy() if shift.shape[0] else np.zeros(self.d)
-        if self.raw:
-            rel -= origin
-        else:
-            rel += shift - origin
+        order = np.arange(self.n_groups) if order is None else np.asarray(order)
+        rel = np.empty((len(order), self.d))
+        for start in range(0, len(order), 4096):
+            rows = slice(start, start + 4096)
+            g = order[rows]
+            block = sums[g] / np.maximum(self.counts[g], 1)[:, None]
+            if self.raw:
+                block -= origin
+            else:
+                block += shift[g] - origin  # the difference first: it is exact for shifts near the origin row
+            rel[rows] = block
         return origin, rel
 
 
@@ -341,7 +348,7 @@ class SecondPassPlan:
     basis: np.ndarray  # (d, r) orthonormal, spans the centred class means
     scale_exp: int  # rows are centred then divided by 2**scale_exp
     dtype: object  # working dtype of the projection product
-    means64: np.ndarray  # (K, d) class means, float64
+    means64: np.ndarray | None  # (K, d) class means, float64 (None: means_rel + origin, never stored whole)
     W: np.ndarray | None  # (K, d) classifier (used divided by 2**w_exp: argmax is scale-free)
     b: np.ndarray | None  # (K,) bias
     full_gram: bool = True  # the r x r projected scatter (any convention later) or its diagonal (this basis)
@@ -351,20 +358,50 @@ class SecondPassPlan:
     probes: np.ndarray | None = None  # (d, P) orthonormal directions whose per-class sums check the data
     amax: float = 0.0  # the first pass's largest centred magnitude (original units)
     direct: bool = False  # many classes: NC4 from products with the means and W in class tiles, no K x K table
+    origin: np.ndarray | None = None  # (d,): means64 = means_rel + origin when means64 is not kept
+    rel_rows: object = None  # callable(rows) -> means_rel[rows], when means_rel is not kept (many classes)
+
+    def rel_block(self, rows):
+        """float64 class means relative to ``origin`` of the rows ``rows`` (a slice)."""
+        if self.means_rel is not None:
+            return self.means_rel[rows]
+        return self.rel_rows(rows)
+
+    def mean_rows(self, rows):
+        """float64 class means of the rows ``rows`` (a slice)."""
+        if self.means64 is not None:
+            return self.means64[rows]
+        return self.rel_block(rows) + self.origin
+
+    def _means_as(self, dtype):
+        """The class means in ``dtype``, built in row blocks (no K x d float64 temporary)."""
+        out = np.empty((self.n_classes, self.basis.shape[0]), dtype=dtype)
+        for start in range(0, self.n_classes, 4096):
+            rows = slice(start, start + 4096)
+            out[rows] = self.mean_rows(rows)
+        return out
 
     @property
     def n_probes(self):
         return 0 if self.probes is None else self.probes.shape[1]
 
+    def rounding_rows(self, rows):
+        """:meth:`rounding` of the classes ``rows`` (a slice), as float64."""
+        m = self.mean_rows(rows)
+        err = np.asarray(m, dtype=self.dtype).astype(np.float64)
+        err -= m
+        err *= np.ldexp(1.0, -self.scale_exp)
+        return err
+
     def rounding(self, means_w=None, as_float64=False):
         """The float32 rounding of the centring means, scaled to the pass's units (None for float64 rows)."""
         if self.dtype == np.float64:
             return None
-        means_w = np.asarray(self.means64, dtype=self.dtype) if means_w is None else means_w
-        err = np.empty(self.means64.shape)
+        means_w = self._means_as(self.dtype) if means_w is None else means_w
+        err = np.empty((self.n_classes, self.basis.shape[0]))
         for start in range(0, err.shape[0], 256):  # in row blocks: no K x d float64 temporaries
             rows = slice(start, start + 256)
-            np.subtract(means_w[rows], self.means64[rows], out=err[rows], dtype=np.float64)
+            np.subtract(means_w[rows], self.mean_rows(rows), out=err[rows], dtype=np.float64)
         err *= np.ldexp(1.0, -self.scale_exp)
         return err if as_float64 else err.astype(np.float32)
 
@@ -372,9 +409,10 @@ class SecondPassPlan:
         """Backend copies of the tables (made once per backend; few K x d temporaries)."""
         s = np.ldexp(1.0, -self.scale_exp)
         work = self._be_dtype(be)
-        means_w = np.asarray(self.means64, dtype=self.dtype)
-        # float32 rounding of the centring means (the pass's mean residual; the NCC tables use it too)
-        err = self.rounding(means_w, as_float64=True)
+        means_w = self._means_as(self.dtype)
+        # float32 rounding of the centring means (the pass's mean residual; the NCC tables use it too); with many
+        # classes it is recomputed where it is needed instead of kept
+        err = None if (self.W is not None and self.direct) else self.rounding(means_w, as_float64=True)
         tables = {"means_w": be.asarray(means_w, work), "err": None if err is None else err.astype(np.float32)}
         # the centring table in the pass's units: rows are scaled before they are centred, so that rows and means
         # near the dtype's largest value do not overflow in their difference (scaling by a power of two is exact)
@@ -391,6 +429,7 @@ class SecondPassPlan:
             rel = self.means64 if self.means_rel is None else self.means_rel
             centred = rel - rel.mean(axis=0)
             centred *= s  # every table in the pass's units (rows divided by 2**scale_exp)
+            means_w = np.asarray(means_w)
             # K x K temporaries are updated in place: with K in the thousands each is tens of MB
             c2 = self.basis.T @ centred.T
             c2 *= -2.0
@@ -434,23 +473,31 @@ class SecondPassPlan:
         extra row that adds the constant, ``[x' | 1] [[-2 M'^T | W_s^T]; [||mu'||^2 |
         bias]]``, taken in tiles of classes.
         """
-        rel = self.means64 if self.means_rel is None else self.means_rel
-        mu_g = rel.mean(axis=0)
-        origin = self.means64[0] - rel[0]  # means64 = origin + rel
-        k, d = rel.shape
+        k, d = self.n_classes, self.basis.shape[0]
+        if self.means64 is not None and self.means_rel is None:
+            origin = np.zeros(d)
+        else:
+            origin = self.origin if self.origin is not None else self.means64[0] - self.means_rel[0]
+        blocks = [slice(start, start + 4096) for start in range(0, k, 4096)]
+        rel_of = (lambda rows: self.means64[rows]) if (self.means64 is not None and self.means_rel is None) else \
+            self.rel_block
+        mu_g = sum(rel_of(rows).sum(axis=0) for rows in blocks) / k
         to_global = np.empty((k, d), dtype=self.dtype)  # (mu_w(y) - mu_G) s: what turns c into x' s
-        centred = np.empty((k, d))
-        for start in range(0, k, 256):  # row blocks: no second K x d float64 temporary
-            rows = slice(start, start + 256)
-            np.subtract(rel[rows], mu_g, out=centred[rows])
-            centred[rows] *= s
+        table = np.empty((d + 1, 2 * k), dtype=self.dtype)
+        for rows in blocks:  # row blocks: no K x d float64 array
+            centred = rel_of(rows) - mu_g
+            centred *= s
+            r0, r1 = rows.start, min(rows.stop, k)
+            table[:d, r0:r1] = (-2.0 * centred).T
+            table[d, r0:r1] = np.einsum("ij,ij->i", centred, centred)
             to_global[rows] = (np.asarray(means_w[rows], dtype=np.float64) - origin - mu_g) * s
         w_s = np.ldexp(1.0, -self.w_exp)
-        table = np.empty((d + 1, 2 * k), dtype=self.dtype)
-        table[:d, :k] = (-2.0 * centred).T
-        table[d, :k] = np.einsum("ij,ij->i", centred, centred)
-        table[:d, k:] = (self.W * w_s).T
-        table[d, k:] = (self.W @ (origin + mu_g) * w_s + self.b * w_s) * s
+        table[:d, k:] = (self.W * np.asarray(w_s, dtype=self.W.dtype)).T
+        centre = origin + mu_g
+        for start in range(0, k, 4096):  # W may be float32: read in float64 row blocks
+            rows = slice(start, start + 4096)
+            table[d, k + start : k + min(start + 4096, k)] = (
+                (np.asarray(self.W[rows], dtype=np.float64) @ centre + self.b[rows]) * (w_s * s))
         return {"to_global": be.asarray(to_global, work), "decide": be.asarray(table, work)}
 
     def _be_dtype(self, be):
@@ -544,8 +591,10 @@ class SecondPass:
 
     def _err(self):
         """float32 rows: the scaled float32 rounding of the centring means (None for float64 rows)."""
-        if self._t is not None:
-            return self._t.get("err")
+        if np.dtype(self.plan.dtype) == np.float64:
+            return None
+        if self._t is not None and self._t.get("err") is not None:
+            return self._t["err"]
         return self.plan.rounding()
 
     def squares_in_range(self):
@@ -693,12 +742,13 @@ class SecondPass:
             return None
         sums = self.be.to_numpy(self.probe_sums)
         n = self.counts.astype(np.float64)
-        err = self._err()
         expected = np.zeros_like(sums)
-        if err is not None:  # the rows were centred on the float32 rounding of the means: known exactly
-            for start in range(0, err.shape[0], 256):
-                rows = slice(start, start + 256)
-                expected[rows] = -n[rows, None] * (err[rows].astype(np.float64) @ plan.probes)
+        if np.dtype(plan.dtype) != np.float64:  # the rows were centred on the float32 rounding of the means
+            err = None if plan.direct else self._err()
+            for start in range(0, plan.n_classes, 4096):
+                rows = slice(start, start + 4096)
+                e = plan.rounding_rows(rows) if err is None else err[rows].astype(np.float64)
+                expected[rows] = -n[rows, None] * (e @ plan.probes)
         within = self.be.to_numpy(self.within)
         d = plan.probes.shape[0]
         eps = float(np.finfo(plan.dtype).eps)
@@ -706,7 +756,8 @@ class SecondPass:
         scale = np.ldexp(1.0, -plan.scale_exp)
         amax = plan.amax * scale
         # the float64 means themselves are rounded (half a step of their own magnitude per coordinate)
-        top_mean = np.max(np.abs(plan.means64), axis=1) * scale
+        top_mean = np.concatenate([np.max(np.abs(plan.mean_rows(slice(s, s + 4096))), axis=1)
+                                   for s in range(0, plan.n_classes, 4096)]) * scale
         tol = (4.0 * eps * np.sqrt(d) * np.sqrt(n * within) + 4.0 * n * n * np.sqrt(d) * eps64 * amax
                + 2.0 * n * np.sqrt(d) * eps64 * top_mean)
         off = np.max(np.abs(sums - expected), axis=1) if sums.shape[1] else np.zeros(len(n))
@@ -759,6 +810,8 @@ class SecondPass:
         # The mean residual r of class k is mu_k - mu_w(k): float64 rows, r_u in the basis from the residual
         # sums of this pass; float32 rows, minus the float32 rounding of mu_w, known exactly in every direction.
         # sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
+        if np.dtype(self.plan.dtype) != np.float64 and self.plan.direct:
+            return self._finish_in_blocks(n)
         err = self._err()  # float32 rows: err = mu_w - mu (scaled), as float32
         if err is not None:
             basis = self.plan.basis
@@ -790,9 +843,35 @@ class SecondPass:
                 shift *= np.ldexp(1.0, self.plan.scale_exp)
         return np.maximum(within, 0.0), Q, agree, shift
 
+    def _finish_in_blocks(self, n):
+        """:meth:`finish` for float32 rows of many classes: the rounding of the centring means, its projection
+        and the corrections taken in row blocks (no K x d array; with K = 32 768, d = 1024 each is 268 MB)."""
+        be, plan = self.be, self.plan
+        within = be.to_numpy(self.within).astype(np.float64, copy=True)
+        Q = be.to_numpy(self.Q).astype(np.float64, copy=True)
+        counts = self.counts.astype(np.float64)
+        full = plan.full_gram
+        for start in range(0, plan.n_classes, 4096):
+            rows = slice(start, start + 4096)
+            e = plan.rounding_rows(rows)
+            e_u = e @ plan.basis
+            proj = -(counts[rows, None] * e_u)
+            r_u = proj / n[rows, None]
+            within[rows] -= n[rows] * np.einsum("ij,ij->i", r_u, r_u)
+            within[rows] -= counts[rows] * np.maximum(np.einsum("ij,ij->i", e, e) - np.einsum("ij,ij->i", e_u, e_u),
+                                                      0.0)
+            if full:
+                Q -= r_u.T @ proj
+            else:
+                Q -= np.sum(proj * r_u, axis=0)
+        if not full:
+            Q = np.maximum(Q, 0.0)
+        agree = int(getattr(self.agree, "item", lambda: self.agree)()) if plan.W is not None else None
+        return np.maximum(within, 0.0), Q, agree, None
+
     def centres(self):
         """The class means rows were centred on (float64 values of the working-dtype table)."""
-        return np.asarray(self.plan.means64, dtype=self.plan.dtype).astype(np.float64)
+        return self.plan._means_as(self.plan.dtype).astype(np.float64)
 
 
 def _gram_of(geom):
@@ -810,7 +889,7 @@ def probe_directions(d, n=_N_PROBES):
 
 
 def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means_rel=None, centred_gram=None,
-              probes=False):
+              probes=False, origin=None, rel_rows=None):
     """A second-pass plan: scale from the largest centred magnitude, classifier scaled to unit size.
 
     ``centred_gram``: ``(G, e)``, the Gram of the centred class means divided by
@@ -827,12 +906,15 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
         b = np.zeros(W.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
     from ._pairwise import tiled
 
-    direct = W is not None and tiled(means64.shape[0])
-    return SecondPassPlan(means64.shape[0], basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
+    k, d = (means64 if means64 is not None else means_rel).shape
+    direct = W is not None and tiled(k)
+    if direct and rel_rows is not None:
+        means_rel = None  # many classes: the means are read from the first pass when needed, not kept
+    return SecondPassPlan(k, basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
                           means_rel, None if direct else centred_gram,
-                          (probes if isinstance(probes, np.ndarray) else
-                           probe_directions(means64.shape[1]) if probes else None),
-                          float(amax), direct)
+                          (probes if isinstance(probes, np.ndarray) else probe_directions(d) if probes else None),
+                          float(amax), direct, None if origin is None else np.asarray(origin, dtype=np.float64),
+                          rel_rows)
 
 
 def span_basis(means64):
