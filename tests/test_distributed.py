@@ -244,3 +244,23 @@ def test_a_failure_on_one_rank_stops_every_rank(tmp_path):
     results = _spawn(tmp_path, "model_failure")
     assert "error" in results[0] and "rank 1 failed" in results[0]["error"]
     assert "error" in results[1] and "the model failed on an input batch" in results[1]["error"]
+
+
+@pytest.mark.slow
+def test_the_guides_ddp_recipe_runs_as_written_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = root / "docs" / "recipes" / "ddp_nc.py"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={_free_port()}", str(recipe)], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line.split() for line in run.stdout.strip().splitlines()]
+    assert lines[0][:2] == ["n_samples", "nc1"], run.stdout
+    rows = {row[0]: row[1:] for row in lines[1:] if row and row[0] in ("1", "2:input")}
+    assert set(rows) == {"1", "2:input"}, run.stdout
+    assert all(int(float(row[0])) == 2001 for row in rows.values())  # every sample once: the padding read once
+    assert all(0 < float(row[1]) < 100 for row in rows.values())
