@@ -91,6 +91,9 @@ def _warm_up(loops):
     loops.centre_square(x, x, ids, np.float32(1.0), out, np.zeros(3))
     loops.column_squares(out, 2, np.zeros(2))
     loops.agreement(out, 2, np.ones((3, 2), dtype=np.float32), x[:, :2].copy(), x[:, :2].copy(), ids, np.zeros(2))
+    g, v = np.eye(2), np.ones(2)
+    loops.pair_tile(g, True, v, v, v, v, 3, True, v, v, 0.0, v, v, True, v, v, 1.0, 0.0, np.zeros(6),
+                    np.zeros((4, 2), dtype=np.int64))
 
 
 @contextmanager
@@ -206,5 +209,44 @@ def _build(cache=True):
                 agree += 1
         return agree
 
+    @plain
+    def pair_tile(G, diag, ni, nj, inv_i, inv_j, k, unc, a_i, a_j, c, inv_ui, inv_uj, var, v_i, v_j, power,
+                  floor, acc, suspects):
+        # one pass over a tile G of a pairwise Gram (float64): for each pair (i, j) (j > i on a diagonal tile)
+        # acc[0] += |cos + 1/(K-1)|, acc[1] = max |cos| of the uncentred rows, acc[2] += the CDNV term,
+        # acc[3] = 1 when a pair's squared distance is at or below floor (acc[4], acc[5]: its indices);
+        # pairs whose distance the Gram expansion cancels are listed in suspects (their count returned, -1
+        # when the list is full) and left out of the CDNV and of the floor test
+        n_r, n_c = G.shape
+        inv_k = 1.0 / (k - 1)
+        n_sus = 0
+        for i in range(n_r):
+            start = i + 1 if diag else 0
+            for j in range(start, n_c):
+                g = G[i, j]
+                acc[0] += abs(g * inv_i[i] * inv_j[j] + inv_k)
+                if unc:
+                    u = abs(g + a_i[i] + a_j[j] + c) * inv_ui[i] * inv_uj[j]
+                    if u > acc[1]:
+                        acc[1] = u
+                s = ni[i] + nj[j]
+                d2 = s - 2.0 * g
+                if d2 <= 1e-6 * s:
+                    if n_sus < suspects.shape[0]:
+                        suspects[n_sus, 0] = i
+                        suspects[n_sus, 1] = j
+                        n_sus += 1
+                        continue
+                    return -1
+                if d2 <= floor and acc[3] == 0.0:
+                    acc[3] = 1.0
+                    acc[4] = i
+                    acc[5] = j
+                if var:
+                    den = 2.0 * (d2 if power == 1.0 else d2**power)
+                    acc[2] += (v_i[i] + v_j[j]) / den
+        return n_sus
+
     return _Kernels(group_sums=group_sums, centred_abs_max=centred_abs_max, centre_sum_square=centre_sum_square,
-                    centre_square=centre_square, column_squares=column_squares, agreement=agreement)
+                    centre_square=centre_square, column_squares=column_squares, agreement=agreement,
+                    pair_tile=pair_tile)

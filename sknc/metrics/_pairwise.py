@@ -30,6 +30,13 @@ from ..geometry import etf_gram
 __all__ = ["PAIRWISE_TILE_BYTES", "tiled", "gram_error", "PairSweep"]
 
 
+def _loops():
+    """The compiled loops (numba), or None (then numpy does the tiles)."""
+    from ._kernels import kernels
+
+    return kernels()
+
+
 def _inv_sqrt(v):
     with np.errstate(divide="ignore"):
         return 1.0 / np.sqrt(v)
@@ -156,9 +163,56 @@ class PairSweep:
 
     # ---------------------------------------------------------------- one tile
     def _tile(self, r0, r1, c0, c1):
+        """Add the pairs (i in r0:r1, j in c0:c1, i < j) from one product."""
+        G = self.A[r0:r1] @ self.A[c0:c1].T
+        kern = _loops()
+        if kern is None or not self._tile_compiled(kern, G, r0, r1, c0, c1):
+            self._tile_numpy(G, r0, r1, c0, c1)
+
+    def _tile_compiled(self, kern, G, r0, r1, c0, c1):
+        """The tile in one compiled sweep (numba); False when it cannot be (then numpy does it)."""
+        ni, nj = self.norms_sq[r0:r1], self.norms_sq[c0:c1]
+        if not (np.all(ni > 0) and np.all(nj > 0)):
+            return False  # a zero row: numpy's path says which key is undefined
+        diag = r0 == c0
+        unc = self.offset is not None
+        var = self.variances is not None and self.closest is None
+        z = np.zeros(0)
+        acc = np.zeros(6)
+        acc[1] = self.max_cos
+        suspects = np.zeros((4096, 2), dtype=np.int64)
+        count = kern.pair_tile(G, diag, ni, nj, _inv_sqrt(ni), _inv_sqrt(nj), self.k, unc,
+                               self.unc_dot[r0:r1] if unc else z, self.unc_dot[c0:c1] if unc else z,
+                               self.unc_c if unc else 0.0,
+                               _inv_or_zero(self.unc_norms[r0:r1]) if unc else z,
+                               _inv_or_zero(self.unc_norms[c0:c1]) if unc else z, var,
+                               self.variances[r0:r1] if var else z, self.variances[c0:c1] if var else z,
+                               float(self.power), float(self.floor), acc, suspects)
+        if count < 0:
+            return False  # too many cancelling pairs for the list: numpy redoes the tile
+        n_pairs = G.size - (G.shape[0] * (G.shape[0] + 1)) // 2 if diag else G.size
+        self.equi_sum += acc[0]
+        self.equi_n += n_pairs
+        self.max_cos = acc[1]
+        if acc[3] and self.closest is None:
+            self.closest = (r0 + int(acc[4]), c0 + int(acc[5]))
+        if count:  # the cancelling pairs, from differences
+            i, j = suspects[:count, 0], suspects[:count, 1]
+            diff = self.A[r0 + i] - self.A[c0 + j]
+            d2 = np.einsum("ij,ij->i", diff, diff)
+            close = np.flatnonzero(d2 <= self.floor)
+            if close.size and self.closest is None:
+                self.closest = (r0 + int(i[close[0]]), c0 + int(j[close[0]]))
+            if var and self.closest is None:
+                acc[2] += float(np.sum((self.variances[r0 + i] + self.variances[c0 + j]) / (2.0 * d2**self.power)))
+        if var and self.closest is None:
+            self.cdnv_sum += acc[2]
+            self.cdnv_n += n_pairs
+        return True
+
+    def _tile_numpy(self, G, r0, r1, c0, c1):
         """Add the pairs (i in r0:r1, j in c0:c1, i < j) from one product: two tile-sized arrays in all."""
         A, k = self.A, self.k
-        G = A[r0:r1] @ A[c0:c1].T
         buf = np.empty_like(G)
         diag = r0 == c0  # a tile on the diagonal: its upper triangle only (the diagonal is no pair)
         drop = ~np.triu(np.ones(G.shape, dtype=bool), 1) if diag else None
