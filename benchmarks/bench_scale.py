@@ -232,6 +232,7 @@ def pickle_case(k, d, n):
         acc.update_second_pass(H[s : s + 8192], y[s : s + 8192], W)
     second = len(pickle.dumps(acc)), _additive_bytes(acc.state_dict())
     basis = acc.state_dict()["basis"].nbytes
+    W = None
     print(f"Pickles, K={k}, d={d}, N={n}:")
     print(f"  after the first pass  {first[0] / 1e6:8.3f} MB for {first[1] / 1e6:8.3f} MB of additive arrays "
           f"({first[0] / first[1]:.2f}x)")
@@ -265,8 +266,8 @@ def dask_case(n, d, k, chunk):
     print(f"Dask: nc_report of a {n} x {d} float32 array ({X.nbytes / 1e6:.0f} MB in chunks of "
           f"{chunk * d * 4 / 1e6:.0f} MB), K={k}, on a 2-worker LocalCluster")
     print(f"  map-reduced on the workers: client RSS {before:.3f} -> {after:.3f} GB "
-          f"(+{(after - before) * 1e3:.0f} MB; the first compute's imports added {(before - cold) * 1e3:.0f} MB "
-          f"once); {t1 - t0:.1f} s")
+          f"(+{(after - before) * 1e3:.0f} MB; {cold:.3f} GB before the first, smaller compute, which loads what "
+          f"a compute needs once); {t1 - t0:.1f} s")
     print(f"  gathered on the client: RSS {materialised:.3f} GB, {t3 - t1:.1f} s; "
           f"nc1 {rep['nc1']:.10g} vs {local['nc1']:.10g} (rel. {abs(rep['nc1'] - local['nc1']) / local['nc1']:.1e})")
 

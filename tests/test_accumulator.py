@@ -304,3 +304,39 @@ def test_warnings_come_once_per_site_and_cause(rng):
         for _ in range(3):
             sknc.nc_report(H, y)
     assert len(caught) == 3
+
+
+# ------------------------------------------------------------------------ issue 21: the state
+def _additive(state):
+    first = state["first"]
+    total = sum(np.asarray(first[k]).nbytes for k in ("counts", "shift", "sums", "sq"))
+    second = state.get("second")
+    if second is not None:
+        total += sum(np.asarray(second[k]).nbytes for k in ("within", "resid", "Q", "counts", "probe_sums"))
+    return total
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_state_round_trips_and_pickles_hold_the_state_only(rng, dtype):
+    k, d = 300, 64
+    y = np.resize(np.arange(k), 6000)
+    H = (rng.standard_normal((k, d))[y] + rng.standard_normal((6000, d))).astype(dtype)
+    W = rng.standard_normal((k, d)).astype(dtype)
+    acc = sknc.NCAccumulator(mode="two_pass")
+    for part in np.array_split(np.arange(6000), 4):
+        acc.update(H[part], y[part])
+    first = pickle.dumps(acc)
+    assert len(first) <= 1.5 * _additive(acc.state_dict()) + 8192
+    for part in np.array_split(np.arange(6000), 4)[:2]:
+        acc.update_second_pass(H[part], y[part], W)
+    state = acc.state_dict()
+    # no K x K table and no K x d classifier travels: the additive sums, and the basis every shard shares
+    assert len(pickle.dumps(acc)) <= 1.5 * _additive(state) + state["basis"].nbytes + 8192
+    twin = pickle.loads(pickle.dumps(acc))
+    for part in np.array_split(np.arange(6000), 4)[2:]:  # the restored pass goes on with W given again
+        acc.update_second_pass(H[part], y[part], W)
+        twin.update_second_pass(H[part], y[part], W)
+    _assert_reports_equal(acc.report(W), twin.report(W), rel=1e-12)
+    _assert_reports_equal(acc.report(W), sknc.nc_report(H, y, W), rel=1e-6 if dtype == np.float32 else 1e-9)
+    with pytest.raises(ValueError, match="same W and b"):
+        twin.update_second_pass(H[:10], y[:10], W + 1)

@@ -413,6 +413,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
             self._begin_second(W, b, be.work_dtype_np(x))
         else:
             self._same_classifier(W, b, groups.n_classes)
+            self._attach_classifier(W, b)
         # class index (position in the sorted classes) of every multiplicity-1 row
         rank_of_group = np.empty(len(order), dtype=np.intp)
         rank_of_group[order] = np.arange(len(order))
@@ -482,8 +483,11 @@ class NCAccumulator(StateMixin, DistributedMixin):
             self._shared_probes = probe_directions(self._d)
         return self
 
-    def _begin_second(self, W, b, work_dtype):
-        """Fix the second pass's plan from the first pass's means (and the classifier)."""
+    def _begin_second(self, W, b, work_dtype, w_key=None):
+        """Fix the second pass's plan from the first pass's means (and the classifier).
+
+        ``w_key``: a restored pass's classifier checksum (its W comes with the next batch or the report).
+        """
         groups, origin, rel, geom = self._class_geometry()
         match = align_classifier(W, b, self._d, groups, self.classes)
         # the NCC agreement needs every class of the classifier in the data
@@ -491,14 +495,30 @@ class NCAccumulator(StateMixin, DistributedMixin):
         basis = getattr(self, "_shared_basis", None)
         basis = geom.span if basis is None else basis
         probes = getattr(self, "_shared_probes", None)
+        key = _ClassifierKey(W, b) if w_key is None else _ClassifierKey.restored(w_key)
         plan = make_plan(None, basis, self._first.amax, work_dtype, W=w, b=bias,
                          full_gram=basis.shape[1] <= _FULL_GRAM_MAX, means_rel=rel, origin=origin,
                          centred_gram=_gram_of(geom), probes=True if probes is None else probes,
-                         rel_rows=self._class_means_rows())
+                         rel_rows=self._class_means_rows(), w_key=key.sums if key.sums[0] is not None else None)
         self._second = SecondPass(self._be, plan)
         self._second_geometry = replace(geom, centred=None, gram=None)  # what NC1 reads of it (no K x d copy)
         self._shared_basis, self._shared_probes = plan.basis, plan.probes
-        self._plan_key = _classifier_key(W, b)
+        self._plan_key = key
+
+    def _attach_classifier(self, W, b):
+        """A restored second pass gets its classifier back (checked against its checksum before)."""
+        plan = self._second.plan
+        if plan.W is not None or plan.w_key is None or W is None:
+            return
+        groups, _ = self._groups()
+        match = align_classifier(W, b, self._d, groups, self.classes)
+        if match.complete:
+            fresh = make_plan(plan.means64, plan.basis, plan.amax, plan.dtype, W=match.w, b=match.bias,
+                              full_gram=plan.full_gram, means_rel=plan.means_rel, probes=plan.probes,
+                              origin=plan.origin, rel_rows=plan.rel_rows, w_key=plan.w_key)
+            self._second.plan = replace(fresh, centred_gram=plan.centred_gram, scale_exp=plan.scale_exp)
+            self._second.release_tables()
+        self._plan_key = _ClassifierKey(W, b)
 
     def update_agreement(self, features_batch, y_batch, W, b=None):
         """Second pass with a classifier (kept for sknc 0.1 code): same as :meth:`update_second_pass`."""
@@ -620,7 +640,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
             stats._gram, stats._gram_basis, stats._gram_exp = Q, sp.plan.basis, sp.plan.scale_exp
             stats.gram_conventions = f"global_mean={self.global_mean!r}, between={self.between!r}"
             stats.nc1_geometry = self._second_geometry
-            if sp.plan.W is not None:
+            if sp.plan.classified:
                 stats.agree, stats.n_agree = agree, int(n.sum())
         return stats
 
@@ -648,9 +668,9 @@ class NCAccumulator(StateMixin, DistributedMixin):
         stats = self._statistics()
         match = align_classifier(W, b, self._d, stats.groups, self.classes)
         if self._second is not None and match.w is not None:
-            if self._plan_key.W is not None and not _same(self._plan_key, (W, b)):
+            if self._plan_key.sums[0] is not None and not _same(self._plan_key, (W, b)):
                 raise ValueError("report(W, b) must use the W and b of the second pass.")
-            if self._plan_key.W is None:
+            if self._plan_key.sums[0] is None:
                 stats.agree = None
         geom = None
         if stats.has_class_means:
@@ -688,18 +708,24 @@ def _copy(a):
 
 class _ClassifierKey:
     """The classifier of a second pass: the arrays as given (no copy; ``K x d`` can be hundreds of MB) and a
-    checksum of their values, to tell whether later batches come with the same ``W, b``."""
+    checksum of their values, to tell whether later batches come with the same ``W, b``. A restored pass knows
+    the checksum only."""
 
     def __init__(self, W, b):
         self.W, self.b = W, b
         self.sums = (_checksum(W), _checksum(b, W))
         self.versions = (getattr(W, "_version", None), getattr(b, "_version", None))
 
-    def __getitem__(self, i):  # (W, b) as float64 host arrays, for states
-        return _copy((self.W, self.b)[i])
+    @classmethod
+    def restored(cls, sums):
+        key = cls(None, None)
+        key.sums = tuple(tuple(s) if isinstance(s, list) else s for s in sums)
+        return key
 
     def same(self, W, b):
-        if (W is None) != (self.W is None):
+        if self.sums[0] is None:
+            return W is None
+        if W is None:
             return False
         if W is self.W and b is self.b and self.versions[0] is not None and \
                 (getattr(W, "_version", None), getattr(b, "_version", None)) == self.versions:
@@ -720,10 +746,6 @@ def _checksum(a, like=None):
         arr = arr.astype(np.float64)
     arr = np.ascontiguousarray(arr)
     return arr.shape, arr.dtype.str, zlib.crc32(arr.view(np.uint8).ravel().data if arr.size else b"")
-
-
-def _classifier_key(W, b):
-    return _ClassifierKey(W, b)
 
 
 def _same(key, given):

@@ -51,16 +51,14 @@ def _backend(device, current):
 def plan_digest(plan) -> str:
     """A digest of what makes two second passes addable: the same basis, centring, classifier and dtype."""
     h = hashlib.blake2b(digest_size=16)
-    for a in (plan.basis, plan.means64, plan.means_rel, plan.origin, plan.probes, plan.b):
+    for a in (plan.basis, plan.means64, plan.means_rel, plan.origin, plan.probes):
         if a is not None:
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
-    if plan.W is not None:  # its values, whatever dtype it came in (a restored state holds float64), in blocks
-        for start in range(0, plan.W.shape[0], 4096):
-            h.update(np.ascontiguousarray(plan.W[start : start + 4096], dtype=np.float64).tobytes())
+    h.update(repr(plan.w_key).encode())  # the classifier by its checksum: a restored pass has no W until it comes
     if plan.means_rel is None and plan.rel_rows is not None:  # means read from the first pass, in blocks
         for start in range(0, plan.n_classes, 4096):
             h.update(np.ascontiguousarray(plan.rel_rows(slice(start, start + 4096))).tobytes())
-    h.update(f"{plan.scale_exp};{plan.w_exp};{np.dtype(plan.dtype).str};{plan.full_gram}".encode())
+    h.update(f"{plan.scale_exp};{np.dtype(plan.dtype).str};{plan.full_gram}".encode())
     return h.hexdigest()
 
 
@@ -116,10 +114,11 @@ class StateMixin:
         )
         sp = self._second
         if sp is not None:
-            w0, b0 = self._plan_key[0], self._plan_key[1]
             state["second"] = {
-                "work_dtype": np.dtype(sp.plan.dtype).str, "W": None if w0 is None else w0.copy(),
-                "b": None if b0 is None else b0.copy(), "plan": plan_digest(sp.plan),
+                # the classifier by its checksum only (K x d is no state): W comes again with the next batch or
+                # with report(W, b), and must match
+                "work_dtype": np.dtype(sp.plan.dtype).str, "w_key": self._plan_key.sums,
+                "plan": plan_digest(sp.plan),
                 "within": _host(be, sp.within), "resid": _host(be, sp.resid), "Q": _host(be, sp.Q),
                 "counts": sp.counts.copy(), "agree": int(getattr(sp.agree, "item", lambda: sp.agree)()),
                 "max_row_sq": float(sp.max_row_sq), "probe_sums": _host(be, sp.probe_sums),
@@ -182,7 +181,7 @@ class StateMixin:
             self._shared_probes = np.asarray(state["probes"], dtype=np.float64)
         second = state.get("second")
         if second is not None:
-            self._begin_second(second["W"], second["b"], np.dtype(second["work_dtype"]))
+            self._begin_second(None, None, np.dtype(second["work_dtype"]), w_key=second["w_key"])
             sp = self._second
             if plan_digest(sp.plan) != second["plan"]:
                 raise ValueError(

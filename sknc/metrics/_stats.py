@@ -360,6 +360,12 @@ class SecondPassPlan:
     direct: bool = False  # many classes: NC4 from products with the means and W in class tiles, no K x K table
     origin: np.ndarray | None = None  # (d,): means64 = means_rel + origin when means64 is not kept
     rel_rows: object = None  # callable(rows) -> means_rel[rows], when means_rel is not kept (many classes)
+    w_key: object = None  # checksum of the classifier as given: a restored pass knows it before W comes again
+
+    @property
+    def classified(self):
+        """Whether the pass compares decisions with a classifier (W may be attached later, see w_key)."""
+        return self.W is not None or self.w_key is not None
 
     def rel_block(self, rows):
         """float64 class means relative to ``origin`` of the rows ``rows`` (a slice)."""
@@ -835,7 +841,7 @@ class SecondPass:
             Q = Q - (proj / n[:, None]).T @ proj
         else:
             Q = np.maximum(Q - np.sum(proj**2 / n[:, None], axis=0), 0.0)
-        agree = int(be.to_numpy(self.agree)) if self.plan.W is not None else None
+        agree = int(be.to_numpy(self.agree)) if self.plan.classified else None
         shift = None
         if err is None:  # r_u refines the first pass's means
             shift = r_u @ self.plan.basis.T
@@ -866,7 +872,7 @@ class SecondPass:
                 Q -= np.sum(proj * r_u, axis=0)
         if not full:
             Q = np.maximum(Q, 0.0)
-        agree = int(getattr(self.agree, "item", lambda: self.agree)()) if plan.W is not None else None
+        agree = int(getattr(self.agree, "item", lambda: self.agree)()) if plan.classified else None
         return np.maximum(within, 0.0), Q, agree, None
 
     def centres(self):
@@ -889,7 +895,7 @@ def probe_directions(d, n=_N_PROBES):
 
 
 def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means_rel=None, centred_gram=None,
-              probes=False, origin=None, rel_rows=None):
+              probes=False, origin=None, rel_rows=None, w_key=None):
     """A second-pass plan: scale from the largest centred magnitude, classifier scaled to unit size.
 
     ``centred_gram``: ``(G, e)``, the Gram of the centred class means divided by
@@ -907,14 +913,14 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
     from ._pairwise import tiled
 
     k, d = (means64 if means64 is not None else means_rel).shape
-    direct = W is not None and tiled(k)
+    direct = (W is not None or w_key is not None) and tiled(k)
     if direct and rel_rows is not None:
         means_rel = None  # many classes: the means are read from the first pass when needed, not kept
     return SecondPassPlan(k, basis, scale_exp, np.dtype(dtype), means64, W, b, full_gram, w_exp,
                           means_rel, None if direct else centred_gram,
                           (probes if isinstance(probes, np.ndarray) else probe_directions(d) if probes else None),
                           float(amax), direct, None if origin is None else np.asarray(origin, dtype=np.float64),
-                          rel_rows)
+                          rel_rows, w_key)
 
 
 def span_basis(means64):
