@@ -47,20 +47,21 @@ import sknc
 PAUSE = 0.25
 
 
-def _peak_rss_gb():
+def _status_gb(field):
+    """A memory figure of this process from /proc/self/status (VmHWM: peak RSS, VmRSS: RSS now), in GB."""
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024 / 1e9
     return float("nan")
+
+
+def _peak_rss_gb():
+    return _status_gb("VmHWM")
 
 
 def _rss_gb():
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    return float("nan")
+    return _status_gb("VmRSS")
 
 
 # ----------------------------------------------------------------------------------- the shape

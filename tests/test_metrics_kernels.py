@@ -164,7 +164,7 @@ def test_a_numba_that_cannot_compile_leaves_the_numpy_path_with_one_warning(rng,
 
     monkeypatch.setattr(_kernels, "_build", broken)
     monkeypatch.setattr(_kernels, "_BUILT", None)
-    with pytest.warns(RuntimeWarning, match="no LLVM target here"):
+    with pytest.warns(RuntimeWarning, match="no LLVM target here"), _kernels.forced(True):  # also under SKNC_NUMBA=0
         assert _kernels.kernels() is None
     H = rng.standard_normal((300, 8)).astype(np.float32)
     y = rng.integers(0, 3, 300)

@@ -52,6 +52,8 @@ REPORT_KEYS = (
     KeyInfo("n_dims", "feature dimension d", r"d", (), "", "never", None),
     KeyInfo("n_singletons", "multiplicity-1 samples (the ones NC1-NC4 use)", r"N_1 = \#\{i : |S_i| = 1\}", (),
             "Li et al. 2024", "never", None, "multi-label y"),
+    KeyInfo("pairs_sampled", "pairs of classes the all-pairs keys were estimated from (with pair_sample=)",
+            r"m", ("pair_sample",), "", "never", None, "pair_sample"),
     KeyInfo("nc1", "within-class variability relative to the between-class spread",
             r"\frac{1}{K}\operatorname{tr}\left(\Sigma_W \Sigma_B^{+}\right)",
             ("global_mean", "between", "normalize", "rtol"), "Papyan, Han & Donoho 2020; Zhu et al. 2021",

@@ -293,39 +293,12 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
         keys.put("nc2_w", lambda: C.gram_error(w_full, "the classifier rows", gram_w))
         keys.put("nc2_w_equinorm", lambda: C.equinorm_value(w_full, 1, "the classifier rows"))
         keys.put("nc2_w_equiangular", lambda: C.equiangularity_value(w_full, "classifier rows", gram_w))
-        # the Gram form compares the present rows with the means centred on their own mean: at collapse both are
-        # an ETF of the present classes, so it stays defined when classes are missing
-        if coincide:
-            keys.nan(["nc3", "nc3_difference"], coincide)
-        else:
-            keys.put("nc3", lambda: C.alignment_error(w, m))
-        if missing:
-            keys.nan(["nc3_difference", "nc4", "ncc_agreement", "bias_collapse"], lacking)
-        else:
-            if not coincide:
-                keys.put("nc3_difference", lambda: C.difference_error(w, m, nc3_squared))
-            keys.put("nc4", lambda: 1.0 - stats.agreement())
-            keys.put("ncc_agreement", lambda: stats.agreement())
-            keys.put("bias_collapse", lambda: C.bias_collapse_value(w, bias, geom.global_mean))
+        _put_classifier_vs_means(keys, stats, coincide, lacking,
+                                 nc3=lambda: C.alignment_error(w, m),
+                                 nc3_difference=lambda: C.difference_error(w, m, nc3_squared),
+                                 bias_collapse=lambda: C.bias_collapse_value(w, bias, geom.global_mean))
     if multi:
-        try:
-            table, summary, undefined = tagwise_tables(stats, geom)
-        except UndefinedMetricError as exc:
-            keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], str(exc))
-        else:
-            if undefined:
-                shown = ", ".join(str(s) for s in undefined[:5]) + (" ..." if len(undefined) > 5 else "")
-                keys.reasons.setdefault(
-                    f"label set(s) {shown} have a zero mean or tag sum; their angle is NaN and left out of the means",
-                    [],
-                ).append("tagwise_angle")
-            _put_nanmean(keys, "tagwise_angle", table["angle"])
-            _put_nanmean(keys, "tagwise_angle_max", table["angle"], np.nanmax)
-            _put_nanmean(keys, "tagwise_residual", table["residual"])
-            for _, row in summary.iterrows():
-                keys.values[f"tagwise_scale_m{int(row['multiplicity'])}"] = float(row["scale_mean"])
-        if np.any(g.multiplicity == 2):
-            keys.put("tagwise_angle_ratio", lambda: angle_ratio_value(stats))
+        _put_tagwise(keys, stats, geom)
     if warn:
         _emit(keys.reasons, source, stacklevel)
     return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
@@ -371,34 +344,57 @@ def _report_tiled(keys, stats, geom, w, w_full, bias, missing, lacking, multi, n
         keys.put("nc2_w_equiangular", lambda: w_sweep.equiangularity("classifier rows"))
         del w_sweep
         w_rows = w_s if w is w_full else C.scaled(w)[0]
-        if coincide:
-            keys.nan(["nc3", "nc3_difference"], coincide)
-        else:
-            keys.put("nc3", lambda: P.gram_error(w_rows, m, tile_bytes=tile_bytes))
-        if missing:
-            keys.nan(["nc3_difference", "nc4", "ncc_agreement", "bias_collapse"], lacking)
-        else:
-            if not coincide:
-                keys.put("nc3_difference", lambda: C.difference_error(w_rows, m, nc3_squared))
-            keys.put("nc4", lambda: 1.0 - stats.agreement())
-            keys.put("ncc_agreement", lambda: stats.agreement())
-            keys.put("bias_collapse", lambda: C.bias_collapse_scaled(w_s, w_exp, bias, geom.global_mean))
+        _put_classifier_vs_means(keys, stats, coincide, lacking,
+                                 nc3=lambda: P.gram_error(w_rows, m, tile_bytes=tile_bytes),
+                                 nc3_difference=lambda: C.difference_error(w_rows, m, nc3_squared),
+                                 bias_collapse=lambda: C.bias_collapse_scaled(w_s, w_exp, bias, geom.global_mean))
     if multi:  # many classes with label sets: the tag-wise tables are per set, not per pair of classes
-        try:
-            table, summary, undefined = tagwise_tables(stats, geom)
-        except UndefinedMetricError as exc:
-            keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], str(exc))
-        else:
-            _put_nanmean(keys, "tagwise_angle", table["angle"])
-            _put_nanmean(keys, "tagwise_angle_max", table["angle"], np.nanmax)
-            _put_nanmean(keys, "tagwise_residual", table["residual"])
-            for _, row in summary.iterrows():
-                keys.values[f"tagwise_scale_m{int(row['multiplicity'])}"] = float(row["scale_mean"])
+        _put_tagwise(keys, stats, geom)
     if sample is not None:
         keys.values["pairs_sampled"] = int(sample)
     if warn:
         _emit(keys.reasons, source, stacklevel + 1)
     return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
+
+
+def _put_classifier_vs_means(keys, stats, coincide, lacking, *, nc3, nc3_difference, bias_collapse):
+    """The keys that compare the classifier with the class means (each a thunk, or NaN with its reason)."""
+    # the Gram form compares the present rows with the means centred on their own mean: at collapse both are
+    # an ETF of the present classes, so it stays defined when classes are missing
+    if coincide:
+        keys.nan(["nc3", "nc3_difference"], coincide)
+    else:
+        keys.put("nc3", nc3)
+    if lacking:
+        keys.nan(["nc3_difference", "nc4", "ncc_agreement", "bias_collapse"], lacking)
+        return
+    if not coincide:
+        keys.put("nc3_difference", nc3_difference)
+    keys.put("nc4", lambda: 1.0 - stats.agreement())
+    keys.put("ncc_agreement", lambda: stats.agreement())
+    keys.put("bias_collapse", bias_collapse)
+
+
+def _put_tagwise(keys, stats, geom):
+    """The tag-wise keys of multi-label data (angles, residual, scale per multiplicity, the angle ratio)."""
+    try:
+        table, summary, undefined = tagwise_tables(stats, geom)
+    except UndefinedMetricError as exc:
+        keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], str(exc))
+    else:
+        if undefined:
+            shown = ", ".join(str(s) for s in undefined[:5]) + (" ..." if len(undefined) > 5 else "")
+            keys.reasons.setdefault(
+                f"label set(s) {shown} have a zero mean or tag sum; their angle is NaN and left out of the means",
+                [],
+            ).append("tagwise_angle")
+        _put_nanmean(keys, "tagwise_angle", table["angle"])
+        _put_nanmean(keys, "tagwise_angle_max", table["angle"], np.nanmax)
+        _put_nanmean(keys, "tagwise_residual", table["residual"])
+        for _, row in summary.iterrows():
+            keys.values[f"tagwise_scale_m{int(row['multiplicity'])}"] = float(row["scale_mean"])
+    if np.any(stats.groups.multiplicity == 2):
+        keys.put("tagwise_angle_ratio", lambda: angle_ratio_value(stats))
 
 
 def _put_nanmean(keys, key, column, fn=np.nanmean):
