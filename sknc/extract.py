@@ -301,7 +301,9 @@ def _as_input(x, float_dtype):
     arr = np.asarray(untensor(x))
     if arr.dtype == object:
         raise ValueError(f"the inputs are not a numeric array ({_describe(x)}); give arrays, tensors or a DataLoader.")
-    if arr.dtype.kind == "f" or arr.dtype.kind == "c":
+    if arr.dtype.kind == "c":
+        raise TypeError("the inputs are complex; give real-valued data.")
+    if arr.dtype.kind == "f":
         return torch.as_tensor(np.ascontiguousarray(arr)).to(float_dtype)
     if arr.dtype.kind in "iub":
         return torch.as_tensor(np.ascontiguousarray(arr))
