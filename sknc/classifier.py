@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from numbers import Integral, Real
 
@@ -210,13 +211,19 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Focal exponent of every picked term (see :class:`sknc.PALLoss`).
     lambda_W : float, default=5e-4
         Weight decay on every trainable parameter (``(lambda_W/2)||theta||^2``).
+        skorch's ``optimizer__weight_decay`` is the same quantity (torch's
+        optimizers add ``weight_decay * theta`` to the gradient, the gradient
+        of this penalty) and is accepted for it; giving both with different
+        values is an error.
     lambda_H : float, default=0.3
         Feature decay per sample (``lambda_H/2 ||h||^2`` averaged over the
         batch, with a real gradient). The default was tuned on the bundled
         single- and multi-label digits, on 28x28 multi-label images with the
         CNN and against ``MLPClassifier`` (``benchmarks/tune_defaults.py``).
     optimizer : {'sgd', 'adam'} or torch optimizer class, default='sgd'
-    lr : float, default=0.1
+    lr : float, optional
+        Learning rate. Default: 0.1 with SGD (tuned for inputs in [0, 1]),
+        otherwise the optimizer's own default (Adam and AdamW: 1e-3).
     momentum : float, default=0.9
         SGD momentum (``optimizer__momentum`` overrides it).
     lr_schedule : {'cosine', None}, default='cosine'
@@ -321,7 +328,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "lambda_W": [Interval(Real, 0, None, closed="left")],
         "lambda_H": [Interval(Real, 0, None, closed="left")],
         "optimizer": [StrOptions({"sgd", "adam"}), type],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "lr_schedule": [StrOptions({"cosine"}), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
@@ -355,7 +362,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         lambda_W=5e-4,
         lambda_H=0.3,
         optimizer="sgd",
-        lr=0.1,
+        lr=None,
         momentum=0.9,
         lr_schedule="cosine",
         max_epochs=None,
@@ -557,10 +564,33 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         else:
             opt, args = self.optimizer, {}
         routed = {k: v for k, v in self._routed_params().items() if k.startswith("optimizer__")}
-        if "optimizer__weight_decay" in routed:
-            raise ValueError("set the weight decay with lambda_W, not optimizer__weight_decay.")
+        routed.pop("optimizer__weight_decay", None)  # it is lambda_W (see _weight_decay)
         args.update(routed)
         return opt, args
+
+    def _weight_decay(self):
+        """lambda_W, or skorch's ``optimizer__weight_decay`` (the same quantity); both, differing: an error."""
+        routed = self._routed_params().get("optimizer__weight_decay")
+        if routed is None:
+            return self.lambda_W
+        default = inspect.signature(type(self).__init__).parameters["lambda_W"].default
+        if self.lambda_W != default and not np.isclose(float(routed), self.lambda_W):
+            raise ValueError(f"optimizer__weight_decay={routed!r} and lambda_W={self.lambda_W!r} name the same "
+                             "penalty with different values; give one of them.")
+        return float(routed)
+
+    def _lr(self):
+        """The learning rate: ``lr``, else 0.1 for SGD (tuned) or the optimizer's own default."""
+        if self.lr is not None:
+            return self.lr
+        if self.optimizer == "sgd":
+            return 0.1
+        opt = torch.optim.Adam if self.optimizer == "adam" else self.optimizer
+        default = inspect.signature(opt.__init__).parameters.get("lr")
+        value = None if default is None else default.default
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{getattr(opt, '__name__', opt)} has no default learning rate; give lr=.")
 
     def _train_split(self):
         if self.train_split is not None and self.validation_fraction is not None:
@@ -568,7 +598,12 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if self.validation_fraction is not None:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             return ValidSplit(float(self.validation_fraction), stratified=not self.multilabel_, random_state=seed)
-        return self.train_split
+        split = self.train_split
+        if self.random_state is not None and getattr(split, "random_state", 0) is None and hasattr(split, "cv"):
+            # a user's ValidSplit without a seed follows random_state too, so that a seeded fit repeats exactly
+            split = copy.copy(split)
+            split.random_state = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        return split
 
     def _callbacks(self, input_scale, input_scaling=None):
         user = []
@@ -615,8 +650,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             module=network,
             criterion=PALLoss,
             optimizer=optimizer,
-            lr=self.lr,
-            optimizer__weight_decay=self.lambda_W,
+            lr=self._lr(),
+            optimizer__weight_decay=self._weight_decay(),
             max_epochs=self._max_epochs(),
             batch_size=self.batch_size,
             train_split=self._train_split(),
@@ -754,14 +789,14 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if callback_params:
             self.net_.set_params(**callback_params)
         # initial_lr: the base rate the cosine schedule restarts from (it would otherwise keep the first fit's)
-        settings = {"lr": self.lr, "initial_lr": self.lr, "weight_decay": self.lambda_W}
+        settings = {"lr": self._lr(), "initial_lr": self._lr(), "weight_decay": self._weight_decay()}
         if self.optimizer == "sgd":
             settings["momentum"] = self.momentum
         settings.update({k[len("optimizer__"):]: v for k, v in self._routed_params().items()
                          if k.startswith("optimizer__")})
         for group in self.net_.optimizer_.param_groups:  # in place: momentum buffers are kept
             group.update({k: v for k, v in settings.items() if k in group})
-        self.net_.lr = self.lr
+        self.net_.lr = self._lr()
 
     def _train(self, Xf, target):
         devices = [torch.device(self._device)] if self._device.startswith("cuda") else []

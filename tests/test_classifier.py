@@ -165,8 +165,8 @@ def test_routed_parameters_reach_the_inner_net(digits):
     assert any(isinstance(m, torch.nn.Tanh) for m in clf.net_.module_.modules())
     with pytest.raises(TypeError, match="unexpected parameter.*lr_rate"):
         PALClassifier(lr_rate=0.1, max_epochs=1).fit(X[:50], y[:50])
-    with pytest.raises(ValueError, match="lambda_W"):
-        small(optimizer__weight_decay=0.1).fit(X[:50], y[:50])
+    routed = small(optimizer__weight_decay=0.1).fit(X[:50], y[:50])  # the same penalty as lambda_W
+    assert routed.net_.optimizer_.param_groups[0]["weight_decay"] == 0.1
 
 
 def test_routed_parameters_in_a_grid_search(digits):
@@ -546,3 +546,53 @@ def test_warm_start_continues_with_the_new_learning_rate_under_the_cosine_schedu
     warm.fit(X[:300], y[:300])
     # epochs 1-2 under the first rate (cosine over 2 epochs), epoch 3 restarts the schedule at 0.02
     assert warm.history_["lr"].tolist() == pytest.approx([0.1, 0.1e-3 + (0.1 - 0.1e-3) / 2, 0.02])
+
+
+# ------------------------------------------------------------------------ issue 23: skorch's optimizer habits
+def _digits_small():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return X[:400].astype(np.float32), y[:400]
+
+
+def test_optimizer_weight_decay_is_lambda_w():
+    # it was refused ("set the weight decay with lambda_W"); it is the same penalty
+    X, y = _digits_small()
+    common = dict(hidden_sizes=(16,), feature_dim=8, max_epochs=3, device="cpu", random_state=0,
+                  optimizer=torch.optim.AdamW, lr=1e-3)
+    routed = PALClassifier(optimizer__weight_decay=1e-2, **common).fit(X, y)
+    direct = PALClassifier(lambda_W=1e-2, **common).fit(X, y)
+    assert routed.net_.optimizer_.param_groups[0]["weight_decay"] == 1e-2
+    assert routed.history_["train_loss"].tolist() == direct.history_["train_loss"].tolist()
+    with pytest.raises(ValueError, match="name the same penalty with different values"):
+        PALClassifier(optimizer__weight_decay=1e-2, lambda_W=1e-3, **common).fit(X, y)
+
+
+def test_an_optimizer_without_lr_gets_its_own_default_rate():
+    # optimizer='adam' kept SGD's lr=0.1 (first-epoch loss 86.9) without a word
+    X, y = _digits_small()
+    adam = PALClassifier(hidden_sizes=(16,), max_epochs=1, optimizer="adam", device="cpu", random_state=0).fit(X, y)
+    assert adam.net_.optimizer_.param_groups[0]["initial_lr"] == 1e-3
+    sgd = PALClassifier(hidden_sizes=(16,), max_epochs=1, device="cpu", random_state=0).fit(X, y)
+    assert sgd.net_.optimizer_.param_groups[0]["initial_lr"] == 0.1
+    adamw = PALClassifier(hidden_sizes=(16,), max_epochs=1, optimizer=torch.optim.AdamW, device="cpu",
+                          random_state=0).fit(X, y)
+    assert adamw.net_.optimizer_.param_groups[0]["initial_lr"] == 1e-3
+
+
+def test_a_seeded_fit_with_a_valid_split_repeats_exactly():
+    from skorch.dataset import ValidSplit
+
+    X, y = _digits_small()
+
+    def run():
+        return PALClassifier(hidden_sizes=(16,), max_epochs=3, train_split=ValidSplit(0.2), device="cpu",
+                             random_state=0).fit(X, y).history_
+
+    a, b = run(), run()
+    for column in ("train_loss", "valid_loss"):
+        assert a[column].tolist() == b[column].tolist(), column
+    other = PALClassifier(hidden_sizes=(16,), max_epochs=3, train_split=ValidSplit(0.2), device="cpu",
+                          random_state=1).fit(X, y).history_
+    assert other["valid_loss"].tolist() != a["valid_loss"].tolist()
