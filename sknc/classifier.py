@@ -182,6 +182,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         its own width: setting ``feature_dim`` then is an error.
     input_shape : tuple, optional
         Shape ``(C, H, W)`` of one sample: flat ``X`` is reshaped for CNNs.
+        Image arrays ``(N, H, W)`` or ``(N, C, H, W)`` (numpy or torch) need
+        none: the shape is read from ``X`` (``(1, H, W)`` for the first form).
     input_scaling : {'auto', 'minmax', 'standard', 'channel'} or None, default='auto'
         Scaling of the inputs, fixed from the training data at initialisation
         and kept inside the network (so ``predict`` and ``transform`` take raw
@@ -510,7 +512,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return {k[len("module__"):]: v for k, v in self._routed_params().items() if k.startswith("module__")}
 
     def _backbone(self, n_features):
-        module, shape, kwargs = self.module, self.input_shape, self._module_kwargs()
+        module, shape, kwargs = self.module, self._input_shape(), self._module_kwargs()
         if shape is not None:
             shape = check_layer_sizes(shape, "input_shape")
             if int(np.prod(shape)) != n_features:
@@ -520,7 +522,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 hidden = check_layer_sizes(self.hidden_sizes, "hidden_sizes", allow_empty=True)
                 return MLP(n_features, hidden + (self._feature_dim(),), feature_activation=False, **kwargs), None
             if shape is None or len(shape) != 3:
-                raise ValueError(f"module={module!r} needs input_shape=(channels, height, width); got {self.input_shape!r}.")
+                raise ValueError(f"module={module!r} needs images: X of shape (N, C, H, W) or (N, H, W), or flat X "
+                                 f"with input_shape=(channels, height, width); got input_shape={self.input_shape!r}.")
             if module == "cnn":
                 return SmallCNN(shape[0], self._feature_dim(), **kwargs), shape
             return ResNet18(shape[0], self._feature_dim(), **kwargs), shape
@@ -541,15 +544,16 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if kind == "auto":
             kind = {"mlp": "minmax", "cnn": "channel", "resnet18": "channel"}.get(
                 self.module if isinstance(self.module, str) else None)
-        if kind == "channel" and (self.input_shape is None or len(tuple(self.input_shape)) != 3):
-            raise ValueError(f"input_scaling='channel' needs input_shape=(channels, height, width); "
-                             f"got {self.input_shape!r}.")
+        if kind == "channel" and (self._input_shape() is None or len(tuple(self._input_shape())) != 3):
+            raise ValueError(f"input_scaling='channel' needs images (X of shape (N, C, H, W)) or "
+                             f"input_shape=(channels, height, width); got {self.input_shape!r}.")
         return kind
 
     def _build_network(self, n_features, n_classes, example, X=None):
         backbone, shape = self._backbone(n_features)
         kind = self._input_scaling()
-        scaler = None if kind is None or X is None else InputScaler(*_input_statistics(X, kind, self.input_shape), kind=kind)
+        scaler = None if kind is None or X is None else InputScaler(*_input_statistics(X, kind, self._input_shape()),
+                                                                      kind=kind)
         probe = example if scaler is None else scaler(example.reshape(example.shape[0], -1))
         probe = probe if shape is None else probe.reshape(probe.shape[0], *shape)
         width = infer_out_features(backbone, probe)
@@ -669,10 +673,35 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------- fit
-    def _check_configuration(self, n_features):
+    def _input_shape(self):
+        """``input_shape``, or the shape of the images ``fit`` was given."""
+        return self.input_shape if self.input_shape is not None else getattr(self, "image_shape_", None)
+
+    def _flat(self, X, fitting):
+        """Image arrays ``(N, H, W)``/``(N, C, H, W)`` as flat rows (their shape kept for the network)."""
+        X = untensor(X)
+        ndim = getattr(X, "ndim", None)
+        if ndim not in (3, 4):
+            if fitting:
+                self.__dict__.pop("image_shape_", None)  # a new fit on flat rows: no image shape of an earlier one
+            return X
+        shape = (1,) + tuple(X.shape[1:]) if ndim == 3 else tuple(X.shape[1:])
+        if self.module == "mlp":
+            raise ValueError(f"module='mlp' takes flat rows of features, and X has the image shape {tuple(X.shape)}: "
+                             "flatten it with X.reshape(len(X), -1), or use module='cnn' (or 'resnet18').")
+        expected = self._input_shape() if not fitting or self.input_shape is not None else None
+        if expected is not None and tuple(int(v) for v in expected) != shape:
+            raise ValueError(f"X holds images of shape {shape}, but the network takes {tuple(expected)}.")
+        if fitting and self.input_shape is None:
+            self.image_shape_ = shape
+        return X.reshape(X.shape[0], -1)
+
+    def _check_configuration(self, n_features, image_shape=None):
         """Every parameter check that needs no data but the number of input features (a study runs it for each
         grid candidate before any fit): parameter types and ranges, routed parameters, device, backbone, input
-        scaling, optimizer."""
+        scaling, optimizer. ``image_shape``: the shape of one image when X holds images."""
+        if image_shape is not None:
+            self._flat(np.zeros((1,) + tuple(image_shape), dtype=np.float32), fitting=True)
         self._validate_params()
         _check_routed(self._extra_params())
         check_device(self.device)
@@ -688,6 +717,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         _check_routed(self._extra_params())
         self._device = check_device(self.device)
         self._columns = np.asarray(y.columns) if hasattr(y, "columns") and getattr(y, "ndim", 1) == 2 else None
+        X = self._flat(X, fitting=reset)
         check_fit_inputs(X, y)  # string X, mixed-type/ragged/non-0-1 labels: named before sklearn's checks
         X, y = validate_data(self, untensor(X), untensor(y) if y is not None else None, reset=reset,
                              multi_output=True, dtype=[np.float32, np.float64], y_numeric=False)
@@ -713,8 +743,9 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or torch.Tensor of shape (n_samples, n_features)
-            Flat inputs (reshaped by ``input_shape`` for CNNs).
+        X : array-like or torch.Tensor of shape (n_samples, n_features), (n_samples, H, W) or (n_samples, C, H, W)
+            Flat inputs (reshaped by ``input_shape`` for CNNs), or images for
+            the image backbones (their shape is then the network's input shape).
         y : array-like of shape (n_samples,) or (n_samples, K)
             Class labels, or a 0/1 indicator matrix (multi-label; a DataFrame's
             column names become ``classes_``; all-zero rows are label-free
@@ -857,7 +888,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------- inference
     def _forward(self, X):
         check_is_fitted(self, "net_")
-        X = validate_data(self, untensor(X), reset=False, dtype=[np.float32, np.float64])
+        X = validate_data(self, self._flat(X, fitting=False), reset=False, dtype=[np.float32, np.float64])
         Xf = np.ascontiguousarray(X, dtype=np.float32)
         logits, features = self.net_.forward(Xf, training=False)
         logits, features = logits.double().cpu().numpy(), features.double().cpu().numpy()

@@ -456,7 +456,8 @@ def _cmd_study(args) -> int:
         estimator = PALClassifier(**params)
     except TypeError as exc:
         raise _UsageError(str(exc)) from exc
-    _check_candidates(estimator, grid, int(np.prod(np.shape(X)[1:])))
+    _check_candidates(estimator, grid, int(np.prod(np.shape(X)[1:])),
+                      tuple(np.shape(X)[1:]) if np.ndim(X) in (3, 4) else None)
     splitter = (MultilabelStratifiedKFold(args.cv, shuffle=True, random_state=args.seed) if multilabel
                 else StratifiedKFold(args.cv, shuffle=True, random_state=args.seed))
     # Written before the search: a study folder says what ran even if the run is interrupted.
@@ -514,7 +515,7 @@ def _cmd_study(args) -> int:
     return EXIT_OK
 
 
-def _check_candidates(estimator, grid, n_features):
+def _check_candidates(estimator, grid, n_features, image_shape=None):
     """Every grid candidate's parameters checked before any fit (a bad value would fail every fit of it)."""
     from sklearn.base import clone
     from sklearn.model_selection import ParameterGrid
@@ -525,7 +526,7 @@ def _check_candidates(estimator, grid, n_features):
         raise _UsageError(f"the grid is not a parameter grid ({exc}).") from exc
     for params in candidates:
         try:
-            clone(estimator).set_params(**params)._check_configuration(n_features)
+            clone(estimator).set_params(**params)._check_configuration(n_features, image_shape)
         except (TypeError, ValueError) as exc:
             raise _UsageError(f"grid candidate {params}: {' '.join(str(exc).split())}") from exc
 

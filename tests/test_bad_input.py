@@ -61,7 +61,7 @@ FEATURE_CASES = {
     "NaN feature": (_with(3, 2, np.nan), Y, ValueError, r"NaN"),
     "infinite feature": (_with(0, 0, np.inf), Y, ValueError, r"inf"),
     "1-D features": (H[:, 0], Y, ValueError, r"2-D|2D"),
-    "3-D features": (H.reshape(40, 5, 1), Y, ValueError, r"2-D|dim 3"),
+    "3-D features": (H.reshape(40, 5, 1), Y, ValueError, r"2-D|dim 3|takes flat rows .* X.reshape"),
     "no samples": (H[:0], Y[:0], ValueError, r"empty|0 sample"),
     "complex features": (H + 1j, Y, (TypeError, ValueError), r"[Cc]omplex"),
     "numeric strings": (H.astype(str), Y, TypeError, r"numeric"),

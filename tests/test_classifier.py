@@ -521,7 +521,7 @@ def test_channel_scaling_of_images_uses_each_channels_pixels():
                                rtol=1e-7)
     scaled = clf.net_.module_.input_scaler(torch.as_tensor(X)).numpy()
     assert scaled.min() == 0.0 and scaled.max() == pytest.approx(1.0, abs=1e-6)
-    with pytest.raises(ValueError, match="input_scaling='channel' needs input_shape"):
+    with pytest.raises(ValueError, match=r"input_scaling='channel' needs images .* or input_shape"):
         small(input_scaling="channel").fit(X, y)
     assert small(module=torch.nn.Linear, module__in_features=72, module__out_features=8,
                  max_epochs=1).fit(X, y).net_.module_.input_scaler is None  # a user module gets raw inputs
@@ -596,3 +596,31 @@ def test_a_seeded_fit_with_a_valid_split_repeats_exactly():
     other = PALClassifier(hidden_sizes=(16,), max_epochs=3, train_split=ValidSplit(0.2), device="cpu",
                           random_state=1).fit(X, y).history_
     assert other["valid_loss"].tolist() != a["valid_loss"].tolist()
+
+
+# ------------------------------------------------------------------------ issue 23: image arrays
+@pytest.mark.parametrize("module", ["cnn", "resnet18"])
+def test_image_arrays_train_as_their_flat_rows_with_input_shape(module):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:240].astype(np.float32)
+    y = y[:240]
+    common = dict(module=module, max_epochs=2, batch_size=64, device="cpu", random_state=0)
+    if module == "cnn":
+        common["module__width"] = 4
+    else:
+        common["module__width"] = 4
+    images = PALClassifier(**common).fit(X.reshape(-1, 8, 8), y)  # (N, H, W): one channel
+    flat = PALClassifier(input_shape=(1, 8, 8), **common).fit(X, y)
+    assert images.image_shape_ == (1, 8, 8)
+    np.testing.assert_array_equal(images.predict(X.reshape(-1, 1, 8, 8)), flat.predict(X))
+    np.testing.assert_allclose(images.transform(torch.as_tensor(X.reshape(-1, 8, 8))), flat.transform(X), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"images of shape \(1, 4, 16\), but the network takes \(1, 8, 8\)"):
+        images.predict(X.reshape(-1, 4, 16))
+
+
+def test_the_mlp_says_how_to_flatten_images():
+    X = np.zeros((10, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"module='mlp' takes flat rows .* X.reshape\(len\(X\), -1\)"):
+        PALClassifier(max_epochs=1).fit(X, np.arange(10) % 2)

@@ -222,3 +222,21 @@ def test_study_checks_every_grid_candidate_before_any_fit(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
         assert not (out / "grid.json").exists()  # nothing half-written
+
+
+def test_study_takes_image_arrays_and_checks_them_before_any_fit(tmp_path, capsys):
+    # issue 23: `sknc study ... --module cnn` needed input_shape, said so only after every fit had failed
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    np.savez(tmp_path / "images.npz", X=(X[:120] / 16).reshape(-1, 8, 8).astype(np.float32), y=y[:120])
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"lambda_H": [0.1, 0.3]}))
+    base = ["study", "--grid", str(grid), "--data", str(tmp_path / "images.npz"), "--epochs", "1", "--cv", "2",
+            "--track-every", "1"]
+    assert main(base + ["--module", "mlp", "--out", str(tmp_path / "mlp")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "takes flat rows" in err and not (tmp_path / "mlp" / "grid.json").exists()
+    assert main(base + ["--module", "cnn", "--set", "module__width=4", "--out", str(tmp_path / "cnn")]) == 0
+    assert len(pd.read_csv(tmp_path / "cnn" / "study.csv")) == 2
+    capsys.readouterr()
