@@ -727,8 +727,8 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
                     acc = accumulators[layer]
                     if acc._second is None:  # no rows here: join with the plan every rank shares
                         w, bias = classifiers.get(layer, (None, None))
-                        acc.update_second_pass(np.zeros((0, acc._d), dtype=np.float32 if acc._eps > 1e-10
-                                                        else np.float64), np.zeros(0), w, bias)
+                        acc.update_second_pass(np.zeros((0, acc._d), dtype=acc._data_dtype()), np.zeros(0), w,
+                                               bias)
                     acc.all_reduce(group)
 
         _synchronised(pass_two, group) if distributed is not False else pass_two()

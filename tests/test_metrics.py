@@ -872,3 +872,20 @@ def test_gram_error_near_zero_keeps_its_digits(rng):
     cross = A @ B.T
     assert gram_error(A, B, tile_bytes=8 * 50 * 50) == pytest.approx(
         np.linalg.norm(cross / np.linalg.norm(cross) - sknc.etf_gram(k)), rel=1e-6)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_coinciding_means_are_named_from_the_tiles_too(rng, compiled, monkeypatch):
+    from sknc.metrics import _pairwise
+    from sknc.metrics._kernels import forced
+
+    y = np.repeat(np.arange(12), 25)
+    means = 5 * rng.standard_normal((12, 6))
+    means[9] = means[4]
+    H = rng.standard_normal((300, 6))
+    H -= np.array([H[y == k].mean(0) for k in range(12)])[y]
+    H += means[y]
+    monkeypatch.setattr(_pairwise, "PAIRWISE_TILE_BYTES", 8 * 5 * 5)  # 5-class tiles: classes 4 and 9 apart
+    with forced(compiled), pytest.warns(sknc.NCWarning, match=r"the means of classes 4 and 9 coincide"):
+        report = sknc.nc_report(H, y)
+    assert np.isnan(report["cdnv"]) and np.isfinite(report["nc2_h_equiangular"])

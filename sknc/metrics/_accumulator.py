@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -644,6 +643,10 @@ class NCAccumulator(StateMixin, DistributedMixin):
                 stats.agree, stats.n_agree = agree, int(n.sum())
         return stats
 
+    def _data_dtype(self):
+        """The dtype the first pass's rows came in, as far as the pass can tell (its eps): float32 or float64."""
+        return np.dtype(np.float32) if self._eps > 1e-10 else np.dtype(np.float64)
+
     @staticmethod
     def _mismatch_message(groups, bad, shifts):
         names = _shown([groups.classes[i] for i in bad])
@@ -734,18 +737,15 @@ class _ClassifierKey:
 
 
 def _checksum(a, like=None):
-    """(shape, dtype, crc32) of an array's bytes (a torch tensor's too; no float64 copy); b None is zeros."""
+    """:func:`sknc._fingerprint.checksum` of a classifier array; a bias ``b`` of None counts as zeros."""
+    from .._fingerprint import checksum
     from .._validation import untensor
 
     if a is None:
         if like is None:
             return None
         a = np.zeros(np.shape(untensor(like))[0])
-    arr = np.asarray(untensor(a))
-    if arr.dtype.kind not in "fiub":
-        arr = arr.astype(np.float64)
-    arr = np.ascontiguousarray(arr)
-    return arr.shape, arr.dtype.str, zlib.crc32(arr.view(np.uint8).ravel().data if arr.size else b"")
+    return checksum(a)
 
 
 def _same(key, given):
@@ -759,7 +759,7 @@ def _second_on(sp, be):
         return sp
     out = SecondPass.__new__(SecondPass)
     out.__dict__.update(sp.__dict__)
-    for name in ("within", "resid", "Q", "probe_sums"):
+    for name in SecondPass.SUMS:
         setattr(out, name, be.asarray(sp.be.to_numpy(getattr(sp, name))))
     out.agree = int(getattr(sp.agree, "item", lambda: sp.agree)())
     return out

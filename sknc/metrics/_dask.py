@@ -88,7 +88,9 @@ def _add_second(states):
             raise ValueError("second-pass states must come from the same merged first pass and classifier.")
     out = dict(ref)
     out["second"] = dict(ref["second"])
-    for name in ("within", "resid", "Q", "probe_sums", "counts"):
+    from ._stats import SecondPass
+
+    for name in SecondPass.SUMS + ("counts",):
         out["second"][name] = sum(np.asarray(s["second"][name]) for s in states)
     out["second"]["agree"] = int(sum(int(s["second"]["agree"]) for s in states))
     out["second"]["max_row_sq"] = float(max(float(s["second"]["max_row_sq"]) for s in states))

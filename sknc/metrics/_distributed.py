@@ -96,7 +96,7 @@ class DistributedMixin:
         common = self._common if isinstance(self._common, np.ndarray) else None
         meta.update(
             d=int(self._d), multilabel=bool(self._multilabel), width=self._width, kind=self._kind,
-            dtype="float32" if self._eps > 1e-10 else "float64", scatter=fp.scatter is not None,
+            dtype=self._data_dtype().name, scatter=fp.scatter is not None,
             shift="per label set" if common is None else f"common {_digest(common)}",
             phase="second" if self._second is not None else "first", reduced=getattr(self, "_reduced", None),
             exp=int(fp.exp) if fp.seen_squares else None, amax=float(fp.amax), eps=float(self._eps),
@@ -230,10 +230,9 @@ class DistributedMixin:
         sp = self._second
         be = self._be
         device = _device_for(dist, group, be)
-        sp.within = be.asarray(self._reduce_array(be.to_numpy(sp.within), device, dist, group, torch))
-        sp.resid = be.asarray(self._reduce_array(be.to_numpy(sp.resid), device, dist, group, torch))
-        sp.Q = be.asarray(self._reduce_array(be.to_numpy(sp.Q), device, dist, group, torch))
-        sp.probe_sums = be.asarray(self._reduce_array(be.to_numpy(sp.probe_sums), device, dist, group, torch))
+        for name in sp.SUMS:
+            setattr(sp, name, be.asarray(self._reduce_array(be.to_numpy(getattr(sp, name)), device, dist, group,
+                                                            torch)))
         counts = self._reduce_array(sp.counts.astype(np.float64), device, dist, group, torch)
         sp.counts = np.rint(counts).astype(np.int64)
         agree = int(getattr(sp.agree, "item", lambda: sp.agree)())

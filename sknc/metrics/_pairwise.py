@@ -211,104 +211,87 @@ class PairSweep:
         return True
 
     def _tile_numpy(self, G, r0, r1, c0, c1):
-        """Add the pairs (i in r0:r1, j in c0:c1, i < j) from one product: two tile-sized arrays in all."""
-        A, k = self.A, self.k
-        buf = np.empty_like(G)
-        diag = r0 == c0  # a tile on the diagonal: its upper triangle only (the diagonal is no pair)
-        drop = ~np.triu(np.ones(G.shape, dtype=bool), 1) if diag else None
-        n_pairs = G.size - int(drop.sum()) if diag else G.size
-        if n_pairs == 0:
-            return
-
-        def total(a):  # the sum over the tile's pairs (a is scratch: the diagonal tile's other entries zeroed)
-            if diag:
-                a[drop] = 0.0
-            return float(a.sum())
-
-        ni, nj = self.norms_sq[r0:r1], self.norms_sq[c0:c1]
-        if not (np.all(ni > 0) and np.all(nj > 0)):
-            self.zero_row = True
-        else:
-            np.multiply(G, _inv_sqrt(ni)[:, None], out=buf)
-            buf *= _inv_sqrt(nj)[None, :]
-            buf += 1.0 / (k - 1)
-            np.abs(buf, out=buf)
-            self.equi_sum += total(buf)
-            self.equi_n += n_pairs
-        if self.offset is not None:  # uncentred Gram: G + a_i + a_j + c
-            np.add(G, self.unc_dot[r0:r1, None], out=buf)
-            buf += self.unc_dot[None, c0:c1] + self.unc_c
-            np.abs(buf, out=buf)
-            buf *= _inv_or_zero(self.unc_norms[r0:r1])[:, None]
-            buf *= _inv_or_zero(self.unc_norms[c0:c1])[None, :]
-            if diag:
-                buf[drop] = 0.0
-            self.max_cos = max(self.max_cos, float(buf.max()))
-        # squared distances from the Gram (in place); pairs where the expansion cancels again from differences
-        d2 = G
-        d2 *= -2.0
-        d2 += ni[:, None]
-        d2 += nj[None, :]
-        np.add(ni[:, None], nj[None, :], out=buf)
-        buf *= 1e-6
-        suspect = np.less_equal(d2, buf)
-        if diag:
-            suspect[drop] = False
-        idx = np.nonzero(suspect)
-        del suspect
-        if idx[0].size:
-            diff = A[r0 + idx[0]] - A[c0 + idx[1]]
-            d2[idx] = np.einsum("ij,ij->i", diff, diff)
-        np.maximum(d2, 0.0, out=d2)
-        close = np.less_equal(d2, self.floor)
-        if diag:
-            close[drop] = False
-        hit = np.nonzero(close)
-        del close
-        if hit[0].size and self.closest is None:
-            self.closest = (r0 + int(hit[0][0]), c0 + int(hit[1][0]))
-        if self.variances is not None and self.closest is None:
-            if diag:
-                d2[drop] = 1.0  # no pair there: any finite value, zeroed below
-            if self.power != 1.0:
-                np.power(d2, self.power, out=d2)
-            d2 *= 2.0
-            np.add(self.variances[r0:r1, None], self.variances[None, c0:c1], out=buf)
-            buf /= d2
-            self.cdnv_sum += total(buf)
-            self.cdnv_n += n_pairs
+        """The tile with numpy (no compiled loops): a diagonal tile's pairs are its upper triangle."""
+        drop = ~np.triu(np.ones(G.shape, dtype=bool), 1) if r0 == c0 else None
+        self._add_pairs(G, np.arange(r0, r1)[:, None], np.arange(c0, c1)[None, :], drop)
 
     def _sample(self, m, random_state):
         rng = np.random.default_rng(random_state)
         i = rng.integers(0, self.k, m)
         j = rng.integers(0, self.k - 1, m)
         j = j + (j >= i)  # a distinct partner, uniformly
-        g = np.einsum("ij,ij->i", self.A[i], self.A[j])
-        a, b = self.norms_sq[i], self.norms_sq[j]
-        k = self.k
-        if np.any(a == 0) or np.any(b == 0):
+        self._add_pairs(np.einsum("ij,ij->i", self.A[i], self.A[j]), i, j)
+
+    def _add_pairs(self, G, rows, cols, drop=None):
+        """Add the pairs ``(rows, cols)`` (index arrays broadcasting to ``G``'s shape: a tile's rows and columns,
+        or the sampled pairs) whose Gram entries are ``G``; ``drop`` marks entries that are no pair. One scratch
+        array the size of ``G``, in place."""
+        A, k = self.A, self.k
+        buf = np.empty_like(G)
+        n_pairs = G.size - (int(drop.sum()) if drop is not None else 0)
+        if n_pairs == 0:
+            return
+
+        def total(a):  # the sum over the pairs (a is scratch: the entries that are no pair are zeroed)
+            if drop is not None:
+                a[drop] = 0.0
+            return float(a.sum())
+
+        ni, nj = self.norms_sq[rows], self.norms_sq[cols]
+        if not (np.all(ni > 0) and np.all(nj > 0)):
             self.zero_row = True
         else:
-            self.equi_sum += float(np.sum(np.abs(g / np.sqrt(a * b) + 1.0 / (k - 1))))
-            self.equi_n += m
-        d2 = a + b - 2.0 * g
-        suspect = np.flatnonzero(d2 <= 1e-6 * (a + b))
-        if suspect.size:
-            diff = self.A[i[suspect]] - self.A[j[suspect]]
-            d2[suspect] = np.einsum("ij,ij->i", diff, diff)
-        d2 = np.maximum(d2, 0.0)
-        close = np.flatnonzero(d2 <= self.floor)
-        if close.size:
-            self.closest = (int(i[close[0]]), int(j[close[0]]))
-        elif self.variances is not None:
-            self.cdnv_sum += float(np.sum((self.variances[i] + self.variances[j]) / (2.0 * d2**self.power)))
-            self.cdnv_n += m
-        if self.offset is not None:
-            u = np.abs(g + self.unc_dot[i] + self.unc_dot[j] + self.unc_c)
-            den = self.unc_norms[i] * self.unc_norms[j]
-            alive = den > 0
-            if alive.any():
-                self.max_cos = max(self.max_cos, float(np.max(u[alive] / den[alive])))
+            np.multiply(G, _inv_sqrt(ni), out=buf)
+            buf *= _inv_sqrt(nj)
+            buf += 1.0 / (k - 1)
+            np.abs(buf, out=buf)
+            self.equi_sum += total(buf)
+            self.equi_n += n_pairs
+        if self.offset is not None:  # uncentred Gram: G + a_i + a_j + c
+            np.add(G, self.unc_dot[rows], out=buf)
+            buf += self.unc_dot[cols] + self.unc_c
+            np.abs(buf, out=buf)
+            buf *= _inv_or_zero(self.unc_norms[rows])
+            buf *= _inv_or_zero(self.unc_norms[cols])
+            if drop is not None:
+                buf[drop] = 0.0
+            self.max_cos = max(self.max_cos, float(buf.max()))
+        # squared distances from the Gram (in place); pairs where the expansion cancels again from differences
+        d2 = G
+        d2 *= -2.0
+        d2 += ni
+        d2 += nj
+        np.add(ni, nj, out=buf)
+        buf *= 1e-6
+        suspect = np.less_equal(d2, buf)
+        if drop is not None:
+            suspect[drop] = False
+        at = np.nonzero(suspect)
+        del suspect
+        shape = G.shape
+        if at[0].size:
+            a, b = np.broadcast_to(rows, shape)[at], np.broadcast_to(cols, shape)[at]
+            diff = A[a] - A[b]
+            d2[at] = np.einsum("ij,ij->i", diff, diff)
+        np.maximum(d2, 0.0, out=d2)
+        close = np.less_equal(d2, self.floor)
+        if drop is not None:
+            close[drop] = False
+        hit = np.nonzero(close)
+        del close
+        if hit[0].size and self.closest is None:
+            first = tuple(h[0] for h in hit)
+            self.closest = (int(np.broadcast_to(rows, shape)[first]), int(np.broadcast_to(cols, shape)[first]))
+        if self.variances is not None and self.closest is None:
+            if drop is not None:
+                d2[drop] = 1.0  # no pair there: any finite value, zeroed below
+            if self.power != 1.0:
+                np.power(d2, self.power, out=d2)
+            d2 *= 2.0
+            np.add(self.variances[rows], self.variances[cols], out=buf)
+            buf /= d2
+            self.cdnv_sum += total(buf)
+            self.cdnv_n += n_pairs
 
     # ---------------------------------------------------------------- results
     def equiangularity(self, what):

@@ -118,10 +118,8 @@ class StateMixin:
                 # the classifier by its checksum only (K x d is no state): W comes again with the next batch or
                 # with report(W, b), and must match
                 "work_dtype": np.dtype(sp.plan.dtype).str, "w_key": self._plan_key.sums,
-                "plan": plan_digest(sp.plan),
-                "within": _host(be, sp.within), "resid": _host(be, sp.resid), "Q": _host(be, sp.Q),
-                "counts": sp.counts.copy(), "agree": int(getattr(sp.agree, "item", lambda: sp.agree)()),
-                "max_row_sq": float(sp.max_row_sq), "probe_sums": _host(be, sp.probe_sums),
+                "plan": plan_digest(sp.plan), "counts": sp.counts.copy(), "agree": sp._agree_count() or 0,
+                "max_row_sq": float(sp.max_row_sq), **{name: _host(be, getattr(sp, name)) for name in sp.SUMS},
             }
         return state
 
@@ -188,13 +186,11 @@ class StateMixin:
                     "this state's second pass was planned from other class means or another classifier than the "
                     "ones its first pass gives here (a state edited by hand, or another numerical library)."
                 )
-            sp.within = be.asarray(_own(second["within"]))
-            sp.resid = be.asarray(_own(second["resid"]))
-            sp.Q = be.asarray(_own(second["Q"]))
+            for name in sp.SUMS:
+                setattr(sp, name, be.asarray(_own(second[name])))
             sp.counts = _own(second["counts"], np.int64)
             sp.agree = int(second["agree"])
             sp.max_row_sq = float(second["max_row_sq"])
-            sp.probe_sums = be.asarray(_own(second["probe_sums"]))
         return self
 
     # ------------------------------------------------------------------ pickling

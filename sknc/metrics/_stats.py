@@ -399,17 +399,11 @@ class SecondPassPlan:
         err *= np.ldexp(1.0, -self.scale_exp)
         return err
 
-    def rounding(self, means_w=None, as_float64=False):
-        """The float32 rounding of the centring means, scaled to the pass's units (None for float64 rows)."""
+    def rounding(self):
+        """The float32 rounding of the centring means, scaled to the pass's units, float64 (None for float64 rows)."""
         if self.dtype == np.float64:
             return None
-        means_w = self._means_as(self.dtype) if means_w is None else means_w
-        err = np.empty((self.n_classes, self.basis.shape[0]))
-        for start in range(0, err.shape[0], 256):  # in row blocks: no K x d float64 temporaries
-            rows = slice(start, start + 256)
-            np.subtract(means_w[rows], self.mean_rows(rows), out=err[rows], dtype=np.float64)
-        err *= np.ldexp(1.0, -self.scale_exp)
-        return err if as_float64 else err.astype(np.float32)
+        return np.concatenate([self.rounding_rows(slice(s, s + 4096)) for s in range(0, self.n_classes, 4096)])
 
     def on(self, be):
         """Backend copies of the tables (made once per backend; few K x d temporaries)."""
@@ -418,8 +412,9 @@ class SecondPassPlan:
         means_w = self._means_as(self.dtype)
         # float32 rounding of the centring means (the pass's mean residual; the NCC tables use it too); with many
         # classes it is recomputed where it is needed instead of kept
-        err = None if (self.W is not None and self.direct) else self.rounding(means_w, as_float64=True)
-        tables = {"means_w": be.asarray(means_w, work), "err": None if err is None else err.astype(np.float32)}
+        # (the NCC distance table corrects for it; finish and the data check recompute it in row blocks)
+        err = None if (self.W is None or self.direct) else self.rounding()
+        tables = {"means_w": be.asarray(means_w, work)}
         # the centring table in the pass's units: rows are scaled before they are centred, so that rows and means
         # near the dtype's largest value do not overflow in their difference (scaling by a power of two is exact)
         tables["means_s"] = tables["means_w"] if s == 1.0 else be.asarray(means_w * np.asarray(s, means_w.dtype), work)
@@ -558,6 +553,10 @@ class SecondPass:
     mean residual is that rounding, known without summing.
     """
 
+    #: the float64 sums a second pass adds up, on its backend (besides the counts, the agreement count and the
+    #: largest squared row): merges, states, Dask and torch.distributed all add these and only these
+    SUMS = ("within", "resid", "Q", "probe_sums")
+
     def __init__(self, be, plan: SecondPassPlan, tables=None):
         self.be = be
         self.plan = plan
@@ -594,14 +593,6 @@ class SecondPass:
     def release_tables(self):
         """Drop the tables (rebuilt if another batch comes): a report at many classes needs the memory."""
         self._t = None
-
-    def _err(self):
-        """float32 rows: the scaled float32 rounding of the centring means (None for float64 rows)."""
-        if np.dtype(self.plan.dtype) == np.float64:
-            return None
-        if self._t is not None and self._t.get("err") is not None:
-            return self._t["err"]
-        return self.plan.rounding()
 
     def squares_in_range(self):
         """False when some squared row norm over- or underflowed the working dtype (redo with a scale)."""
@@ -750,11 +741,9 @@ class SecondPass:
         n = self.counts.astype(np.float64)
         expected = np.zeros_like(sums)
         if np.dtype(plan.dtype) != np.float64:  # the rows were centred on the float32 rounding of the means
-            err = None if plan.direct else self._err()
             for start in range(0, plan.n_classes, 4096):
                 rows = slice(start, start + 4096)
-                e = plan.rounding_rows(rows) if err is None else err[rows].astype(np.float64)
-                expected[rows] = -n[rows, None] * (e @ plan.probes)
+                expected[rows] = -n[rows, None] * (plan.rounding_rows(rows) @ plan.probes)
         within = self.be.to_numpy(self.within)
         d = plan.probes.shape[0]
         eps = float(np.finfo(plan.dtype).eps)
@@ -790,11 +779,9 @@ class SecondPass:
 
     def merge(self, other):
         self.max_row_sq = max(self.max_row_sq, other.max_row_sq)
-        self.within += other.within
-        self.probe_sums += other.probe_sums
-        if self.track_resid:
-            self.resid += other.resid
-        self.Q += other.Q
+        for name in self.SUMS:
+            total = getattr(self, name)
+            total += getattr(other, name)  # in place, numpy or torch
         self.counts += other.counts
         self.agree = self.agree + other.agree
         return self
@@ -816,42 +803,28 @@ class SecondPass:
         # The mean residual r of class k is mu_k - mu_w(k): float64 rows, r_u in the basis from the residual
         # sums of this pass; float32 rows, minus the float32 rounding of mu_w, known exactly in every direction.
         # sum ||c - r||^2 = sum ||c||^2 - n ||r||^2.
-        if np.dtype(self.plan.dtype) != np.float64 and self.plan.direct:
-            return self._finish_in_blocks(n)
-        err = self._err()  # float32 rows: err = mu_w - mu (scaled), as float32
-        if err is not None:
-            basis = self.plan.basis
-            err_u = np.empty((err.shape[0], basis.shape[1]))
-            err_sq = np.empty(err.shape[0])
-            for start in range(0, err.shape[0], 256):  # row blocks: no K x d float64 copy
-                rows = slice(start, start + 256)
-                e = err[rows].astype(np.float64)
-                err_u[rows] = e @ basis
-                err_sq[rows] = np.einsum("ij,ij->i", e, e)
-            proj = -(self.counts.astype(np.float64)[:, None] * err_u)  # the residual sums, exactly
-        else:
-            proj = be.to_numpy(self.resid)
+        if np.dtype(self.plan.dtype) != np.float64:
+            return self._finish_float32(n)
+        proj = be.to_numpy(self.resid)  # float64 rows: the residual sums in the basis, from this pass
         r_u = proj / n[:, None]
         within = be.to_numpy(self.within) - n * np.einsum("ij,ij->i", r_u, r_u)
-        if err is not None:  # and outside the basis
-            perp_sq = err_sq - np.einsum("ij,ij->i", err_u, err_u)
-            within -= self.counts * np.maximum(perp_sq, 0.0)
         Q = be.to_numpy(self.Q)
         if self.plan.full_gram:
             Q = Q - (proj / n[:, None]).T @ proj
         else:
             Q = np.maximum(Q - np.sum(proj**2 / n[:, None], axis=0), 0.0)
-        agree = int(be.to_numpy(self.agree)) if self.plan.classified else None
-        shift = None
-        if err is None:  # r_u refines the first pass's means
-            shift = r_u @ self.plan.basis.T
-            with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
-                shift *= np.ldexp(1.0, self.plan.scale_exp)
-        return np.maximum(within, 0.0), Q, agree, shift
+        shift = r_u @ self.plan.basis.T  # r_u refines the first pass's means
+        with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
+            shift *= np.ldexp(1.0, self.plan.scale_exp)
+        return np.maximum(within, 0.0), Q, self._agree_count(), shift
 
-    def _finish_in_blocks(self, n):
-        """:meth:`finish` for float32 rows of many classes: the rounding of the centring means, its projection
-        and the corrections taken in row blocks (no K x d array; with K = 32 768, d = 1024 each is 268 MB)."""
+    def _agree_count(self):
+        return int(getattr(self.agree, "item", lambda: self.agree)()) if self.plan.classified else None
+
+    def _finish_float32(self, n):
+        """:meth:`finish` for float32 rows: the mean residual of class ``k`` is minus the float32 rounding of its
+        centring mean, known in every direction; its projection and the corrections are taken in row blocks
+        (no K x d array: with K = 32 768, d = 1024 each is 268 MB)."""
         be, plan = self.be, self.plan
         within = be.to_numpy(self.within).astype(np.float64, copy=True)
         Q = be.to_numpy(self.Q).astype(np.float64, copy=True)
@@ -872,8 +845,7 @@ class SecondPass:
                 Q -= np.sum(proj * r_u, axis=0)
         if not full:
             Q = np.maximum(Q, 0.0)
-        agree = int(getattr(self.agree, "item", lambda: self.agree)()) if plan.classified else None
-        return np.maximum(within, 0.0), Q, agree, None
+        return np.maximum(within, 0.0), Q, self._agree_count(), None
 
     def centres(self):
         """The class means rows were centred on (float64 values of the working-dtype table)."""
