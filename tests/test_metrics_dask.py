@@ -86,3 +86,17 @@ def test_merges_leave_their_inputs_alone_and_an_empty_accumulator_is_the_identit
     total = total.merge_all(seconds[1:])
     _close(total.report(W, b), sknc.nc_report(H, y, W, b), rel=1e-12)
     assert sknc.NCAccumulator().merge_all([]).state_dict()["started"] is False
+
+
+def test_bad_dask_input_is_named(rng):
+    H, y, W, b = _data(rng, n=600)
+    bad = H.copy()
+    bad[450, 3] = np.nan
+    with pytest.raises(ValueError, match=r"rows 400 to 599 \(one chunk\): features contain NaN or infinity in 1 row"):
+        sknc.nc_report(da.from_array(bad, chunks=(200, 24)), y)
+    with pytest.raises(ValueError, match=r"features is empty"):
+        sknc.nc_report(da.from_array(H[:0], chunks=(10, 24)), y[:0])
+    with pytest.raises(ValueError, match=r"y has 10 rows but the features have 600"):
+        sknc.nc_report(da.from_array(H, chunks=(200, 24)), y[:10])
+    with pytest.raises(ValueError, match=r"at least 2 are needed"):
+        sknc.nc_report(da.from_array(H, chunks=(200, 24)), np.zeros(600, int))

@@ -27,6 +27,8 @@ def _aligned_chunks(X, y):
 
     if X.ndim != 2:
         raise ValueError(f"features must be a 2-D dask array of shape (n_samples, n_dims); got {X.ndim}-D.")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"features is empty (shape {X.shape}); at least one sample and one dimension are needed.")
     if X.numblocks[1] > 1:
         X = X.rechunk({1: -1})  # a chunk is a set of whole rows
     n = X.shape[0]
@@ -41,20 +43,29 @@ def _aligned_chunks(X, y):
         if labels.shape[0] != n:
             raise ValueError(f"y has {labels.shape[0]} rows but the features have {n}.")
         y = da.from_array(labels, chunks=(X.chunks[0],) + labels.shape[1:])
-    return list(X.to_delayed().ravel()), list(y.to_delayed().ravel())
+    starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).tolist()
+    return list(X.to_delayed().ravel()), list(y.to_delayed().ravel()), starts
 
 
-def _first_state(x, y, params):
+def _in_chunk(start, x, step):
+    """``step()``, a bad chunk's error naming its rows (the counts in it are the chunk's)."""
+    try:
+        return step()
+    except ValueError as exc:
+        raise ValueError(f"rows {start} to {start + len(x) - 1} (one chunk): {exc}") from exc
+
+
+def _first_state(x, y, params, start=0):
     from ._accumulator import NCAccumulator
 
-    return NCAccumulator(**params).update(x, y).state_dict()
+    return _in_chunk(start, x, lambda: NCAccumulator(**params).update(x, y).state_dict())
 
 
-def _second_state(first, x, y, W, b):
+def _second_state(first, x, y, W, b, start=0):
     from ._accumulator import NCAccumulator
 
     acc = NCAccumulator().load_state_dict(first)
-    return acc.update_second_pass(x, y, W, b).state_dict()
+    return _in_chunk(start, x, lambda: acc.update_second_pass(x, y, W, b).state_dict())
 
 
 def merge_states(*states):
@@ -117,9 +128,9 @@ def dask_states(X, y, params, W=None, b=None, passes=2, first=None):
     """
     import dask
 
-    xs, ys = _aligned_chunks(X, y)
+    xs, ys, starts = _aligned_chunks(X, y)
     if first is None:
-        first = _tree([dask.delayed(_first_state, pure=True)(x, t, params) for x, t in zip(xs, ys)])
+        first = _tree([dask.delayed(_first_state, pure=True)(x, t, params, s) for x, t, s in zip(xs, ys, starts)])
         if passes == 1:
             return dask.compute(first)[0]
         # the merged first pass stays on the cluster, with the basis every chunk's second pass projects on (one
@@ -132,7 +143,8 @@ def dask_states(X, y, params, W=None, b=None, passes=2, first=None):
         first = dask.delayed(first, pure=True)
     w_node = dask.delayed(None if W is None else np.asarray(W), pure=True)  # one node, not a copy per task
     b_node = dask.delayed(None if b is None else np.asarray(b), pure=True)
-    second = _tree([dask.delayed(_second_state, pure=True)(first, x, t, w_node, b_node) for x, t in zip(xs, ys)])
+    second = _tree([dask.delayed(_second_state, pure=True)(first, x, t, w_node, b_node, s)
+                    for x, t, s in zip(xs, ys, starts)])
     return dask.compute(second)[0]
 
 
