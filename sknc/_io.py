@@ -246,6 +246,9 @@ def json_ready(values):
         if isinstance(value, dict):
             out[key] = json_ready(value)
             continue
+        if isinstance(value, (bool, np.bool_)):
+            out[key] = bool(value)
+            continue
         try:
             number = float(value)
         except (TypeError, ValueError):

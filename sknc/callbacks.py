@@ -30,7 +30,7 @@ def head_parameters(module):
     return classifier_parameters(module)
 
 
-_COUNT_KEYS = {"n_samples", "n_classes", "n_dims", "n_singletons", "nc1_rank"}
+_COUNT_KEYS = {"n_samples", "n_classes", "n_dims", "n_singletons", "nc1_rank", "class_means_estimated"}
 _DEFAULT_KEYS = ("nc1", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_w", "nc3", "nc4")
 
 

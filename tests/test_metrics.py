@@ -385,7 +385,7 @@ def test_bad_classifier_and_types(rng):
 def test_multilabel_class_without_singletons_is_named():
     Y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 1, 1]])
     with pytest.raises(ValueError, match="class\\(es\\) 2 have no multiplicity-1 sample"):
-        sknc.nc1(np.random.default_rng(0).standard_normal((4, 3)), Y)
+        sknc.nc1(np.random.default_rng(0).standard_normal((4, 3)), Y, class_means="singletons")
 
 
 def test_far_from_origin_and_tightly_collapsed(rng):
@@ -511,11 +511,14 @@ def test_partly_dead_relu_features_in_multilabel_data(rng):
     # class 3 never occurs alone: everything built on class means is NaN, counts survive, one warning
     Y = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]] * 5)
     H = np.abs(rng.standard_normal((len(Y), 6)))
-    rep, nc = _warned_report(H, Y, rng.standard_normal((4, 6)))
+    rep, nc = _warned_report(H, Y, rng.standard_normal((4, 6)), class_means="singletons")
     assert rep["n_samples"] == len(Y) and rep["n_singletons"] == 15
     assert np.isnan(rep["nc1"]) and np.isnan(rep["tagwise_angle"])
     assert np.isfinite(rep["nc2_w"])
     assert len(nc) == 1 and "3 have no multiplicity-1 sample" in str(nc[0].message)
+    # by default class 3's mean is estimated from {2, 3} (the scale of pairs is fixed by {0, 1})
+    rep, nc = _warned_report(H, Y, rng.standard_normal((4, 6)))
+    assert rep["class_means_estimated"] and np.isfinite(rep["nc1"]) and not nc
 
 
 def test_label_free_rows_are_counted_and_ignored(rng):

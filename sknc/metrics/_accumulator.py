@@ -22,11 +22,12 @@ from ._report import _CONVENTIONS, _check_conventions, _shown, align_classifier,
 from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
 from ._stats import _give_back as _stats_give_back
 from ._stats import _gram_of
+from . import _tagwise_means as TM
 
 __all__ = ["NCAccumulator"]
 
 _MODES = ("auto", "one_pass", "two_pass")
-_PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "shift")
+_PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "shift", "class_means")
 
 
 class NCAccumulator(StateMixin, DistributedMixin):
@@ -81,6 +82,12 @@ class NCAccumulator(StateMixin, DistributedMixin):
         first-pass sum a plain sum of ``h - shift``, which any engine adds as
         it is; shards with different shifts are re-expressed exactly when
         merged (:meth:`merge`, :meth:`all_reduce`).
+    class_means : {'auto', 'singletons', 'tagwise'}, default='auto'
+        Multi-label data: the class means of the single-label samples, or
+        estimated from every label set's mean (see :func:`sknc.nc_report`);
+        decided after the first pass. Under the estimate the second pass
+        centres every labelled row on its set's mean; NC1 needs it (one-pass
+        mode keeps the scatter of single-label rows only).
 
     Notes
     -----
@@ -117,7 +124,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
     all_reduce = DistributedMixin.all_reduce
 
     def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class", classes=None,
-                 strict=False, shift=None):
+                 strict=False, shift=None, class_means="auto"):
         self.n_classes = n_classes
         self.mode = mode
         self.global_mean = global_mean
@@ -125,6 +132,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
         self.classes = classes
         self.strict = strict
         self.shift = shift
+        self.class_means = class_means
 
     def get_params(self, deep=True):
         """The constructor's parameters (as scikit-learn's ``get_params``)."""
@@ -148,6 +156,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
         if self.mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}; got {self.mode!r}.")
         _check_conventions(self.global_mean, self.between, 1.0, None)
+        TM.check_class_means(self.class_means)
         if self.n_classes is not None and (isinstance(self.n_classes, bool) or int(self.n_classes) < 2):
             raise ValueError(f"n_classes must be an integer >= 2; got {self.n_classes!r}.")
         k_est = int(self.n_classes or width or max(k_first, 2))
@@ -369,7 +378,51 @@ class NCAccumulator(StateMixin, DistributedMixin):
         """False when some class has no multiplicity-1 sample (no class means to centre on)."""
         if not self._started or not self._key_list:
             return False
+        if self._estimated():
+            return self._first_statistics(within=False)[1].has_class_means
         return not self._groups()[0].missing_singletons().size
+
+    def _estimated(self):
+        """Whether the class means are estimated from the label sets (see ``class_means``)."""
+        groups, order = self._groups()
+        return TM.resolve_class_means(self.class_means, groups, self._first.counts[order]) == "tagwise"
+
+    def _first_statistics(self, within=True):
+        """The first pass's statistics of the label sets (sorted) and, under the tag-wise estimate, the
+        estimated statistics built on them (else None). ``within``: with the within-set sums of squares."""
+        self._check_started()
+        groups, order = self._groups()
+        fp = self._first
+        counts = fp.counts[order]
+        origin, rel = fp.means(order)
+        stats = Statistics(groups, counts, (origin, rel), self._eps or float(np.finfo(np.float64).eps))
+        if not self._estimated():
+            return stats, None
+        est = TM.estimated_statistics(stats)
+        if within and est.has_class_means:
+            fitted = est.estimate.fitted
+            set_groups, _ = TM.set_view(groups, fitted)
+            sets = Statistics(set_groups, counts[fitted], (origin, rel[fitted]), stats.eps)
+            sets._within, sets._within_exp = self._first_pass_within(order[fitted], rel[fitted], origin,
+                                                                     counts[fitted])
+            est.sets = sets
+        return stats, est
+
+    def _first_pass_within(self, source, rel, origin, n):
+        """Per group ``source[j]`` (first-pass order) with mean ``rel[j]`` (relative to ``origin``) and count
+        ``n[j]``: the sum of squared distances of its rows from their mean, ``sq - n ||mean - shift||^2``
+        (scaled), in row blocks (with many classes every K x d temporary is hundreds of MB)."""
+        fp, be = self._first, self._be
+        shift_all, sq_all = be.to_numpy(fp.shift), be.to_numpy(fp.sq)
+        own = np.ldexp(1.0, -fp.exp)
+        n = np.asarray(n, dtype=np.float64)
+        within = np.empty(len(source))
+        for start in range(0, len(source), 4096):
+            rows = slice(start, start + 4096)
+            delta = rel[rows] - (shift_all[source[rows]] - origin)
+            delta *= own
+            within[rows] = sq_all[source[rows]] - n[rows] * np.einsum("ij,ij->i", delta, delta)
+        return np.maximum(within, 0.0), fp.exp
 
     def update_second_pass(self, features_batch, y_batch, W=None, b=None):
         """Add a batch of the second pass over the same data.
@@ -413,12 +466,17 @@ class NCAccumulator(StateMixin, DistributedMixin):
         else:
             self._same_classifier(W, b, groups.n_classes)
             self._attach_classifier(W, b)
-        # class index (position in the sorted classes) of every multiplicity-1 row
         rank_of_group = np.empty(len(order), dtype=np.intp)
         rank_of_group[order] = np.arange(len(order))
-        lookup = np.full(groups.n_groups, -1, dtype=np.intp)
-        have = groups.class_group >= 0
-        lookup[groups.class_group[have]] = np.flatnonzero(have)
+        topm = getattr(self, "_topm", None)
+        if topm is not None:
+            # tag-wise estimate: every labelled row is centred on its label set's mean (the sets are the classes)
+            lookup = topm["position"]
+        else:
+            # class index (position in the sorted classes) of every multiplicity-1 row
+            lookup = np.full(groups.n_groups, -1, dtype=np.intp)
+            have = groups.class_group >= 0
+            lookup[groups.class_group[have]] = np.flatnonzero(have)
         cls_of_key = np.empty(len(keys), dtype=np.intp)
         for i, key in enumerate(keys):
             gid = self._keys.get(key)
@@ -438,6 +496,10 @@ class NCAccumulator(StateMixin, DistributedMixin):
             for s, e in self._chunks(len(cls_np), 2048 if self._second.plan.direct else None):
                 c_np = cls_np[s:e]
                 child.add(be.rows(x, s, e), c_np if be.name == "numpy" else be.index(c_np), c_np, strict=True)
+                if topm is not None and topm["W"] is not None:
+                    rows64 = be.to_numpy(be.rows(x, s, e)).astype(np.float64) - topm["origin"]
+                    child.agree += TM.topm_agreement(rows64, topm["mult"][c_np], topm["means_rel"], topm["W"],
+                                                     topm["bias"])
         except ValueError:
             _stats_give_back(child)
             raise
@@ -478,7 +540,8 @@ class NCAccumulator(StateMixin, DistributedMixin):
         if self.second_pass_possible and getattr(self, "_shared_basis", None) is None:
             from ._stats import probe_directions
 
-            self._shared_basis = self._class_geometry()[3].span
+            self._shared_basis = (self._estimated_geometry()[1].span if self._estimated()
+                                  else self._class_geometry()[3].span)
             self._shared_probes = probe_directions(self._d)
         return self
 
@@ -487,6 +550,9 @@ class NCAccumulator(StateMixin, DistributedMixin):
 
         ``w_key``: a restored pass's classifier checksum (its W comes with the next batch or the report).
         """
+        self._topm = None
+        if self._estimated():
+            return self._begin_second_sets(W, b, work_dtype, w_key)
         groups, origin, rel, geom = self._class_geometry()
         match = align_classifier(W, b, self._d, groups, self.classes)
         # the NCC agreement needs every class of the classifier in the data
@@ -504,8 +570,52 @@ class NCAccumulator(StateMixin, DistributedMixin):
         self._shared_basis, self._shared_probes = plan.basis, plan.probes
         self._plan_key = key
 
+    def _estimated_geometry(self):
+        """The tag-wise estimate of the class means (first pass) and its between-class geometry."""
+        stats, est = self._first_statistics(within=False)
+        if not est.has_class_means:
+            raise ValueError(est.class_means_problem + ".")
+        return est, TM._geometry(est, self.global_mean, self.between, None)
+
+    def _begin_second_sets(self, W, b, work_dtype, w_key):
+        """The second pass under the tag-wise estimate: rows centred on their label set's mean, projected on
+        the span of the estimated class means; with W, each row's |S| nearest estimated means against its |S|
+        largest logits (counted beside the pass)."""
+        est, geom = self._estimated_geometry()
+        groups, order = self._groups()
+        fitted = est.estimate.fitted
+        _, position = TM.set_view(groups, fitted)
+        basis = getattr(self, "_shared_basis", None)
+        basis = geom.span if basis is None else basis
+        probes = getattr(self, "_shared_probes", None)
+        key = _ClassifierKey(W, b) if w_key is None else _ClassifierKey.restored(w_key)
+        plan = make_plan(None, basis, self._first.amax, work_dtype, full_gram=basis.shape[1] <= _FULL_GRAM_MAX,
+                         means_rel=est.group_rel[fitted], origin=est.origin,
+                         probes=True if probes is None else probes)
+        plan = replace(plan, outside_key=key.sums if key.sums[0] is not None else None)
+        self._second = SecondPass(self._be, plan)
+        self._second_geometry = replace(geom, centred=None, gram=None)
+        self._shared_basis, self._shared_probes = plan.basis, plan.probes
+        self._plan_key = key
+        self._topm = {"position": position, "mult": groups.multiplicity[fitted], "origin": est.origin,
+                      "means_rel": est.means_rel, "W": None, "bias": None}
+        self._set_topm_classifier(W, b)
+
+    def _set_topm_classifier(self, W, b):
+        topm = self._topm
+        if W is None or topm["W"] is not None:
+            return
+        match = align_classifier(W, b, self._d, self._groups()[0], self.classes)
+        if match.complete:
+            topm["W"] = match.w
+            topm["bias"] = match.w @ topm["origin"] + (0.0 if match.bias is None else match.bias)
+
     def _attach_classifier(self, W, b):
         """A restored second pass gets its classifier back (checked against its checksum before)."""
+        if getattr(self, "_topm", None) is not None:
+            self._set_topm_classifier(W, b)
+            self._plan_key = _ClassifierKey(W, b)
+            return
         plan = self._second.plan
         if plan.W is not None or plan.w_key is None or W is None:
             return
@@ -590,6 +700,8 @@ class NCAccumulator(StateMixin, DistributedMixin):
     # ------------------------------------------------------------------ report
     def _statistics(self):
         self._check_started()
+        if self._estimated():
+            return self._estimated_statistics()
         groups, order = self._groups()
         fp = self._first
         be = self._be
@@ -643,6 +755,42 @@ class NCAccumulator(StateMixin, DistributedMixin):
                 stats.agree, stats.n_agree = agree, int(n.sum())
         return stats
 
+    def _estimated_statistics(self):
+        """:meth:`_statistics` under the tag-wise estimate of the class means."""
+        _, est = self._first_statistics(within=True)
+        sp = self._second
+        if not est.has_class_means or sp is None or getattr(self, "_topm", None) is None:
+            return est
+        sets = est.sets
+        if not np.array_equal(sp.counts, sets.group_counts):
+            raise ValueError(
+                f"the second pass has seen {int(sp.counts.sum())} labelled samples, the first pass "
+                f"{int(sets.group_counts.sum())}; feed the same data to both passes before report().")
+        mismatch = sp.data_mismatch()
+        if mismatch is not None:
+            bad, shifts = mismatch
+            labels = est.groups.sets[est.estimate.fitted][bad]
+            named = [tuple(est.groups.classes[np.flatnonzero(row)].tolist()) for row in labels]
+            top = float(np.max(shifts))
+            size = "by more than their spread" if not np.isfinite(top) else f"by up to {top:.2g} within-set std"
+            est.second_pass_problem = sets.second_pass_problem = (
+                f"the second pass read other rows than the first: the means of label set(s) {_shown(named)} moved "
+                f"{size} (an augmenting or reshuffled data source?), so the keys that need the second pass are "
+                "undefined; feed both passes the same rows")
+            if self.strict:
+                raise ValueError(est.second_pass_problem[0].upper() + est.second_pass_problem[1:] + ".")
+            return est
+        within, Q, _, shift = sp.finish()
+        if shift is not None:  # float32: centred on the means' rounding, removed exactly
+            sets.correct_class_means(sp.centres(), shift)
+        sets._within, sets._within_exp = within, sp.plan.scale_exp
+        sets._gram, sets._gram_basis, sets._gram_exp = Q, sp.plan.basis, sp.plan.scale_exp
+        sets.gram_conventions = f"global_mean={self.global_mean!r}, between={self.between!r}"
+        est.nc1_geometry = self._second_geometry
+        if sp.plan.outside_key is not None and self._topm["W"] is not None:
+            est.agree, est.n_agree = int(sp.agree), int(sets.group_counts.sum())
+        return est
+
     def _data_dtype(self):
         """The dtype the first pass's rows came in, as far as the pass can tell (its eps): float32 or float64."""
         return np.dtype(np.float32) if self._eps > 1e-10 else np.dtype(np.float64)
@@ -663,11 +811,18 @@ class NCAccumulator(StateMixin, DistributedMixin):
         ``ncc_agreement``) are NaN, with an :class:`sknc.NCWarning` saying so,
         until it has run.
         """
-        unknown = set(conventions) - set(_CONVENTIONS)
+        unknown = set(conventions) - set(_CONVENTIONS) - {"class_means"}
         if unknown:
-            raise TypeError(f"unknown report option(s): {sorted(unknown)}; choose from {sorted(_CONVENTIONS)}.")
+            raise TypeError(f"unknown report option(s): {sorted(unknown)}; choose from "
+                            f"{sorted(_CONVENTIONS) + ['class_means']}.")
+        if conventions.pop("class_means", self.class_means) != self.class_means:
+            raise ValueError("class_means is fixed when the accumulator is built (the second pass depends on it): "
+                             f"this one has class_means={self.class_means!r}.")
         opts = {**_CONVENTIONS, **conventions}
         _check_conventions(opts["global_mean"], opts["between"], opts["cdnv_power"], opts["rtol"])
+        if W is not None and self._second is not None and getattr(self, "_topm", None) is not None \
+                and self._plan_key.sums[0] is not None and _same(self._plan_key, (W, b)):
+            self._set_topm_classifier(W, b)  # a restored pass counted with this classifier
         stats = self._statistics()
         match = align_classifier(W, b, self._d, stats.groups, self.classes)
         if self._second is not None and match.w is not None:

@@ -269,16 +269,16 @@ def nc1_value(stats, geom, normalize=True):
     _require_rank(geom, "NC1")
     total, pexp = stats.weighted_projection(geom.basis, geom.singular_values)
     # a sum of squares: rounding of the exact-mean corrections can leave -1e-49 where it is 0
-    value = max(0.0, float(np.ldexp(total / stats.n_singletons, 2 * (pexp - geom.exp))))
+    value = max(0.0, float(np.ldexp(total / stats.n_within_rows, 2 * (pexp - geom.exp))))
     k = stats.groups.n_classes  # (not stats.means: that builds the absolute means, K x d)
     return value / k if normalize else value
 
 
 def trace_quotient_value(stats, geom):
-    within, wexp = stats.within_trace()
+    within, wexp = stats.total_within()
     if geom.trace_sigma_b == 0:
         raise UndefinedMetricError("all class means coincide (tr Sigma_B = 0), so the trace quotient is undefined")
-    ratio = float(within.sum()) / stats.n_singletons / geom.trace_sigma_b
+    ratio = within / stats.n_within_rows / geom.trace_sigma_b
     return float(np.ldexp(ratio, 2 * (wexp - geom.exp)))
 
 

@@ -40,7 +40,8 @@ class KeyInfo:
     needs: str = ""
 
 
-_MEANS = "a class has no multiplicity-1 sample (multi-label)"
+_MEANS = ("a class mean is undefined (multi-label: with class_means='singletons' a class without a multiplicity-1 "
+          "sample; with the tag-wise estimate a class whose mean the label sets do not determine)")
 _RANK0 = "all class means coincide (between-class rank 0)"
 _MISSING = "a class of W has no sample in the data"
 _OTHER = "the second pass read other rows than the first (an accumulator)"
@@ -50,8 +51,12 @@ REPORT_KEYS = (
     KeyInfo("n_samples", "number of samples", r"N", (), "", "never", None),
     KeyInfo("n_classes", "number of classes K", r"K", (), "", "never", None),
     KeyInfo("n_dims", "feature dimension d", r"d", (), "", "never", None),
-    KeyInfo("n_singletons", "multiplicity-1 samples (the ones NC1-NC4 use)", r"N_1 = \#\{i : |S_i| = 1\}", (),
-            "Li et al. 2024", "never", None, "multi-label y"),
+    KeyInfo("n_singletons", "multiplicity-1 samples (the ones NC1-NC4 use with single-label class means)",
+            r"N_1 = \#\{i : |S_i| = 1\}", (), "Li et al. 2024", "never", None, "multi-label y"),
+    KeyInfo("class_means_estimated", "whether the class means were estimated from the label sets (tag-wise-average "
+            "model) rather than taken from single-label samples", r"\hat\mu_k = g + \tilde\mu_k,\ "
+            r"\bar h_S \approx g + \tfrac{c_{|S|}}{|S|}\sum_{k\in S}\tilde\mu_k", ("class_means",),
+            "this library (see the theory page)", "never", None, "multi-label y"),
     KeyInfo("pairs_sampled", "pairs of classes the all-pairs keys were estimated from (with pair_sample=)",
             r"m", ("pair_sample",), "", "never", None, "pair_sample"),
     KeyInfo("nc1", "within-class variability relative to the between-class spread",

@@ -19,6 +19,7 @@ from .._validation import as_feature_array, as_float64_matrix, group_labels, mis
 from . import _collapse as C
 from . import _pairwise as P
 from ._imbalance import mean_norms, minority_table
+from . import _tagwise_means as TM
 from ._multilabel import TagwiseResult, angle_ratio_value, tagwise_tables
 from ._stats import array_statistics
 
@@ -160,19 +161,29 @@ def _check_conventions(global_mean, between, cdnv_power, rtol):
 
 
 def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class", between="class", rtol=None,
-                            second_pass=True, n_threads=None, classes=None, return_match=False):
+                            second_pass=True, n_threads=None, classes=None, return_match=False,
+                            class_means="auto"):
     """Statistics of in-memory features and the geometry of the requested convention.
 
     Everything about the inputs (features, labels, classifier) is checked before
     the first pass over the data. With ``return_match`` the last item is the
-    :class:`ClassifierMatch` instead of ``(w, bias)``.
+    :class:`ClassifierMatch` instead of ``(w, bias)``. ``class_means``: see
+    :func:`nc_report` (multi-label data only).
     """
     _check_conventions(global_mean, between, 1.0, rtol)
+    TM.check_class_means(class_means)
     X, eps = as_feature_array(features)
     groups = group_labels(y, X.shape[0])
     match = align_classifier(W, b, X.shape[1], groups, classes)
     # the NCC agreement compares the classifier's decisions with every class mean: not with classes missing
     w, bias = (match.w, match.bias) if match.complete else (None, None)
+    if TM.resolve_class_means(class_means, groups, groups.counts()) == "tagwise":
+        first = array_statistics(X, groups, eps, basis_for=None, second_pass=False, n_threads=n_threads)
+        stats, geom = TM.tagwise_array_statistics(first, X, W=w, b=bias, global_mean=global_mean, between=between,
+                                                  rtol=rtol, second_pass=second_pass)
+        if return_match:
+            return stats, geom, match
+        return stats, geom, match.w, match.bias
     holder = {}
 
     def basis_for(stats):
@@ -245,13 +256,14 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
     keys.values.update(n_samples=int(stats.group_counts.sum()), n_classes=k, n_dims=stats.n_dims)
     if g.multilabel:
         keys.values["n_singletons"] = stats.n_singletons
+        keys.values["class_means_estimated"] = stats.kind == "tagwise"
     mean_keys = ["nc1", "nc1_rank", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular",
                  "mean_max_abs_cos"]
     w_keys = ["nc2_w", "nc2_w_equinorm", "nc2_w_equiangular", "nc3", "nc3_difference", "nc4", "ncc_agreement",
               "bias_collapse"]
     multi = g.multilabel and np.any((g.multiplicity >= 2) & (g.multiplicity < k))
     if geom is None:  # no class means: everything built on them is undefined
-        reason = missing_singletons_message(g)
+        reason = getattr(stats, "class_means_problem", None) or missing_singletons_message(g)
         keys.nan(mean_keys, reason)
         if w is not None:
             keys.put("nc2_w", lambda: C.gram_error(w_full, "the classifier rows"))
@@ -421,6 +433,7 @@ def nc_report(
     pair_sample=None,
     tile_bytes=None,
     random_state=0,
+    class_means="auto",
 ):
     """Every NC metric that applies, in two passes over the data.
 
@@ -466,6 +479,18 @@ def nc_report(
         accumulated tile by tile and no ``K x K`` array is formed.
     random_state : int, default=0
         Seeds the pairs of ``pair_sample``.
+    class_means : {'auto', 'singletons', 'tagwise'}, default='auto'
+        Multi-label data: where the class means come from. ``'singletons'``:
+        the means of single-label samples (the papers' definition; a class
+        never alone leaves every key built on class means NaN).
+        ``'tagwise'``: estimated from the means of all label sets under the
+        tag-wise-average model (set mean ``= g + c_|S| * mean of its classes'
+        means``, one scale per multiplicity), NC1 from every labelled sample's
+        scatter about its set's mean, NC4 from its ``|S|`` nearest class means
+        against its ``|S|`` largest logits (the theory page defines each key).
+        ``'auto'``: the single-label means when every class has at least two
+        single-label samples, the estimate otherwise. The report says which in
+        ``class_means_estimated``. Ignored for 1-D labels.
 
     Returns
     -------
@@ -476,6 +501,7 @@ def nc_report(
         ``nc2_w_equinorm``, ``nc2_w_equiangular``, ``nc3`` (Gram form),
         ``nc3_difference``, ``nc4`` (NCC mismatch), ``ncc_agreement`` and
         ``bias_collapse``; for multi-label data also ``n_singletons``,
+        ``class_means_estimated`` (True under the tag-wise estimate),
         ``tagwise_angle``, ``tagwise_angle_max``, ``tagwise_residual``,
         ``tagwise_scale_m<m>`` per multiplicity and ``tagwise_angle_ratio``.
         The metrics reference of the documentation gives each key's formula,
@@ -491,8 +517,10 @@ def nc_report(
     -----
     Which degeneracy makes which key NaN:
 
-    * a class without multiplicity-1 samples (multi-label): every key built on
-      class means;
+    * a class without multiplicity-1 samples (multi-label,
+      ``class_means='singletons'``), or whose mean the label sets do not
+      determine (``'tagwise'``: a class that only ever appears with the same
+      partners): every key built on class means;
     * all class means coincide (between-class rank 0): ``nc1``,
       ``nc1_trace_quotient``, ``cdnv``, ``nc2_h*``, ``nc3*``;
     * two class means coincide: ``cdnv``; a zero centred mean:
@@ -515,19 +543,22 @@ def nc_report(
     (True, 2, 1.0)
     """
     _check_conventions(global_mean, between, cdnv_power, rtol)
+    TM.check_class_means(class_means)
     from ._dask import is_dask_array
 
     if is_dask_array(features) or is_dask_array(y):  # map-reduced on the cluster: no chunk comes to the client
         from ._accumulator import NCAccumulator
         from ._dask import dask_states
 
-        params = dict(mode="two_pass", global_mean=global_mean, between=between, classes=classes)
+        params = dict(mode="two_pass", global_mean=global_mean, between=between, classes=classes,
+                      class_means=class_means)
         acc = NCAccumulator(**params).load_state_dict(dask_states(features, y, params, W, b))
         return acc.report(W, b, global_mean=global_mean, between=between, normalize=normalize, rtol=rtol,
                           nc3_squared=nc3_squared, cdnv_power=cdnv_power, pair_sample=pair_sample,
                           tile_bytes=tile_bytes, random_state=random_state)
     stats, geom, match = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
-                                                 rtol=rtol, classes=classes, return_match=True)
+                                                 rtol=rtol, classes=classes, return_match=True,
+                                                 class_means=class_means)
     _check_pair_options(pair_sample, tile_bytes, random_state)
     return report_from(stats, geom, match.w, match.bias, normalize=normalize, nc3_squared=nc3_squared,
                        cdnv_power=cdnv_power, match=match, pair_sample=pair_sample, tile_bytes=tile_bytes,
@@ -535,14 +566,15 @@ def nc_report(
 
 
 # ----------------------------------------------------------------------- single metrics
-def _geometry(features, y, global_mean="class", between="class", rtol=None, *, second_pass=True, W=None, b=None):
+def _geometry(features, y, global_mean="class", between="class", rtol=None, *, second_pass=True, W=None, b=None,
+              class_means="auto"):
     stats, geom, w, bias = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
-                                                   rtol=rtol, second_pass=second_pass)
+                                                   rtol=rtol, second_pass=second_pass, class_means=class_means)
     stats.require_class_means()
     return stats, geom, w, bias
 
 
-def nc1(features, y, *, global_mean="class", between="class", normalize=True, rtol=None):
+def nc1(features, y, *, global_mean="class", between="class", normalize=True, rtol=None, class_means="auto"):
     """Within-class variability collapse ``tr(Sigma_W Sigma_B^+) / K``.
 
     ``Sigma_B^+`` is applied through the SVD of the ``K x d`` matrix of (weighted)
@@ -570,6 +602,11 @@ def nc1(features, y, *, global_mean="class", between="class", normalize=True, rt
         class-mean norm. Default: a tolerance from what the stored dtype can
         resolve after averaging each class (see the Notes); the rank used is
         the report's ``nc1_rank``.
+    class_means : {'auto', 'singletons', 'tagwise'}, default='auto'
+        Multi-label ``y``: single-label class means, or means estimated from
+        every label set with ``Sigma_W`` the scatter of every labelled sample
+        about its set's mean (see :func:`nc_report`). Every function of this
+        module built on class means takes it.
 
     Returns
     -------
@@ -579,8 +616,9 @@ def nc1(features, y, *, global_mean="class", between="class", normalize=True, rt
     Raises
     ------
     sknc.UndefinedMetricError
-        If all class means coincide (rank 0), or a class has no
-        multiplicity-1 sample.
+        If all class means coincide (rank 0), or a class mean is undefined
+        (``class_means='singletons'`` and a class has no multiplicity-1
+        sample; or the label sets do not determine it).
 
     Notes
     -----
@@ -599,11 +637,11 @@ def nc1(features, y, *, global_mean="class", between="class", normalize=True, rt
     >>> round(nc1(H, y), 5)  # theory: Sigma_W = 1e-4 I, Sigma_B^+ = 3 on 3 directions: 3 * 3e-4 / 4
     0.00023
     """
-    stats, geom, *_ = _geometry(features, y, global_mean, between, rtol)
+    stats, geom, *_ = _geometry(features, y, global_mean, between, rtol, class_means=class_means)
     return C.nc1_value(stats, geom, normalize)
 
 
-def nc1_trace_quotient(features, y, *, global_mean="class", between="class"):
+def nc1_trace_quotient(features, y, *, global_mean="class", between="class", class_means="auto"):
     """``tr(Sigma_W) / tr(Sigma_B)`` (the quotient variant of NC1, Tirer et al. 2023).
 
     Examples
@@ -614,11 +652,11 @@ def nc1_trace_quotient(features, y, *, global_mean="class", between="class"):
     >>> nc1_trace_quotient(H, [0, 0, 1, 1])
     0.25
     """
-    stats, geom, *_ = _geometry(features, y, global_mean, between)
+    stats, geom, *_ = _geometry(features, y, global_mean, between, class_means=class_means)
     return C.trace_quotient_value(stats, geom)
 
 
-def cdnv(features, y, *, power=1.0):
+def cdnv(features, y, *, power=1.0, class_means="auto"):
     """Class-distance-normalised variance (Galanti et al. 2022), averaged over pairs.
 
     ``mean_{i<j} (sigma_i^2 + sigma_j^2) / (2 ||mu_i - mu_j||^(2 power))`` where
@@ -639,11 +677,11 @@ def cdnv(features, y, *, power=1.0):
     0.01
     """
     _check_conventions("class", "class", power, None)
-    stats, geom, *_ = _geometry(features, y)
+    stats, geom, *_ = _geometry(features, y, class_means=class_means)
     return C.cdnv_value(stats, geom, power, stats.groups.classes)
 
 
-def class_means(features, y):
+def class_means(features, y, *, class_means="auto"):
     """Class means (multiplicity-1 samples for multi-label ``y``), classes sorted.
 
     Examples
@@ -653,7 +691,7 @@ def class_means(features, y):
     array([[5., 5.],
            [1., 1.]])
     """
-    stats, *_ = statistics_and_geometry(features, y, second_pass=False)
+    stats, *_ = statistics_and_geometry(features, y, second_pass=False, class_means=class_means)
     return stats.means
 
 
@@ -684,7 +722,7 @@ def equiangularity(vectors):
     return C.equiangularity_value(v)
 
 
-def nc2_h(features, y, *, global_mean="class"):
+def nc2_h(features, y, *, global_mean="class", class_means="auto"):
     """NC2 of the centred class means.
 
     Returns
@@ -702,7 +740,7 @@ def nc2_h(features, y, *, global_mean="class"):
     >>> round(out["gram"], 10), round(out["equiangular"], 10)
     (0.0, 0.0)
     """
-    stats, geom, *_ = _geometry(features, y, global_mean, second_pass=False)
+    stats, geom, *_ = _geometry(features, y, global_mean, second_pass=False, class_means=class_means)
     m = geom.centred
     return {
         "gram": C.gram_error(m, "the centred class means"),
@@ -730,7 +768,7 @@ def nc2_w(W):
     }
 
 
-def nc3(features, y, W, *, form="gram", squared=False, global_mean="class"):
+def nc3(features, y, W, *, form="gram", squared=False, global_mean="class", class_means="auto"):
     """Self-duality of the classifier and the centred class means.
 
     Parameters
@@ -753,13 +791,13 @@ def nc3(features, y, W, *, form="gram", squared=False, global_mean="class"):
     C.check_choice("form", form, ("gram", "difference"))
     if W is None:
         raise ValueError("nc3 needs the classifier weights W.")
-    stats, geom, w, _ = _geometry(features, y, global_mean, second_pass=False, W=W)
+    stats, geom, w, _ = _geometry(features, y, global_mean, second_pass=False, W=W, class_means=class_means)
     if form == "gram":
         return C.alignment_error(w, geom.centred)
     return C.difference_error(w, geom.centred, squared)
 
 
-def ncc_agreement(features, y, W, b=None):
+def ncc_agreement(features, y, W, b=None, *, class_means="auto"):
     """Fraction of (multiplicity-1) samples where the nearest class mean and ``argmax(W h + b)`` agree.
 
     Rows of ``W`` follow the sorted classes (indicator columns for multi-label ``y``).
@@ -773,11 +811,11 @@ def ncc_agreement(features, y, W, b=None):
     """
     if W is None:
         raise ValueError("ncc_agreement needs the classifier weights W.")
-    stats, *_ = _geometry(features, y, W=W, b=b)
+    stats, *_ = _geometry(features, y, W=W, b=b, class_means=class_means)
     return stats.agreement()
 
 
-def nc4(features, y, W, b=None):
+def nc4(features, y, W, b=None, *, class_means="auto"):
     """NCC mismatch ``1 - ncc_agreement`` (Papyan et al.): 0 at collapse.
 
     Examples
@@ -790,10 +828,10 @@ def nc4(features, y, W, b=None):
     >>> nc4(H, [0, 0, 1, 1], W=[[1.0, 0.0], [-1.0, 0.0]])
     0.5
     """
-    return 1.0 - ncc_agreement(features, y, W, b)
+    return 1.0 - ncc_agreement(features, y, W, b, class_means=class_means)
 
 
-def bias_collapse(features, y, W, b=None, *, global_mean="sample"):
+def bias_collapse(features, y, W, b=None, *, global_mean="sample", class_means="auto"):
     """``||W mu_G + b||`` (Zhu et al.'s NC4, with ``mu_G`` the sample mean by default).
 
     Examples
@@ -804,12 +842,12 @@ def bias_collapse(features, y, W, b=None, *, global_mean="sample"):
     """
     if W is None:
         raise ValueError("bias_collapse needs the classifier weights W.")
-    stats, geom, w, bias = _geometry(features, y, global_mean, second_pass=False, W=W, b=b)
+    stats, geom, w, bias = _geometry(features, y, global_mean, second_pass=False, W=W, b=b, class_means=class_means)
     return C.bias_collapse_value(w, bias, geom.global_mean)
 
 
 # ---------------------------------------------------------------------- imbalance
-def class_mean_norms(features, y, *, centred=False, global_mean="class"):
+def class_mean_norms(features, y, *, centred=False, global_mean="class", class_means="auto"):
     """Norm of each class mean (uncentred by default, as for non-negative features).
 
     Examples
@@ -818,13 +856,13 @@ def class_mean_norms(features, y, *, centred=False, global_mean="class"):
     >>> class_mean_norms([[3.0, 4.0], [0.0, 1.0]], [0, 1])
     array([5., 1.])
     """
-    stats, geom, *_ = _geometry(features, y, global_mean, second_pass=False)
+    stats, geom, *_ = _geometry(features, y, global_mean, second_pass=False, class_means=class_means)
     if centred:
         return np.ldexp(np.linalg.norm(geom.centred, axis=1), geom.exp)
     return mean_norms(stats.means)
 
 
-def mean_orthogonality(features, y):
+def mean_orthogonality(features, y, *, class_means="auto"):
     """Largest ``|cos|`` between distinct non-zero *uncentred* class means.
 
     0 for the orthogonal frame that non-negative features reach under imbalance
@@ -836,7 +874,7 @@ def mean_orthogonality(features, y):
     >>> mean_orthogonality([[1.0, 0.0], [0.0, 2.0]], [0, 1])
     0.0
     """
-    stats, *_ = _geometry(features, y, second_pass=False)
+    stats, *_ = _geometry(features, y, second_pass=False, class_means=class_means)
     return C.max_abs_cos(stats.means)
 
 
@@ -941,7 +979,7 @@ def _theory_scales(summary, stats, regularization):
     return summary
 
 
-def tagwise_average(features, Y, *, global_mean="class", regularization=None):
+def tagwise_average(features, Y, *, global_mean="class", regularization=None, class_means="auto"):
     """Measure the tag-wise-average property of multi-label features.
 
     Every label set ``S`` with ``2 <= |S| < K`` present in ``Y`` gets the angle
@@ -977,7 +1015,7 @@ def tagwise_average(features, Y, *, global_mean="class", regularization=None):
     >>> round(float(res.sets["scale"][0]), 6), round(float(res.sets["angle"][0]), 6)
     (1.5, 0.0)
     """
-    stats, geom, *_ = _geometry(features, Y, global_mean, second_pass=False)
+    stats, geom, *_ = _geometry(features, Y, global_mean, second_pass=False, class_means=class_means)
     if not stats.groups.multilabel:
         raise ValueError("tagwise_average needs a 2-D 0/1 indicator Y (multi-label data).")
     table, summary, _ = tagwise_tables(stats, geom)
@@ -986,7 +1024,7 @@ def tagwise_average(features, Y, *, global_mean="class", regularization=None):
     return TagwiseResult(sets=table, summary=summary)
 
 
-def tagwise_angle_ratio(features, Y):
+def tagwise_angle_ratio(features, Y, *, class_means="auto"):
     """The angle ratio of Li et al.'s code (uncentred means, multiplicity 2).
 
     Mean angle between each pair-set mean and the sum of its two tag means,
@@ -1008,7 +1046,7 @@ def tagwise_angle_ratio(features, Y):
     >>> round(tagwise_angle_ratio(H, Y), 3)
     0.007
     """
-    stats, *_ = _geometry(features, Y, second_pass=False)
+    stats, *_ = _geometry(features, Y, second_pass=False, class_means=class_means)
     if not stats.groups.multilabel:
         raise ValueError("tagwise_angle_ratio needs a 2-D 0/1 indicator Y (multi-label data).")
     return angle_ratio_value(stats)

@@ -361,6 +361,7 @@ class SecondPassPlan:
     origin: np.ndarray | None = None  # (d,): means64 = means_rel + origin when means64 is not kept
     rel_rows: object = None  # callable(rows) -> means_rel[rows], when means_rel is not kept (many classes)
     w_key: object = None  # checksum of the classifier as given: a restored pass knows it before W comes again
+    outside_key: object = None  # checksum of a classifier whose agreement is counted outside the pass (tag-wise)
 
     @property
     def classified(self):
@@ -819,7 +820,8 @@ class SecondPass:
         return np.maximum(within, 0.0), Q, self._agree_count(), shift
 
     def _agree_count(self):
-        return int(getattr(self.agree, "item", lambda: self.agree)()) if self.plan.classified else None
+        counted = self.plan.classified or self.plan.outside_key is not None
+        return int(getattr(self.agree, "item", lambda: self.agree)()) if counted else None
 
     def _finish_float32(self, n):
         """:meth:`finish` for float32 rows: the mean residual of class ``k`` is minus the float32 rounding of its
@@ -987,6 +989,18 @@ class Statistics:
     @property
     def n_singletons(self):
         return int(self.counts.sum())
+
+    kind = "singletons"  # how the class means were obtained (see _tagwise_means.EstimatedStatistics)
+
+    @property
+    def n_within_rows(self):
+        """The number of rows of the within-class scatter (the single-label samples)."""
+        return self.n_singletons
+
+    def total_within(self):
+        """``sum_i ||h_i - mu_{y_i}||^2`` over the rows of the scatter, as ``(value, exp)``."""
+        within, exp = self.within_trace()
+        return float(within.sum()), exp
 
     @property
     def has_within(self):
@@ -1237,15 +1251,36 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, 
     del fp, shift, shared_shift_w  # the first pass's tables are no longer needed
     if not second_pass or not stats.has_class_means:
         return stats
-    means = stats.means
     geom = basis_for(stats)
     basis, centred_gram = geom.span, _gram_of(geom)
     del geom  # its K x d centred means are not needed by the pass (a K=1000, d=2048 report: 16 MB)
     sample_class = groups.sample_class()
     rows = None if not groups.multilabel else np.flatnonzero(sample_class >= 0)
-    n2 = n if rows is None else rows.size
-    if n2 == 0:
+    if (n if rows is None else rows.size) == 0:
         return stats
+    # float32: the first pass's means are exact and the pass centres on their known rounding, so the basis of
+    # the report's convention is final and the diagonal of the projected scatter in it is all NC1 reads
+    full_gram = work == np.float64 and basis.shape[1] <= _FULL_GRAM_MAX
+    second_pass_into(stats, X, sample_class, rows, basis, W=W, b=b, full_gram=full_gram,
+                     centred_gram=centred_gram, threads=threads_second, block=block)
+    return stats
+
+
+def second_pass_into(stats, X, sample_class, rows, basis, *, W=None, b=None, full_gram=True, centred_gram=None,
+                     threads=1, block=None):
+    """Run the second pass over rows ``rows`` of ``X`` (all when None), row ``i`` centred on the mean of
+    ``stats``'s class ``sample_class[i]``, and store its sums in ``stats``.
+
+    ``stats`` may be the statistics of label sets viewed as classes (the
+    tag-wise estimate of multi-label class means centres each row on its set).
+    """
+    n, d = X.shape
+    be = backend_for(X)
+    work = be.work_dtype_np(X)
+    if block is None:
+        block = _block_rows(d, stats.groups.n_classes, work.itemsize) if be.name == "numpy" else 1 << 16
+    means = stats.means
+    n2 = n if rows is None else rows.size
 
     def run_second(plan):
         tables = plan.on(be)
@@ -1262,7 +1297,7 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, 
             cls = cls_np if be.name == "numpy" else be.index(cls_np)
             return state.add(x, cls, cls_np)
 
-        return _run_blocks(n2, block, threads_second, second_work, lambda a, o: a.merge(o))
+        return _run_blocks(n2, block, threads, second_work, lambda a, o: a.merge(o))
 
     # With few directions the second pass keeps the whole r x r projected scatter (NC1 then follows the exactly
     # corrected means); with many, its diagonal in this convention's basis (NC1 then uses the first pass's means,
@@ -1271,9 +1306,6 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, 
     # then the pass is redone after dividing by a power of two chosen from the largest centred magnitude.
     # first try: the scale of the centred class means (the retry below covers rows far larger or smaller)
     rel = stats.means_rel
-    # float32: the first pass's means are exact and the pass centres on their known rounding, so the basis of
-    # the report's convention is final and the diagonal of the projected scatter in it is all NC1 reads
-    full_gram = work == np.float64 and basis.shape[1] <= _FULL_GRAM_MAX
     guess = _abs_max(rel - rel.mean(axis=0))
     plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=full_gram,
                      means_rel=stats.means_rel, centred_gram=centred_gram)
