@@ -68,6 +68,10 @@ class NCTracker(Callback):
         ``get_params`` so that cloning in a grid search does not copy it.
     prefix : str, default=''
         Extra prefix of the history keys.
+    class_means : {'auto', 'singletons', 'tagwise'}, default='auto'
+        Multi-label data: single-label class means, or their estimate from
+        every label set (see :func:`sknc.nc_report`); ``'auto'`` estimates
+        them when some class has fewer than two single-label samples.
 
     Examples
     --------
@@ -84,7 +88,7 @@ class NCTracker(Callback):
     """
 
     def __init__(self, every=1, layer=None, on="train", metrics=None, passes=2, reduce="avg", X=None, y=None,
-                 prefix=""):
+                 prefix="", class_means="auto"):
         self.every = every
         self.layer = layer
         self.on = on
@@ -92,6 +96,7 @@ class NCTracker(Callback):
         self.passes = passes
         self.reduce = reduce
         self.prefix = prefix
+        self.class_means = class_means
         self._X, self._y = X, y
 
     def get_params(self, deep=True):  # keep the data out of the params that grid searches copy
@@ -107,6 +112,9 @@ class NCTracker(Callback):
             raise ValueError(f"on must be 'train', 'valid' or 'both'; got {self.on!r}.")
         if self.passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2; got {self.passes!r}.")
+        from .metrics._tagwise_means import check_class_means
+
+        check_class_means(self.class_means)
         self._keys = None
         return self
 
@@ -132,7 +140,7 @@ class NCTracker(Callback):
                     raise ValueError("there is no validation split (set train_split)" if tag else "no training data")
                 data, labels = net.get_iterator(dataset, training=False), None
             frame = model_nc_report(net.module_, data, labels, layers=self.layer, passes=self.passes,
-                                    reduce=self.reduce, forward=net.infer)
+                                    reduce=self.reduce, forward=net.infer, class_means=self.class_means)
             report = frame.iloc[0]
         except (ValueError, RuntimeError, TypeError) as exc:  # a measurement never stops training
             warn_once(f"NCTracker: no NC metrics at epoch {len(net.history)} ({exc}); recording NaN.",

@@ -68,6 +68,8 @@ _positive = _float_in(0.0, strict=True)
 def _format_value(v) -> str:
     import numpy as np
 
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
     if isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer() and abs(v) < 1e12):
         return f"{int(v)}"
     return f"{float(v):.6g}"
@@ -118,12 +120,13 @@ def _cmd_metrics(args) -> int:
         raise _UsageError("no labels: pass --labels FILE or store an array 'labels' (or 'y') in the .npz features file.")
     if args.no_classifier:
         W = b = None
-    report = nc_report(bundle["features"], labels, W, b, global_mean=args.global_mean, between=args.between)
+    report = nc_report(bundle["features"], labels, W, b, global_mean=args.global_mean, between=args.between,
+                       class_means=args.class_means)
     print(format_report(report, title=f"NC report of {args.features}"))
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] > 1:
         try:
-            summary = tagwise_average(bundle["features"], labels).summary
+            summary = tagwise_average(bundle["features"], labels, class_means=args.class_means).summary
             print("\nTag-wise average per multiplicity")
             print(summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
         except ValueError as exc:  # e.g. no label set of size 2..K-1 in the data
@@ -619,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="centre of the class means: mean of class means (default) or sample mean")
     m.add_argument("--between", choices=("class", "sample"), default="class",
                    help="weighting of the between-class covariance: 1/K (default) or n_k/N")
+    m.add_argument("--class-means", choices=("auto", "singletons", "tagwise"), default="auto",
+                   help="multi-label: class means of single-label samples, or estimated from every label set "
+                        "(default auto: estimated when a class has fewer than 2 single-label samples)")
     m.add_argument("--out", metavar="FILE", help="also write the report to FILE (.csv or .json)")
     m.set_defaults(func=_cmd_metrics)
 

@@ -186,22 +186,22 @@ class _LastReport:
     def __init__(self):
         self.key, self.value = None, None
 
-    def get(self, estimator, X, y):
+    def get(self, estimator, X, y, class_means="auto"):
         from ._fingerprint import fingerprint
 
-        key = fingerprint(estimator, X, y)
+        key = (fingerprint(estimator, X, y), class_means)
         if self.key == key:
             return self.value
         self.key, self.value = None, None
-        value = _safe_report(estimator, X, y)
+        value = _safe_report(estimator, X, y, class_means=class_means)
         self.key, self.value = key, value
         return value
 
 
-def _safe_report(estimator, X, y):
+def _safe_report(estimator, X, y, **conventions):
     """The report, or an empty one (all NaN) when the data leave NC undefined: a search never dies of it."""
     try:
-        return nc_report_of(estimator, X, y)
+        return nc_report_of(estimator, X, y, **conventions)
     except (TypeError, NotFittedError):
         raise  # not a supported or not a fitted estimator: a usage error
     except ValueError as exc:
@@ -247,8 +247,11 @@ def nc_report_scorer(estimator, X, y):
     return _scores_from_report(_CACHE.get(estimator, X, y), NC_METRICS)
 
 
-def nc_scorer(metric):
+def nc_scorer(metric, *, class_means="auto"):
     """A scorer ``scorer(estimator, X, y) -> float`` for one NC metric (see ``NC_METRICS``).
+
+    ``class_means``: for multi-label ``y``, single-label class means or their
+    tag-wise estimate from every label set (see :func:`sknc.nc_report`).
 
     Examples
     --------
@@ -265,19 +268,23 @@ def nc_scorer(metric):
     """
     if metric not in NC_METRICS:
         raise ValueError(f"unknown NC metric {metric!r}; choose from {sorted(NC_METRICS)}.")
+    from .metrics._tagwise_means import check_class_means
+
+    check_class_means(class_means)
 
     def scorer(estimator, X, y):
-        return _scores_from_report(_CACHE.get(estimator, X, y), [metric])[_score_name(metric)]
+        return _scores_from_report(_CACHE.get(estimator, X, y, class_means), [metric])[_score_name(metric)]
 
     scorer.__name__ = _score_name(metric)
     return scorer
 
 
-def nc_scorers(metrics=None):
+def nc_scorers(metrics=None, *, class_means="auto"):
     """``{name: scorer}`` for multi-metric ``GridSearchCV(scoring=...)``.
 
     Default metrics: ``nc1``, ``nc2_h``, ``nc2_w``, ``nc3``, ``nc4``. The scorers
-    of one call share one report (one forward pass per split).
+    of one call share one report (one forward pass per split). ``class_means``:
+    see :func:`nc_scorer`.
 
     Examples
     --------
@@ -294,7 +301,7 @@ def nc_scorers(metrics=None):
     {'C': 0.1}
     """
     metrics = ("nc1", "nc2_h", "nc2_w", "nc3", "nc4") if metrics is None else metrics
-    return {_score_name(m): nc_scorer(m) for m in metrics}
+    return {_score_name(m): nc_scorer(m, class_means=class_means) for m in metrics}
 
 
 def _jaccard_samples(estimator, X, y):

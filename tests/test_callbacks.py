@@ -142,3 +142,25 @@ def test_tracker_measures_a_split_that_misses_a_class():
     assert row["nc2_w"] == pytest.approx(sknc.nc2_w(W)["gram"], rel=1e-6)
     assert np.isnan(row["nc4"]) and np.isnan(row["bias_collapse"])
     assert any("no sample of class(es) 3" in str(w.message) for w in caught)
+
+
+def test_tracked_nc_on_images_without_single_label_samples():
+    # bundled digits two and three to an image, no single-label sample: the class means are estimated from the
+    # label sets, so NC is finite at every tracked epoch and falls as the network trains
+    from sklearn.datasets import load_digits
+
+    from sknc import make_multilabel_images
+
+    digits = load_digits()
+    X, Y = make_multilabel_images(digits.images, digits.target, n_per_class=0, n_per_set={2: 15, 3: 3},
+                                  multiplicities=(2, 3), random_state=0)
+    assert Y.sum(1).min() == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sknc.NCWarning)  # nothing undefined
+        clf = PALClassifier(max_epochs=30, track_nc=5, random_state=0, device="cpu").fit(
+            X.reshape(len(X), -1) / 16, Y)
+    hist = clf.history_[["nc1", "nc2_h", "nc3", "nc4", "tagwise_angle"]].dropna()
+    assert len(hist) == 6 and np.isfinite(hist.to_numpy()).all()
+    assert hist["nc1"].iloc[-1] < 0.3 * hist["nc1"].iloc[0]
+    assert hist["tagwise_angle"].iloc[-1] < 0.5 * hist["tagwise_angle"].iloc[0]
+    assert hist["nc2_h"].iloc[-1] < hist["nc2_h"].iloc[0]

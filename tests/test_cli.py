@@ -240,3 +240,23 @@ def test_study_takes_image_arrays_and_checks_them_before_any_fit(tmp_path, capsy
     assert main(base + ["--module", "cnn", "--set", "module__width=4", "--out", str(tmp_path / "cnn")]) == 0
     assert len(pd.read_csv(tmp_path / "cnn" / "study.csv")) == 2
     capsys.readouterr()
+
+
+def test_metrics_class_means_option_on_data_without_singletons(tmp_path, capsys, rng):
+    k, d = 4, 6
+    M = sknc.simplex_etf(k, d, norm=3.0, random_state=0)
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    Y = np.array([[int(c in p) for c in range(k)] for p in pairs for _ in range(10)])
+    H = 1.4 * (Y @ M) / 2 + 0.05 * rng.standard_normal((len(Y), d))
+    np.savez(tmp_path / "f.npz", features=H, labels=Y, W=M, b=np.zeros(k))
+    assert main(["metrics", str(tmp_path / "f.npz"), "--out", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"class_means_estimated\s+True", out)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["class_means_estimated"] is True
+    assert data["nc1"] == pytest.approx(sknc.nc_report(H, Y, M, np.zeros(k))["nc1"], rel=1e-12)
+    with pytest.warns(sknc.NCWarning, match="no multiplicity-1 sample"):
+        assert main(["metrics", str(tmp_path / "f.npz"), "--class-means", "singletons",
+                     "--out", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["nc1"] is None
+    assert main(["metrics", str(tmp_path / "f.npz"), "--class-means", "sets"]) == 2  # a usage error

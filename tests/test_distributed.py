@@ -59,6 +59,15 @@ def _data(dtype=np.float64):
     return H, y, W, b
 
 
+def _pairs(y, k=5):
+    """Two labels per sample, every pair of classes present, no class alone (class means are estimated)."""
+    rows = np.arange(len(y))
+    Y = np.zeros((len(y), k), dtype=int)
+    Y[rows, y % k] = 1
+    Y[rows, (y + 1 + rows % 2) % k] = 1
+    return Y
+
+
 def _shard(rank, n):
     # uneven shards: rank 0 has a third, rank 1 the rest, and rank 1 lacks no class
     cut = n // 3
@@ -81,6 +90,8 @@ def scenario_accumulators(rank):
     H, y, W, b = _data()
     part = _shard(rank, len(y))
     one = _two_pass(sknc.NCAccumulator(mode="two_pass"), H[part], y[part], W, b)
+    Y = _pairs(y)
+    sets = _two_pass(sknc.NCAccumulator(mode="two_pass"), H[part], Y[part], W, b)
     # a one-pass stream, and a shard that misses classes 3 and 4 entirely
     keep = y < 3 if rank == 0 else np.ones(len(y), bool)
     mask = np.zeros(len(y), bool)
@@ -90,7 +101,7 @@ def scenario_accumulators(rank):
     acc.update(H[mask], y[mask]).all_reduce()
     partial_classes = acc.report()
     pickled = len(pickle.dumps(acc))
-    return {"two_pass": one, "one_pass_missing": partial_classes, "mask": mask, "pickled": pickled,
+    return {"two_pass": one, "two_pass_sets": sets, "one_pass_missing": partial_classes, "mask": mask, "pickled": pickled,
             "additive": sum(a.nbytes for a in acc.state_dict()["first"].values() if isinstance(a, np.ndarray))}
 
 
@@ -189,6 +200,11 @@ def test_two_ranks_reduce_to_the_report_of_the_whole_data(tmp_path):
     r0, r1 = results[0]["ok"], results[1]["ok"]
     _close(r0["two_pass"], whole, rel=1e-12)
     assert r0["two_pass"].equals(r1["two_pass"])  # identical on every rank
+    # multi-label data without single-label samples: the estimated class means reduce the same way
+    sets = sknc.nc_report(H, _pairs(y), W, b)
+    assert sets["class_means_estimated"] and np.isfinite(sets["nc1"]) and np.isfinite(sets["nc4"])
+    _close(r0["two_pass_sets"], sets, rel=1e-12)
+    assert r0["two_pass_sets"].equals(r1["two_pass_sets"])
     mask = r0["mask"] | r1["mask"]
     _close(r0["one_pass_missing"], sknc.nc_report(H[mask], y[mask]), rel=1e-10)
     assert r0["one_pass_missing"].equals(r1["one_pass_missing"])

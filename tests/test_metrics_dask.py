@@ -50,6 +50,16 @@ def test_cluster_report_equals_in_memory_float64_float32_and_multilabel(client, 
     Y[:600, (y[:600] + 1) % 4] = 1  # pairs
     _close(sknc.nc_report(da.from_array(H, chunks=(450, 24)), da.from_array(Y, chunks=(450, 4))),
            sknc.nc_report(H, Y), rel=1e-12)
+    # no single-label sample: class means estimated from the label sets, W with the top-|S| agreement
+    rows = np.arange(len(y))
+    Y = np.zeros((len(y), 4), dtype=int)
+    Y[rows, y % 4] = 1
+    Y[rows, (y + 1 + rows % 2) % 4] = 1  # every pair of the four classes, no class alone
+    W4 = rng.standard_normal((4, H.shape[1]))
+    ref = sknc.nc_report(H, Y, W4)
+    assert ref["class_means_estimated"] and np.isfinite(ref["nc1"]) and np.isfinite(ref["nc4"])
+    _close(sknc.nc_report(da.from_array(H, chunks=(450, 24)), da.from_array(Y, chunks=(450, 4)), W4), ref,
+           rel=1e-12)
 
 
 @pytest.mark.slow

@@ -130,6 +130,7 @@ def estimate_class_means(sets, multiplicity, set_rel, counts):
     m0 = int(sizes[0])
     scales = {int(m): 1.0 for m in sizes}
     c_rows = np.ones(len(m_of))
+    free_scale = set()
     n_iter = 0
     while True:
         design = np.hstack([np.ones((len(m_of), 1)), c_rows[:, None] * a_p]) * sqrt_w[:, None]
@@ -145,15 +146,21 @@ def estimate_class_means(sets, multiplicity, set_rel, counts):
                 continue
             rows = m_of == m
             den = float(w[rows] @ np.einsum("ij,ij->i", avg[rows], avg[rows]))
-            new = float(w[rows] @ np.einsum("ij,ij->i", resid[rows], avg[rows])) / den if den > 0 else np.nan
-            if np.isfinite(new):
-                moved = max(moved, abs(new - scales[int(m)]) / max(abs(new), 1e-300))
+            if not den > 1e-24 * float(w[rows].sum()) * max(float(np.max(np.abs(mu))), 1e-300) ** 2:
+                # these sets' classes average to the centre (the set of all classes): their scale is free and
+                # changes nothing
+                free_scale.add(int(m))
+                continue
+            new = float(w[rows] @ np.einsum("ij,ij->i", resid[rows], avg[rows])) / den
+            moved = max(moved, abs(new - scales[int(m)]) / max(abs(new), 1e-300))
             scales[int(m)] = new
         c_rows = np.array([scales[int(m)] for m in m_of])
         n_iter += 1
         if len(sizes) == 1 or moved <= _SCALE_RTOL or n_iter >= _MAX_ITER or not np.all(np.isfinite(c_rows)):
             break
-    undetermined = _free_classes(a, m_of, sqrt_w, c_rows, mu, basis, sizes, m0)
+    undetermined = _free_classes(a, m_of, sqrt_w, c_rows, mu, basis, [m for m in sizes if m not in free_scale],
+                                 m0)
+    scales = {m: c for m, c in scales.items() if m not in free_scale}
     fit = np.ones((len(m_of), 1)) * centre + c_rows[:, None] * avg
     residual = float(np.sqrt(w @ np.sum((coords - fit) ** 2, axis=1) / w.sum())) if np.all(np.isfinite(fit)) \
         else np.nan
