@@ -241,16 +241,23 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         1-D labels, seeded by ``random_state``). Exclusive with ``train_split``.
     warm_start : bool, default=False
         ``fit`` continues training the fitted network instead of starting over.
-    decision_rule : {'auto', 'tagwise', 'threshold', 'mean_logit', 'topk'}, default='auto'
-        Multi-label prediction rule. ``'tagwise'``: the nearest tag-wise
-        prototype of the penultimate feature
-        (:class:`~sknc.TagWiseAverageClassifier`, fitted on the training
-        features), the most accurate; ``'threshold'``: labels whose
-        :meth:`predict_proba` reaches ``threshold`` (within a few points of the
-        tag-wise rule); ``'mean_logit'``: labels whose logit exceeds the
-        sample's mean logit, exact at the UFM optimum but weak on networks that
-        are not fully collapsed; ``'topk'``: the ``top_k`` largest logits,
-        weak when label-set sizes vary. ``'auto'`` is ``'tagwise'``.
+    decision_rule : {'threshold', 'tagwise', 'topk', 'mean_logit', 'auto'}, default='threshold'
+        Multi-label prediction rule. ``'threshold'``: labels whose
+        :meth:`predict_proba` reaches ``threshold``, then as many as the
+        smallest (and at most the largest) label set seen in training;
+        ``'tagwise'``: the most likely tag-wise prototype of the penultimate
+        feature (:class:`~sknc.TagWiseAverageClassifier`, fitted on the
+        training features, with the training frequency of each set size as a
+        prior); ``'topk'``: the ``top_k`` largest logits; ``'mean_logit'``:
+        labels whose logit exceeds the sample's mean logit (exact at the UFM
+        optimum, weak on networks that are not fully collapsed). ``'auto'``
+        holds out ``validation_fraction`` of the training rows (15% when it is
+        None; they are then the validation split too), trains on the rest and
+        keeps the rule with the best ``rule_scoring`` on them
+        (``decision_rule_``, ``decision_scores_``). Measured on the bundled
+        digits (``benchmarks/bench_rules.py``, the multi-label guide),
+        ``'threshold'`` has the best or nearly the best subset accuracy, and
+        ``'auto'`` loses more to the rows it holds out than its choice gains.
         Multi-class ``y`` always uses the argmax.
     threshold : float or array-like of shape (K,), default=0.5
         Probability threshold(s) of the ``'threshold'`` rule.
@@ -258,6 +265,10 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Labels predicted by ``'topk'``; default the most common training multiplicity.
     tagwise_metric : {'cosine', 'euclidean'}, default='euclidean'
         Distance of the ``'tagwise'`` rule.
+    rule_scoring : None, str or callable, default=None
+        What ``decision_rule='auto'`` maximises on the held-out rows: None is
+        subset accuracy (this estimator's ``score``); or ``'jaccard_samples'``,
+        ``'f1_samples'``, ``'neg_hamming_loss'``, or ``fn(Y_true, Y_pred)``.
     track_nc : int, default=0
         Record NC metrics every this many epochs (0: off).
     callbacks : list of skorch callbacks or (name, callback) pairs, optional
@@ -291,6 +302,11 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Trainable parameters of the network.
     decision_ : TagWiseAverageClassifier
         The fitted tag-wise rule (multi-label).
+    decision_rule_ : str
+        The rule ``predict`` uses (multi-label): ``decision_rule``, or the
+        choice of ``'auto'``.
+    decision_scores_ : dict or None
+        ``'auto'``: each rule's ``rule_scoring`` on the held-out rows.
 
     Raises
     ------
@@ -342,6 +358,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "threshold": [Interval(Real, 0, 1, closed="neither"), "array-like"],
         "top_k": [Interval(Integral, 1, None, closed="left"), None],
         "tagwise_metric": [StrOptions({"cosine", "euclidean"})],
+        "rule_scoring": [None, str, callable],
         "track_nc": [Interval(Integral, 0, None, closed="left")],
         "callbacks": [list, None],
         "device": [str, torch.device],
@@ -372,10 +389,11 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         train_split=None,
         validation_fraction=None,
         warm_start=False,
-        decision_rule="auto",
+        decision_rule="threshold",
         threshold=0.5,
         top_k=None,
         tagwise_metric="euclidean",
+        rule_scoring=None,
         track_nc=0,
         callbacks=None,
         device="auto",
@@ -408,6 +426,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.threshold = threshold
         self.top_k = top_k
         self.tagwise_metric = tagwise_metric
+        self.rule_scoring = rule_scoring
         self.track_nc = track_nc
         self.callbacks = callbacks
         self.device = device
@@ -460,7 +479,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if isinstance(y, list) and y and isinstance(y[0], (list, tuple, set)) and len({len(v) for v in y}) > 1:
             group_labels(y)  # raises the clear ragged-labels error
         kind = type_of_target(y, input_name="y")
-        for attr in ("decision_", "_default_top_k", "_size_prior", "_y_dtype"):  # stale state of an earlier fit
+        for attr in ("decision_", "decision_rule_", "decision_scores_", "_default_top_k", "_size_prior",
+                     "_y_dtype"):  # stale state of an earlier fit
             if hasattr(self, attr):
                 delattr(self, attr)
         if kind == "multilabel-indicator":
@@ -468,7 +488,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             groups = group_labels(Y)  # 0/1 values, NaN
             if Y.shape[1] < 2:
                 raise ValueError("a multi-label y needs at least 2 label columns.")
-            if self._rule() == "tagwise":
+            if self.decision_rule == "tagwise":
                 _check_tagwise_labels(groups)
             self.multilabel_ = True
             self.classes_ = np.arange(Y.shape[1]) if columns is None else columns
@@ -489,7 +509,26 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return encoder.transform(y).astype(np.int64)
 
     def _rule(self):
-        return "tagwise" if self.decision_rule == "auto" else self.decision_rule
+        """The multi-label rule predict uses: the fitted choice of ``'auto'``, else the parameter."""
+        if self.decision_rule == "auto":  # the choice of a fit with 'auto' (not of a fit with another rule)
+            return self.decision_rule_ if getattr(self, "decision_scores_", None) else "threshold"
+        return self.decision_rule
+
+    def _rule_holdout(self, Xf, target):
+        """``decision_rule='auto'`` (multi-label): the rows the network trains on and the held-out rows
+        ``(X, Y)`` the rules are scored on (``validation_fraction`` of them, else 15%), or ``(Xf, target,
+        None)``."""
+        if not (self.multilabel_ and self.decision_rule == "auto"):
+            return Xf, target, None
+        from .decision import holdout_rows
+
+        fraction = 0.15 if self.validation_fraction is None else float(self.validation_fraction)
+        if int(round(fraction * len(Xf))) < 1 or len(Xf) - int(round(fraction * len(Xf))) < 2:
+            warnings.warn(f"decision_rule='auto' needs a held-out part of the {len(Xf)} training samples; too few, "
+                          "so the rule is 'threshold'.", NCWarning, stacklevel=3)
+            return Xf, target, None
+        keep, hold = holdout_rows(target, fraction, self._seed())
+        return Xf[keep], target[keep], (Xf[hold], target[hold])
 
     # -------------------------------------------------------------- network
     def _kind(self):
@@ -599,6 +638,13 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def _train_split(self):
         if self.train_split is not None and self.validation_fraction is not None:
             raise ValueError("give either train_split or validation_fraction, not both.")
+        held = getattr(self, "_held_out", None)
+        if held is not None and self.validation_fraction is not None:
+            # decision_rule='auto' holds these rows out of training already: they are the validation split too
+            from skorch.dataset import Dataset
+            from skorch.helper import predefined_split
+
+            return predefined_split(Dataset(*held))
         if self.validation_fraction is not None:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             return ValidSplit(float(self.validation_fraction), stratified=not self.multilabel_, random_state=seed)
@@ -761,6 +807,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         target = self._encode_targets(y, self._columns)
         if continuing and (classes is None or not np.array_equal(classes, self.classes_)):
             raise ValueError("warm_start continues a fitted network: y must have the classes of the first fit.")
+        Xf, target, self._held_out = self._rule_holdout(Xf, target)
         if continuing:
             self._sync_net(Xf)
         else:
@@ -793,6 +840,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     raise ValueError(f"partial_fit got labels never declared in the first call: {unknown[:5].tolist()}.")
                 target = np.searchsorted(saved, np.asarray(y).ravel()).astype(np.int64)
             self.classes_ = saved
+        Xf, target, self._held_out = self._rule_holdout(Xf, target)
+        if not first:
             self._sync_net(Xf)
         return self._train(Xf, target)
 
@@ -837,7 +886,35 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self._set_fitted_attributes()
         if self.multilabel_:
             self.fit_rule(Xf, target)
+            self._choose_rule()
+        self._held_out = None  # no copy of the data is kept
         return self
+
+    def _choose_rule(self):
+        """``decision_rule='auto'``: score every rule on the held-out rows, keep the best (``decision_rule_``,
+        ``decision_scores_``); the tag-wise rule's noise scale is taken from them first."""
+        from .decision import RULES, rule_scorer
+
+        held = getattr(self, "_held_out", None)
+        self.decision_scores_ = None
+        if self.decision_rule != "auto" or held is None:
+            self.decision_rule_ = self._rule()
+            return
+        _, score = rule_scorer(self.rule_scoring)
+        X_held, Y_held = held
+        logits, features = self._outputs(X_held)
+        Y_true = Y_held.astype(bool)
+        if getattr(self, "decision_", None) is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NCWarning)
+                self.decision_.fit_noise(features, Y_held)
+        scores = {}
+        for rule in RULES:
+            if rule == "tagwise" and getattr(self, "decision_", None) is None:
+                continue  # the label sets do not determine the class means: not a candidate
+            scores[rule] = float(score(Y_true, self._multilabel_predict(logits, features, rule)))
+        self.decision_scores_ = scores
+        self.decision_rule_ = max(scores, key=lambda r: (scores[r], -RULES.index(r)))
 
     def initialize(self, X, y):
         """Build the (untrained) network for data like ``X``, ``y`` (then e.g. :meth:`load_params`)."""
@@ -889,7 +966,10 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def _forward(self, X):
         check_is_fitted(self, "net_")
         X = validate_data(self, self._flat(X, fitting=False), reset=False, dtype=[np.float32, np.float64])
-        Xf = np.ascontiguousarray(X, dtype=np.float32)
+        return self._outputs(np.ascontiguousarray(X, dtype=np.float32))
+
+    def _outputs(self, Xf):
+        """Logits and penultimate features (float64 numpy) of prepared float32 rows."""
         logits, features = self.net_.forward(Xf, training=False)
         logits, features = logits.double().cpu().numpy(), features.double().cpu().numpy()
         bad = ~(np.isfinite(logits).all(axis=1) & np.isfinite(features).all(axis=1))
@@ -936,8 +1016,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         return np.asarray([f"palclassifier{i}" for i in range(self._n_features_out)], dtype=object)
 
-    def _multilabel_predict(self, logits, features):
-        rule = self._rule()
+    def _multilabel_predict(self, logits, features, rule=None):
+        rule = self._rule() if rule is None else rule
         allow_empty = self._size_prior.get(0, 0.0) > 0  # label-free training rows make the empty set valid
         if rule == "tagwise":
             if getattr(self, "decision_", None) is None:
@@ -958,9 +1038,25 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             if thr.ndim == 1 and thr.shape != (proba.shape[1],):
                 raise ValueError(f"threshold has shape {thr.shape}; expected a scalar or ({proba.shape[1]},).")
             chosen = proba >= thr
-        if not allow_empty:  # never predict the empty set unless training had label-free rows
-            empty = ~chosen.any(axis=1)
-            chosen[empty, logits[empty].argmax(axis=1)] = True
+        return self._within_seen_sizes(chosen, logits, allow_empty)
+
+    def _within_seen_sizes(self, chosen, scores, allow_empty):
+        """Sets no smaller than the smallest labelled training set and no larger than the largest: labels are
+        added (or dropped) in the order of ``scores``. The empty set stays only if training had label-free
+        rows."""
+        seen = [m for m, p in self._size_prior.items() if m > 0 and p > 0]
+        low, high = (min(seen), max(seen)) if seen else (1, chosen.shape[1])
+        sizes = chosen.sum(axis=1)
+        fix = (sizes > high) | ((sizes < low) & ((sizes > 0) | (not allow_empty)))
+        if fix.any():
+            order = np.argsort(-np.where(chosen[fix], np.inf, 0.0) - scores[fix], axis=1, kind="stable")
+            # keep the chosen labels first (by score), then the others by score; cut at the nearest seen size
+            target = np.clip(sizes[fix], low, high)
+            rows = np.zeros((int(fix.sum()), chosen.shape[1]), dtype=bool)
+            ranks = np.argsort(order, axis=1)
+            rows[ranks < target[:, None]] = True
+            chosen = chosen.copy()
+            chosen[fix] = rows
         return chosen
 
     def predict(self, X):

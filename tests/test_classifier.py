@@ -109,7 +109,7 @@ def test_multilabel_outputs_follow_sklearn(multilabel):
 
 def test_threshold_rule_is_close_to_the_tagwise_rule(multilabel):
     X, Y = multilabel
-    clf = small(max_epochs=40).fit(X, Y)
+    clf = small(max_epochs=40, decision_rule="tagwise").fit(X, Y)
     tagwise = accuracy_score(Y, clf.predict(X))
     clf.set_params(decision_rule="threshold")
     assert accuracy_score(Y, clf.predict(X)) >= tagwise - 0.05
@@ -119,15 +119,48 @@ def test_other_rules(multilabel):
     X, Y = multilabel
     clf = small(decision_rule="mean_logit").fit(X, Y)
     logits = clf.decision_function(X)
-    assert np.array_equal(clf.predict(X).astype(bool), logits > logits.mean(1, keepdims=True))
+    raw = logits > logits.mean(1, keepdims=True)
+    pred = clf.predict(X).astype(bool)
+    sizes, high = raw.sum(1), Y.sum(1).max()
+    inside = (sizes >= 1) & (sizes <= high)
+    assert inside.any() and np.array_equal(pred[inside], raw[inside])
+    # a set larger than any seen in training keeps its labels with the largest logits
+    for row in np.flatnonzero(sizes > high):
+        assert pred[row].sum() == high and set(np.flatnonzero(pred[row])) == set(np.argsort(-logits[row])[:high])
     clf.set_params(decision_rule="threshold", threshold=[0.999] * 4)
     assert np.all(clf.predict(X).sum(1) >= 1)  # never the empty set without label-free training rows
     clf.set_params(decision_rule="topk", top_k=2)
     assert np.all(clf.predict(X).sum(1) == 2)
     clf.set_params(top_k=None)
     assert np.all(clf.predict(X).sum(1) == np.bincount(Y.sum(1)).argmax())
-    clf.set_params(decision_rule="auto")
+    clf.set_params(decision_rule="tagwise")
     assert np.array_equal(clf.predict(X), clf.decision_.predict(clf.transform(X)))
+
+
+def test_auto_rule_is_chosen_on_held_out_rows(multilabel):
+    X, Y = multilabel
+    clf = small(decision_rule="auto", validation_fraction=0.2).fit(X, Y)
+    assert set(clf.decision_scores_) == {"threshold", "tagwise", "topk", "mean_logit"}
+    assert clf.decision_rule_ == max(clf.decision_scores_, key=clf.decision_scores_.get)
+    assert clf.history_["valid_loss"].notna().all()  # the held-out rows are the validation split too
+    chosen = clf.predict(X)
+    assert np.array_equal(chosen, clf.set_params(decision_rule=clf.decision_rule_).predict(X))
+    # the held-out scores are the rules' subset accuracy there: recompute them with the same split
+    from sknc.decision import holdout_rows
+
+    keep, hold = holdout_rows(Y, 0.2, clf.set_params(decision_rule="auto")._seed())
+    for rule, score in clf.decision_scores_.items():
+        expected = accuracy_score(Y[hold], clf.set_params(decision_rule=rule).predict(X[hold]))
+        if rule != "tagwise":  # (the tag-wise rule's noise scale was fitted on those rows during the choice)
+            assert score == pytest.approx(expected), rule
+    # the user's scoring is what is maximised: here, the number of labels predicted on the held-out rows
+    many = small(decision_rule="auto", rule_scoring=lambda Y_true, Y_pred: float(Y_pred.sum())).fit(X, Y)
+    _, hold = holdout_rows(Y, 0.15, many._seed())  # 15% without validation_fraction
+    for rule in ("threshold", "topk", "mean_logit"):
+        assert many.decision_scores_[rule] == many.set_params(decision_rule=rule).predict(X[hold]).sum(), rule
+    assert many.decision_rule_ == max(many.decision_scores_, key=many.decision_scores_.get)
+    with pytest.raises(ValueError, match="rule_scoring must be"):
+        small(decision_rule="auto", rule_scoring="accuracy").fit(X, Y)
 
 
 def test_label_free_rows_train_and_the_empty_set_is_predicted(rng):
@@ -282,9 +315,9 @@ def test_warm_start_applies_parameters_changed_by_set_params(digits):
 
 def test_reload_a_multilabel_model_needs_its_rule(multilabel, tmp_path):
     X, Y = multilabel
-    clf = small(max_epochs=5).fit(X, Y)
+    clf = small(max_epochs=5, decision_rule="tagwise").fit(X, Y)
     clf.save_params(f_params=tmp_path / "p.pt")
-    fresh = small(max_epochs=5).initialize(X, Y).load_params(f_params=tmp_path / "p.pt")
+    fresh = small(max_epochs=5, decision_rule="tagwise").initialize(X, Y).load_params(f_params=tmp_path / "p.pt")
     with pytest.raises(ValueError, match="fit_rule"):
         fresh.predict(X)
     assert np.array_equal(fresh.fit_rule(X, Y).predict(X), clf.predict(X))
@@ -412,9 +445,11 @@ def test_cpu_torch_device_is_accepted(digits):
 def test_labels_known_before_training(multilabel):
     X, Y = multilabel
     together = np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1]] * 20)
-    with pytest.raises(ValueError, match="do not determine every class mean"):
-        small().fit(X[:60], together)
-    small(decision_rule="threshold", max_epochs=1).fit(X[:60], together)  # the threshold rule does not need them
+    with pytest.raises(ValueError, match=r"do not determine the mean of class\(es\) 0, 1 "):
+        small(decision_rule="tagwise").fit(X[:60], together)
+    small(max_epochs=1).fit(X[:60], together)  # the threshold rule does not need them
+    auto = small(decision_rule="auto", max_epochs=1).fit(X[:60], together)
+    assert "tagwise" not in auto.decision_scores_  # not a candidate on these labels
     with pytest.raises(ValueError, match="label lists of different lengths"):
         small().fit(X[:3], [[0, 1], [1], [2, 0]])
     with pytest.raises(ValueError, match="1 class"):

@@ -70,16 +70,16 @@ def test_one_d_labels_give_nearest_class_mean():
     assert np.array_equal(rule.predict(H), y)
 
 
-def test_class_never_alone_uses_least_squares_means():
-    # class 3 never occurs alone: its mean comes from the pairs it is in
+def test_class_never_alone_uses_the_tagwise_estimate():
+    # class 3 never occurs alone: its mean comes from the pairs it is in (the estimator of the NC metrics)
     H, Y, M = _etf_data(k=4, sets=[(0,), (1,), (2,), (0, 3), (1, 3), (2, 3), (0, 1)], scales={1: 1.0, 2: 1.0})
     rule = TagWiseAverageClassifier(metric="euclidean").fit(H, Y)
-    assert rule.means_estimated_by_ == "least_squares"
+    assert rule.means_estimated_by_ == "tagwise"
     assert np.allclose(rule.means_ + rule.center_, 5.0 + M, atol=1e-8)
     assert rule.scales_[2] == pytest.approx(1.0)
     assert np.array_equal(rule.predict(H), Y)
     together = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1], [1, 1, 1]])
-    with pytest.raises(ValueError, match="do not determine every class mean"):
+    with pytest.raises(ValueError, match=r"do not determine the mean of class\(es\) 0, 1 "):
         TagWiseAverageClassifier().fit(np.random.default_rng(0).standard_normal((4, 3)), together)
 
 
@@ -90,3 +90,55 @@ def test_bad_input():
         rule.predict(H[:, :3])
     with pytest.raises(ValueError, match="NaN|infinity"):
         TagWiseAverageClassifier().fit(np.full_like(H, np.nan), Y)
+
+
+def test_auto_search_is_exhaustive_within_its_budget_and_exact():
+    H, Y, M = _etf_data(k=6)
+    rule = TagWiseAverageClassifier(metric="euclidean").fit(H, Y)
+    assert rule.search_ == "exhaustive"  # 6 + 15 + 20 candidate sets
+    assert TagWiseAverageClassifier(max_candidates=10).fit(H, Y).search_ == "fast"
+    # the prediction is the most likely candidate, found here by an independent loop over every set
+    rng = np.random.default_rng(3)
+    probes = 5.0 + 2.0 * rng.standard_normal((200, H.shape[1]))
+    centred = probes - rule.center_
+    best = []
+    for h in centred:
+        scored = []
+        for m in (1, 2, 3):
+            for s in combinations(range(6), m):
+                proto = rule.scales_[m] / m * rule.means_[list(s)].sum(0)
+                scored.append((-np.sum((h - proto) ** 2) / (2 * rule.noise_scale_) + rule.size_log_prior_[m], s))
+        best.append(max(scored)[1])
+    expected = np.zeros((200, 6), dtype=int)
+    for i, s in enumerate(best):
+        expected[i, list(s)] = 1
+    assert np.array_equal(rule.predict(probes), expected)
+
+
+def test_size_prior_keeps_rare_large_sets_rare():
+    # 90% single labels, 10% pairs; new samples are noisier than the training ones
+    rng = np.random.default_rng(0)
+    k, d = 5, 10
+    M = simplex_etf(k, d, norm=3.0, random_state=0)
+    pairs = list(combinations(range(k), 2))
+
+    def draw(n, noise):
+        Y = np.zeros((n, k), dtype=int)
+        for i in range(n):
+            Y[i, [rng.integers(k)] if rng.random() < 0.9 else list(pairs[rng.integers(len(pairs))])] = 1
+        H = 1.4 * (Y @ M) / Y.sum(1, keepdims=True)  # pairs: 1.4 times their tags' average
+        return H + noise * rng.standard_normal((n, d)), Y
+
+    Htr, Ytr = draw(2000, 0.3)
+    Hval, Yval = draw(500, 1.2)
+    Hte, Yte = draw(2000, 1.2)
+    plain = TagWiseAverageClassifier(metric="euclidean", size_prior=False).fit(Htr, Ytr)
+    prior = TagWiseAverageClassifier(metric="euclidean").fit(Htr, Ytr).fit_noise(Hval, Yval)
+    assert prior.noise_scale_ > 5 * TagWiseAverageClassifier(metric="euclidean").fit(Htr, Ytr).noise_scale_
+    share = {name: float(np.mean(r.predict(Hte).sum(1) == 2)) for name, r in (("plain", plain), ("prior", prior))}
+    truth = float(np.mean(Yte.sum(1) == 2))
+    assert abs(share["prior"] - truth) < abs(share["plain"] - truth)
+    assert share["plain"] > 2 * truth  # without the prior the rule over-predicts pairs
+    exact = {name: float(np.mean(np.all(r.predict(Hte) == Yte, axis=1))) for name, r in (("plain", plain),
+                                                                                      ("prior", prior))}
+    assert exact["prior"] > exact["plain"]
