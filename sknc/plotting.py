@@ -31,6 +31,34 @@ def _pyplot():
     return plt
 
 
+_LOG_SPAN = 5.0  # positive values spread over more than this factor get a log axis
+
+
+def _nan_reason(metric):
+    """Why a metric can be NaN, from the report-key registry (a generic phrase for other columns)."""
+    from .metrics import key_info
+
+    try:
+        return f"NaN when {key_info(metric).nan_when}"
+    except KeyError:
+        return "every recorded value is NaN"
+
+
+def _undefined(ax, metric, reason=None):
+    """An axis that says a metric is undefined on the data, and why, instead of staying empty."""
+    import textwrap
+
+    text = f"{metric}: undefined on this data ({reason or _nan_reason(metric)})"
+    ax.text(0.5, 0.5, textwrap.fill(text, 48), ha="center", va="center", transform=ax.transAxes, fontsize=8,
+            color="0.3")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _undefined_label(metric):
+    return f"{metric}: undefined on this data"
+
+
 def plot_nc_history(history, metrics=None, x="epoch"):
     """NC metrics against epochs: a log-scale panel, plus the tag-wise angle (degrees) when present.
 
@@ -63,24 +91,39 @@ def plot_nc_history(history, metrics=None, x="epoch"):
     with_angle = "tagwise_angle" in metrics
     fig, axes = plt.subplots(1, 2 if with_angle else 1, figsize=(10 if with_angle else 6, 4), squeeze=False)
     ax = axes[0, 0]
+    drawn, undefined = [], []
     for m in log_metrics:
         rows = history[[x, m]].dropna()
+        if rows.empty:
+            undefined.append(m)
+            continue
         values = rows[m].to_numpy(dtype=float)
         positive = values > 0
         label = m if positive.all() else f"{m} (zeros not shown)"
         ax.plot(rows[x].to_numpy()[positive], values[positive], marker="o", label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel("metric (log scale)")
+        drawn.append(values[positive])
     ax.set_title("Neural collapse during training")
-    ax.legend(fontsize=8)
+    if not drawn and log_metrics:
+        _undefined(ax, ", ".join(undefined), "every recorded value is NaN: see the NCWarning of the run")
+    elif log_metrics:
+        for m in undefined:  # in the legend, so that a missing line is not mistaken for one off the axis
+            ax.plot([], [], linestyle="none", label=_undefined_label(m))
+        log = _log_spaced(np.concatenate(drawn))
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel("metric (log scale)" if log else "metric")
+        ax.legend(fontsize=8)
     if with_angle:
         rows = history[[x, "tagwise_angle"]].dropna()
-        axes[0, 1].plot(rows[x], rows["tagwise_angle"], marker="o", color="C5")
-        axes[0, 1].set_xlabel(x)
-        axes[0, 1].set_ylabel("mean tag-wise angle (degrees)")
         axes[0, 1].set_title("Tag-wise-average property")
-        axes[0, 1].set_ylim(bottom=0)
+        if rows.empty:
+            _undefined(axes[0, 1], "tagwise_angle")
+        else:
+            axes[0, 1].plot(rows[x], rows["tagwise_angle"], marker="o", color="C5")
+            axes[0, 1].set_xlabel(x)
+            axes[0, 1].set_ylabel("mean tag-wise angle (degrees)")
+            axes[0, 1].set_ylim(bottom=0)
     fig.tight_layout()
     return fig
 
@@ -232,13 +275,13 @@ def plot_ufm_dynamics(history, columns=("objective", "grad_norm", "nc1", "nc2_w"
 
 
 def _log_spaced(values):
-    """Positive numbers spread over more than a factor of 10 read best on a log axis."""
+    """Positive numbers spread over more than a factor of ``_LOG_SPAN`` read best on a log axis."""
     try:
         values = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
         return False
     values = values[np.isfinite(values)]
-    return values.size > 1 and bool((values > 0).all()) and values.max() / values.min() > 10
+    return values.size > 1 and bool((values > 0).all()) and values.max() / values.min() > _LOG_SPAN
 
 
 def _metric_label(metric):
@@ -340,6 +383,13 @@ def plot_study(cv_results, param, metrics=("nc1",), hue=None, splits=("train", "
         present = [s for s in splits if f"{metric}_{s}" in table.columns]
         if not present:
             raise ValueError(f"cv_results has no score for {metric!r}.")
+        conv = _conventions(metric)
+        a.set_title(f"{metric} vs {param}" + (f" [{conv}]" if conv else "")
+                    + ("\nsolid, filled: training folds; dashed, open: test folds" if len(present) > 1 else ""),
+                    fontsize=8)
+        if not np.isfinite(table[[f"{metric}_{s}" for s in present]].to_numpy(dtype=float)).any():
+            _undefined(a, metric)
+            continue
         drawn = []
         for i, (key, rows) in enumerate(groups):
             order = np.argsort(xs_all.loc[rows.index].to_numpy(), kind="stable")
@@ -355,17 +405,13 @@ def plot_study(cv_results, param, metrics=("nc1",), hue=None, splits=("train", "
                            markerfacecolor=f"C{i}" if split == "train" else "white",
                            linestyle="-" if split == "train" else "--", label=label)
                 drawn.append(ys)
+        values = np.concatenate(drawn) if drawn else np.array([])
         if xs_all.dtype.kind in "fi" and _log_spaced(xs_all):
             a.set_xscale("log")
-        values = np.concatenate(drawn) if drawn else np.array([])
         if _log_spaced(values):
             a.set_yscale("log")
         a.set_xlabel(param)
         a.set_ylabel(_metric_label(metric))
-        conv = _conventions(metric)
-        a.set_title(f"{metric} vs {param}" + (f" [{conv}]" if conv else "")
-                    + ("\nsolid, filled: training folds; dashed, open: test folds" if len(present) > 1 else ""),
-                    fontsize=8)
         a.legend(fontsize=7, handlelength=3)
     fig.tight_layout()
     return fig
@@ -428,8 +474,14 @@ def plot_study_heatmap(cv_results, x, y, metric="nc1", split="train", ax=None):
     values = pivot.to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(1.2 * values.shape[1] + 2.5, 0.8 * values.shape[0] + 1.8)) if ax is None else (
         ax.figure, ax)
+    conv = _conventions(metric)
     finite = values[np.isfinite(values)]
-    norm = LogNorm() if finite.size and (finite > 0).all() and metric in _NC_KEYS + ("cdnv",) else None
+    if finite.size == 0:
+        ax.set_title(f"{metric} ({split} folds)" + (f"\n[{conv}]" if conv else ""), fontsize=9)
+        _undefined(ax, metric)
+        fig.tight_layout()
+        return fig
+    norm = LogNorm() if _log_spaced(finite) else None
     image = ax.imshow(values, cmap="viridis", norm=norm, aspect="auto", origin="lower")
     ax.set_xticks(range(values.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in pivot.columns])
     ax.set_yticks(range(values.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in pivot.index])
@@ -439,7 +491,6 @@ def plot_study_heatmap(cv_results, x, y, metric="nc1", split="train", ax=None):
                 color="k" if bright else "w")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    conv = _conventions(metric)
     ax.set_title(f"{metric} ({split} folds)" + (f"\n[{conv}]" if conv else ""), fontsize=9)
     fig.colorbar(image, ax=ax, label=_metric_label(metric))
     fig.tight_layout()
@@ -474,20 +525,25 @@ def plot_trajectories(cv_results, metric="nc1", ax=None):
     plt = _pyplot()
     traj = study_trajectories(cv_results)
     rows = traj[traj["metric"] == metric]
-    if rows.empty:
+    recorded = any(str(c).startswith(f"mean_test_history_{metric}@") for c in pd.DataFrame(cv_results).columns)
+    if rows.empty and not recorded:
         raise ValueError(f"no trajectory of {metric!r}; recorded: {sorted(traj['metric'].unique())}.")
     params = [p for p in _param_names(cv_results) if traj[p].astype(str).nunique() > 1] or _param_names(cv_results)
     fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
+    ax.set_title(f"{metric} during training, one line per candidate")
+    if rows.empty:  # recorded, NaN at every epoch
+        _undefined(ax, metric)
+        fig.tight_layout()
+        return fig
     for i, (candidate, line) in enumerate(rows.groupby("candidate", sort=True)):
         label = ", ".join(f"{p}={line[p].iloc[0]}" for p in params)
         epochs, mean, std = line["epoch"].to_numpy(), line["mean"].to_numpy(), line["std"].to_numpy()
         ax.plot(epochs, mean, marker="o", markersize=3, color=f"C{i % 10}", label=label)
         ax.fill_between(epochs, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15, linewidth=0)
-    if (rows["mean"] > 0).all():
+    if _log_spaced(rows["mean"]):
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(_metric_label(metric))
-    ax.set_title(f"{metric} during training, one line per candidate")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -524,16 +580,27 @@ def plot_layerwise(report, metrics=("nc1", "nc2_h", "nc4"), ax=None):
     names = [str(n) for n in report.index]
     depth = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2), 4)) if ax is None else (ax.figure, ax)
+    ax.set_title("Neural collapse across depth")
+    drawn = []
     for metric in metrics:
         values = report[metric].to_numpy(dtype=float)
         keep = np.isfinite(values) & (values > 0)
+        if not keep.any():
+            ax.plot([], [], linestyle="none", label=_undefined_label(metric))
+            continue
         label = metric if keep.all() else f"{metric} (NaN/zero layers not shown)"
         ax.plot(depth[keep], values[keep], marker="o", label=label)
-    ax.set_yscale("log")
+        drawn.append(values[keep])
+    if not drawn:
+        _undefined(ax, ", ".join(metrics), "NaN or zero at every layer: see the NCWarning of the report")
+        fig.tight_layout()
+        return fig
+    log = _log_spaced(np.concatenate(drawn))
+    if log:
+        ax.set_yscale("log")
     ax.set_xticks(depth, names, rotation=35, ha="right", fontsize=8)
     ax.set_xlabel("layer (forward order)")
-    ax.set_ylabel("metric (log scale)")
-    ax.set_title("Neural collapse across depth")
+    ax.set_ylabel("metric (log scale)" if log else "metric")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -15,14 +15,16 @@ from .test_metrics import _multilabel_fixture
 
 
 def test_nc_history_draws_the_recorded_values():
-    hist = pd.DataFrame({"epoch": [1, 2, 3, 4], "nc1": [np.nan, 0.5, np.nan, 0.1], "nc4": [np.nan, 0.2, np.nan, 0.0],
+    hist = pd.DataFrame({"epoch": [1, 2, 3, 4], "nc1": [np.nan, 0.5, np.nan, 0.01], "nc4": [np.nan, 0.2, np.nan, 0.0],
                          "tagwise_angle": [np.nan, 20.0, np.nan, 5.0]})
     fig = plot_nc_history(hist)
     left, right = fig.axes
     lines = {line.get_label(): line for line in left.get_lines()}
-    assert np.allclose(lines["nc1"].get_ydata(), [0.5, 0.1]) and np.allclose(lines["nc1"].get_xdata(), [2, 4])
+    assert np.allclose(lines["nc1"].get_ydata(), [0.5, 0.01]) and np.allclose(lines["nc1"].get_xdata(), [2, 4])
     assert np.allclose(lines["nc4 (zeros not shown)"].get_ydata(), [0.2])  # the exact zero is left out
-    assert left.get_yscale() == "log"
+    assert left.get_yscale() == "log"  # a factor of 50
+    narrow = plot_nc_history(hist.assign(nc1=[np.nan, 0.5, np.nan, 0.3]), metrics=["nc1"])
+    assert narrow.axes[0].get_yscale() == "linear"  # within a factor of 5
     assert np.allclose(right.get_lines()[0].get_ydata(), [20.0, 5.0])
     with pytest.raises(ValueError, match="no NC metric"):
         plot_nc_history(pd.DataFrame({"epoch": [1], "train_loss": [0.3]}))
@@ -86,7 +88,7 @@ def test_layerwise_plot_draws_each_metric_over_depth():
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert np.allclose(lines["nc1"].get_ydata(), [0.9, 0.3, 0.1])
     assert np.allclose(lines["nc1"].get_xdata(), [0, 1, 2])
-    assert len(lines["nc4 (NaN/zero layers not shown)"].get_ydata()) == 0
+    assert len(lines["nc4: undefined on this data"].get_ydata()) == 0
     assert ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["pixels", "relu1", "relu2"]
     with pytest.raises(ValueError, match="no column"):
@@ -128,3 +130,34 @@ def test_study_table_has_no_negative_zero():
     table = study_table(cv)
     assert not np.signbit(table[["nc4_train", "nc4_test"]].to_numpy()).any()
     assert "-0" not in table.to_string()
+
+
+def _texts(ax):
+    return " ".join(t.get_text().replace("\n", " ") for t in ax.texts)
+
+
+def test_an_undefined_metric_says_so_in_every_plot():
+    from sknc.plotting import plot_layerwise, plot_study_heatmap, plot_trajectories
+
+    # a study on data where nc1 is NaN in every candidate (e.g. a class mean the label sets leave free)
+    cv = {"param_lambda_H": [1e-4, 1e-3, 1e-2, 1e-4, 1e-3, 1e-2], "param_lr": [0.1] * 3 + [0.01] * 3,
+          "mean_test_nc1": [np.nan] * 6, "std_test_nc1": [np.nan] * 6,
+          "mean_test_acc": [0.5, 0.6, 0.7, 0.5, 0.55, 0.58], "std_test_acc": [0.01] * 6,
+          "mean_test_history_nc1@1": [np.nan] * 6, "std_test_history_nc1@1": [np.nan] * 6,
+          "mean_test_history_nc1@2": [np.nan] * 6, "std_test_history_nc1@2": [np.nan] * 6}
+    fig = plot_study(cv, "lambda_H", ["nc1", "acc"])
+    nan_panel, acc_panel = fig.axes
+    assert "nc1: undefined on this data (NaN when" in _texts(nan_panel) and not nan_panel.lines
+    assert acc_panel.containers and not acc_panel.texts
+    assert acc_panel.get_xscale() == "log" and acc_panel.get_yscale() == "linear"  # 1e-4..1e-2; 0.5..0.7
+    heat = plot_study_heatmap(cv, "lambda_H", "lr", metric="nc1", split="test")
+    assert "undefined on this data" in _texts(heat.axes[0]) and not heat.axes[0].images
+    traj = plot_trajectories(cv, metric="nc1")
+    assert "undefined on this data" in _texts(traj.axes[0])
+    hist = plot_nc_history(pd.DataFrame({"epoch": [1, 2], "nc1": [np.nan, np.nan], "nc3": [np.nan, np.nan]}))
+    assert "undefined on this data" in _texts(hist.axes[0])
+    mixed = plot_nc_history(pd.DataFrame({"epoch": [1, 2], "nc1": [np.nan, np.nan], "nc3": [0.9, 0.01]}))
+    labels = [line.get_label() for line in mixed.axes[0].get_lines()]
+    assert labels == ["nc3", "nc1: undefined on this data"] and mixed.axes[0].get_yscale() == "log"
+    layers = plot_layerwise(pd.DataFrame({"nc1": [np.nan, np.nan]}, index=["a", "b"]), metrics=["nc1"])
+    assert "undefined on this data" in _texts(layers.axes[0])
