@@ -1,0 +1,148 @@
+"""
+Multi-label images without a single-label sample
+================================================
+
+Multi-label NC is defined through the means of single-label samples, and
+real multi-label data often has none. Here every image holds two or three of
+scikit-learn's bundled 8x8 digits (a 16x16 canvas, no digit alone), so the
+papers' class means do not exist. sknc estimates them from the label sets'
+means under the tag-wise-average model (``class_means='auto'`` switches to
+the estimate by itself; the theory page defines each key under it). This page
+
+1. trains :class:`sknc.PALClassifier` and follows NC over training, with the
+   estimated class means;
+2. looks at the estimated means' geometry (their cosines against a simplex
+   ETF) and at how well the label sets' means follow the model;
+3. compares PALClassifier's decision rules with scikit-learn's
+   ``MLPClassifier``, ``ClassifierChain`` and
+   ``MultiOutputClassifier(LogisticRegression)`` on the same split.
+
+About 20 seconds on two CPU cores.
+"""
+
+# %%
+import time
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, hamming_loss, jaccard_score
+from sklearn.multioutput import ClassifierChain, MultiOutputClassifier
+from sklearn.neural_network import MLPClassifier
+
+from sknc import PALClassifier, class_means, load_multilabel_digits, nc_report, tagwise_average
+from sknc.plotting import plot_nc_history
+
+data = load_multilabel_digits(n_per_class=(0, 0), n_per_set=({2: 20, 3: 4}, {2: 6, 3: 1}), multiplicities=(2, 3),
+                              random_state=0)
+Xtr, Ytr, Xte, Yte = data.X_train, data.Y_train, data.X_test, data.Y_test
+print(f"train {len(Xtr)}, test {len(Xte)} images; labels per image {sorted(set(Ytr.sum(1).tolist()))}; "
+      f"single-label samples: {int(np.sum(Ytr.sum(1) == 1))}")
+
+# %%
+# NC over training
+# ----------------
+# ``track_nc`` measures the penultimate features every 20 epochs. With no
+# single-label sample, the report uses the estimated class means and says so
+# in ``class_means_estimated``; NC1 is the scatter of every sample about its
+# own label set's mean, measured against the spread of the estimated means.
+t0 = time.perf_counter()
+clf = PALClassifier(track_nc=20, device="cpu", random_state=0).fit(Xtr, Ytr)
+t_pal = time.perf_counter() - t0
+H = clf.transform(Xtr)
+report = nc_report(H, Ytr, clf.coef_, clf.intercept_)
+print(f"PALClassifier: {len(clf.history_)} epochs in {t_pal:.1f} s; class means estimated: "
+      f"{bool(report['class_means_estimated'])}")
+print(clf.history_[["epoch", "nc1", "nc2_h", "nc3", "nc4", "tagwise_angle"]].dropna()
+      .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+fig = plot_nc_history(clf.history_)
+
+# %%
+# The estimated class means
+# -------------------------
+# At multi-label neural collapse the class means form a simplex ETF: every
+# pair of centred means has cosine :math:`-1/(K-1)`. The estimated means of
+# the trained features are compared with that below, and the model's fit to
+# the label sets is read off :func:`sknc.tagwise_average` (the angle between
+# each set's centred mean and the sum of its tags' estimated means, and the
+# scale :math:`c_3` of triples relative to pairs, whose scale is 1 by
+# definition here).
+means = class_means(H, Ytr)  # estimated: no class occurs alone
+centred = means - means.mean(axis=0)
+unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+cosines = unit @ unit.T
+k = len(means)
+off = cosines[~np.eye(k, dtype=bool)]
+print(f"cosines between centred class means: mean {off.mean():.3f} (ETF: {-1 / (k - 1):.3f}), "
+      f"spread {off.std():.3f}; NC2 {report['nc2_h']:.3f}")
+fit = tagwise_average(H, Ytr)
+print(fit.summary[["multiplicity", "n_sets", "angle_mean", "scale_mean"]].to_string(
+    index=False, float_format=lambda v: f"{v:.3f}"))
+
+fig, ax = plt.subplots(figsize=(4.6, 3.8))
+image = ax.imshow(cosines, cmap="RdBu_r", vmin=-1, vmax=1)
+ax.set_xticks(range(k))
+ax.set_yticks(range(k))
+ax.set_xlabel("class")
+ax.set_ylabel("class")
+ax.set_title(f"cosines of the estimated centred class means\n(simplex ETF: -1/(K-1) = {-1 / (k - 1):.3f} off "
+             "the diagonal)", fontsize=9)
+fig.colorbar(image, ax=ax)
+fig.tight_layout()
+
+# %%
+# Decision rules against scikit-learn's multi-label models
+# --------------------------------------------------------
+# PALClassifier's rules all read the same trained network. ``'auto'`` trains
+# its own network on 85% of the rows and keeps the rule that does best on the
+# other 15%.
+t0 = time.perf_counter()
+auto = PALClassifier(decision_rule="auto", device="cpu", random_state=0).fit(Xtr, Ytr)
+t_auto = time.perf_counter() - t0
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    baselines = {
+        "MLPClassifier": MLPClassifier(max_iter=300, random_state=0),
+        "ClassifierChain(LogisticRegression)": ClassifierChain(LogisticRegression(max_iter=1000), random_state=0),
+        "MultiOutputClassifier(LogisticRegression)": MultiOutputClassifier(LogisticRegression(max_iter=1000)),
+    }
+    fitted = {}
+    for name, model in baselines.items():
+        t0 = time.perf_counter()
+        fitted[name] = (model.fit(Xtr, Ytr), time.perf_counter() - t0)
+
+
+def row(name, pred, seconds):
+    sizes = np.bincount(pred.sum(1).astype(int), minlength=4)[:4] / len(pred)
+    print(f"{name:<44} {accuracy_score(Yte, pred):6.3f} {jaccard_score(Yte, pred, average='samples', zero_division=1):7.3f}"
+          f" {hamming_loss(Yte, pred):7.4f}  {np.round(sizes, 2).tolist()}  {seconds:4.1f} s")
+
+
+truth = np.bincount(Yte.sum(1), minlength=4)[:4] / len(Yte)
+print(f"{'model / rule':<44} {'subset':>6} {'Jaccard':>7} {'Hamming':>7}  sizes 0-3 (truth "
+      f"{np.round(truth, 2).tolist()})  fit")
+for rule in ("threshold", "tagwise", "topk"):
+    clf.set_params(decision_rule=rule)
+    row(f"PALClassifier, rule={rule}" + (" (default)" if rule == "threshold" else ""), clf.predict(Xte), t_pal)
+clf.set_params(decision_rule="threshold")
+row(f"PALClassifier, rule='auto' -> {auto.decision_rule_}", auto.predict(Xte), t_auto)
+for name, (model, seconds) in fitted.items():
+    row(name, model.predict(Xte), seconds)
+
+# %%
+# What to read
+# ------------
+# Without a single single-label sample, every NC key is finite, and the
+# training features collapse: NC1 falls by two orders of magnitude, the
+# estimated class means reach the simplex ETF's cosines, every label set's
+# mean lies within a few degrees of the sum of its tags' estimated means, and
+# triples sit about 1.4 times further out than pairs. Held-out images are
+# another matter: this small network on 16x16 canvases generalises modestly.
+# All of PALClassifier's rules are well ahead of the three scikit-learn models
+# in subset accuracy and Jaccard; the per-label threshold and top-k rules
+# lead, and the tag-wise rule predicts more three-label sets than the data
+# hold (its size prior is weighed with the training features' spread, which
+# is far tighter than that of new images). ``'auto'`` chose on its held-out
+# rows but trained on fewer images, which cost it more than its choice gained.
