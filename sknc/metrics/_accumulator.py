@@ -497,7 +497,8 @@ class NCAccumulator(StateMixin, DistributedMixin):
                 c_np = cls_np[s:e]
                 child.add(be.rows(x, s, e), c_np if be.name == "numpy" else be.index(c_np), c_np, strict=True)
                 if topm is not None and topm["W"] is not None:
-                    rows64 = be.to_numpy(be.rows(x, s, e)).astype(np.float64) - topm["origin"]
+                    rows64 = be.to_numpy(be.rows(x, s, e)).astype(np.float64)
+                    rows64 -= topm["origin"]
                     child.agree += TM.topm_agreement(rows64, topm["mult"][c_np], topm["means_rel"], topm["W"],
                                                      topm["bias"])
         except ValueError:

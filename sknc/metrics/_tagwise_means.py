@@ -123,47 +123,67 @@ def estimate_class_means(sets, multiplicity, set_rel, counts):
     # the set means enter only through their coordinates in an orthonormal basis of their row space
     q, t = np.linalg.qr((sqrt_w[:, None] * rel_s).T, mode="reduced")  # (d, r), (r, G)
     rhs = t.T  # (G, r): weighted set means in the basis q
-    coords = rhs / sqrt_w[:, None]
+    total_sq = float(np.sum(rhs * rhs))
     basis = _centred_basis(k)
     a_p = a @ basis  # (G, K-1)
     sizes = np.unique(m_of)
+    # Whatever the scales, the design's columns lie in the span of [1 | a_p restricted to each multiplicity],
+    # so only the part of the set means that this span reaches can move the fit: keep those few directions
+    # (at most 1 + #sizes (K-1) of the r) and the alternation works on them alone.
+    blocks = {int(m): (m_of == m)[:, None] * a_p * sqrt_w[:, None] for m in sizes}  # weighted, per size
+    reach = np.hstack([sqrt_w[:, None]] + list(blocks.values()))
+    u_r, s_r, _ = np.linalg.svd(reach, full_matrices=False)
+    u_r = u_r[:, s_r > _NULL_RTOL * s_r[0]]
+    keep_dirs, _ = np.linalg.qr((u_r.T @ rhs).T, mode="reduced")  # (r, q)
+    rhs = rhs @ keep_dirs
+    q = q @ keep_dirs
+    coords = rhs / sqrt_w[:, None]
+    # Every weighted design column is in the span of u_r, so the alternation runs on coordinates in it: the
+    # design is u_r [p1 | sum_m c_m P_m] and the set means enter as u_r^T rhs (sizes p x K and p x q, p small).
+    p1 = u_r.T @ sqrt_w
+    p_m = {m: u_r.T @ b for m, b in blocks.items()}
+    r_u = u_r.T @ rhs
     m0 = int(sizes[0])
     scales = {int(m): 1.0 for m in sizes}
-    c_rows = np.ones(len(m_of))
     free_scale = set()
     n_iter = 0
     while True:
-        design = np.hstack([np.ones((len(m_of), 1)), c_rows[:, None] * a_p]) * sqrt_w[:, None]
+        design = np.hstack([p1[:, None], sum(scales[m] * p_m[m] for m in p_m if m not in free_scale)])
         u, s, vt = np.linalg.svd(design, full_matrices=False)
         keep = s > _NULL_RTOL * s[0] if s.size else s.astype(bool)
-        coef = vt[keep].T @ ((u[:, keep].T @ rhs) / s[keep, None])  # (K, r): minimum-norm solution
-        centre, mu = coef[0], basis @ coef[1:]  # (r,), (K, r)
-        avg = a @ mu
-        resid = coords - centre
+        coef = vt[keep].T @ ((u[:, keep].T @ r_u) / s[keep, None])  # (K, q): minimum-norm solution
+        centre, theta = coef[0], coef[1:]
+        mu = basis @ theta  # (K, q)
+        base = r_u - p1[:, None] * centre  # weighted set means less the centre, in u_r coordinates
         moved = 0.0
         for m in sizes:
-            if m == m0:
+            m = int(m)
+            if m == m0 or m in free_scale:
                 continue
-            rows = m_of == m
-            den = float(w[rows] @ np.einsum("ij,ij->i", avg[rows], avg[rows]))
-            if not den > 1e-24 * float(w[rows].sum()) * max(float(np.max(np.abs(mu))), 1e-300) ** 2:
+            y = p_m[m] @ theta  # weighted tag averages of the sets of size m
+            den = float(np.sum(y * y))
+            if not den > 1e-24 * float(w[m_of == m].sum()) * max(float(np.max(np.abs(mu))), 1e-300) ** 2:
                 # these sets' classes average to the centre (the set of all classes): their scale is free and
                 # changes nothing
-                free_scale.add(int(m))
+                free_scale.add(m)
                 continue
-            new = float(w[rows] @ np.einsum("ij,ij->i", resid[rows], avg[rows])) / den
-            moved = max(moved, abs(new - scales[int(m)]) / max(abs(new), 1e-300))
-            scales[int(m)] = new
-        c_rows = np.array([scales[int(m)] for m in m_of])
+            new = float(np.sum(base * y)) / den
+            moved = max(moved, abs(new - scales[m]) / max(abs(new), 1e-300))
+            scales[m] = new
         n_iter += 1
-        if len(sizes) == 1 or moved <= _SCALE_RTOL or n_iter >= _MAX_ITER or not np.all(np.isfinite(c_rows)):
+        if len(sizes) == 1 or moved <= _SCALE_RTOL or n_iter >= _MAX_ITER or \
+                not all(np.isfinite(c) for c in scales.values()):
             break
+    c_rows = np.array([scales[int(m)] if int(m) not in free_scale else 0.0 for m in m_of])
+    avg = a @ mu
     undetermined = _free_classes(a, m_of, sqrt_w, c_rows, mu, basis, [m for m in sizes if m not in free_scale],
                                  m0)
     scales = {m: c for m, c in scales.items() if m not in free_scale}
     fit = np.ones((len(m_of), 1)) * centre + c_rows[:, None] * avg
-    residual = float(np.sqrt(w @ np.sum((coords - fit) ** 2, axis=1) / w.sum())) if np.all(np.isfinite(fit)) \
-        else np.nan
+    # the directions left out above are residual too
+    left_out = max(total_sq - float(np.sum(rhs * rhs)), 0.0)
+    residual = float(np.sqrt((w @ np.sum((coords - fit) ** 2, axis=1) + left_out) / w.sum())) \
+        if np.all(np.isfinite(fit)) else np.nan
     unit = np.ldexp(1.0, exp)
     return TagwiseEstimate(centre_rel=(q @ centre) * unit, centred=(mu @ q.T) * unit, scales=scales,
                            undetermined=undetermined, fitted=fitted, n_iter=n_iter, residual=residual * unit)
@@ -200,7 +220,8 @@ def _free_classes(a, m_of, sqrt_w, c_rows, mu, basis, sizes, m0, n_dirs=4):
     jac *= np.tile(sqrt_w, p)[:, None]
     norms = np.linalg.norm(jac, axis=0)
     norms[norms == 0] = 1.0
-    _, sing, vt = np.linalg.svd(jac / norms, full_matrices=True)
+    # (the left factor is only needed square when there are fewer equations than unknowns)
+    _, sing, vt = np.linalg.svd(jac / norms, full_matrices=jac.shape[0] < cols)
     sing = np.concatenate([sing, np.zeros(cols - sing.size)])
     null = vt[sing <= _NULL_RTOL * max(float(sing[0]), 1e-300)] / norms  # back to the unknowns' units
     moved = np.zeros(k)
@@ -353,18 +374,23 @@ def set_view(groups, fitted):
 def topm_agreement(x, mult, means, W, b):
     """How many rows' ``m`` nearest class means are their ``m`` largest logits (``m``: the row's multiplicity).
 
-    ``x``: float64 rows (n, d); ``means``: the estimated uncentred class means.
-    For single-label rows this is the NCC agreement of NC4.
+    ``x``: float64 rows (n, d) and ``means`` relative to one origin (the
+    differences keep their digits far from it), ``b`` the bias of such rows.
+    One product serves both tables. For single-label rows this is the NCC
+    agreement of NC4.
     """
-    sq = np.einsum("ij,ij->i", means, means)
-    dist = sq[None, :] - 2.0 * (x @ means.T)  # ||h - mu_k||^2 - ||h||^2: the same order
-    logits = x @ W.T
+    k = means.shape[0]
+    # ||x - mu_k||^2 = ||x||^2 - 2 x.mu_k + ||mu_k||^2: the row term orders nothing
+    both = x @ np.vstack([-2.0 * means, W]).T
+    dist = both[:, :k]
+    dist += np.einsum("ij,ij->i", means, means)
+    logits = both[:, k:]
     if b is not None:
         logits += b
     agree = 0
     for m in np.unique(mult):
         rows = mult == m
-        if m >= means.shape[0]:
+        if m >= k:
             agree += int(rows.sum())
             continue
         near = np.sort(np.argpartition(dist[rows], m - 1, axis=1)[:, :m], axis=1)
@@ -424,7 +450,8 @@ def tagwise_array_statistics(stats, X, *, W=None, b=None, global_mean="class", b
     rows = np.flatnonzero(row_set >= 0)
     basis = geom.span
     full_gram = basis.shape[1] <= _FULL_GRAM_MAX
-    second_pass_into(set_stats, X, row_set, rows, basis, full_gram=full_gram)
+    second_pass_into(set_stats, X, row_set, None if rows.size == len(row_set) else rows, basis,
+                     full_gram=full_gram)  # (every row labelled: no gather)
     est_stats.sets = set_stats
     if not full_gram:  # only the diagonal in this basis was kept: NC1 is read in it
         from dataclasses import replace
@@ -432,14 +459,17 @@ def tagwise_array_statistics(stats, X, *, W=None, b=None, global_mean="class", b
         est_stats.nc1_geometry = replace(geom, centred=None, gram=None)
     if W is not None:
         be = backend_for(X)
-        means = est_stats.means_rel  # relative to the origin: distances keep their digits far from it
+        means = est_stats.means_rel
         w64 = np.asarray(W, dtype=np.float64)
         bias = w64 @ stats.origin + (0.0 if b is None else np.asarray(b, dtype=np.float64))
         mult = g.multiplicity[g.group[rows]]
         agree = 0
+        every = rows.size == len(row_set)
         for start in range(0, rows.size, 4096):
             idx = rows[start : start + 4096]
-            x = be.to_numpy(be.take(X, be.index(idx))).astype(np.float64) - stats.origin
+            block = be.rows(X, start, start + idx.size) if every else be.take(X, be.index(idx))
+            x = be.to_numpy(block).astype(np.float64)
+            x -= stats.origin
             agree += topm_agreement(x, mult[start : start + 4096], means, w64, bias)
         est_stats.agree, est_stats.n_agree = agree, int(rows.size)
     return est_stats, _geometry(est_stats, global_mean, between, rtol)
