@@ -39,8 +39,8 @@ def _with(row, col, value):
     return out
 
 
-def _pal(X, y):
-    return PALClassifier(hidden_sizes=(8,), max_epochs=1, device="cpu", random_state=0).fit(X, y)
+def _pal(X, y, **params):
+    return PALClassifier(hidden_sizes=(8,), max_epochs=1, device="cpu", random_state=0, **params).fit(X, y)
 
 
 FEATURE_ENTRIES = {
@@ -371,8 +371,12 @@ ENTRY_CASES = {
     "NCTracker, training data missing a class of W": (lambda: _tracked(H[Y < 3], Y[Y < 3]), OK),
     # a search never dies of a score: NaN, with the reason in the warning
     "nc_scorer, labels of another length": (lambda: _scored(H, Y[:30]), ("NaN", "y has 30 labels but features")),
+    "PALClassifier, tag-wise rule, a label column that never occurs": (
+        lambda: _pal(H, np.eye(5, dtype=int)[Y], decision_rule="tagwise"),
+        (ValueError, r"class\(es\) 4 never occur in y")),
+    # the default threshold rule needs no class mean: it trains and predicts
     "PALClassifier, a label column that never occurs": (
-        lambda: _pal(H, np.eye(5, dtype=int)[Y]), (ValueError, r"class\(es\) 4 never occur in y")),
+        lambda: 1.0 if _pal(H, np.eye(5, dtype=int)[Y]).predict(H).shape == (len(H), 5) else np.nan, OK),
     "PALClassifier, no hidden layer": (lambda: _pal_report(_pal_sizes(())), OK),
 }
 
