@@ -95,12 +95,11 @@ fig.tight_layout()
 # %%
 # Decision rules against scikit-learn's multi-label models
 # --------------------------------------------------------
-# PALClassifier's rules all read the same trained network. ``'auto'`` trains
-# its own network on 85% of the rows and keeps the rule that does best on the
-# other 15%.
-t0 = time.perf_counter()
-auto = PALClassifier(decision_rule="auto", device="cpu", random_state=0).fit(Xtr, Ytr)
-t_auto = time.perf_counter() - t0
+# PALClassifier's rules all read the same trained network. The default,
+# ``'auto'``, trained a first network on 85% of the rows, kept the rule that
+# did best on the other 15% (``decision_scores_``) and then trained on every
+# row; the fixed rules below read that final network.
+print("held-out subset accuracy of each rule:", {r: round(v, 3) for r, v in clf.decision_scores_.items()})
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)
     baselines = {
@@ -125,9 +124,9 @@ print(f"{'model / rule':<44} {'subset':>6} {'Jaccard':>7} {'Hamming':>7}  sizes 
       f"{np.round(truth, 2).tolist()})  fit")
 for rule in ("threshold", "tagwise", "topk"):
     clf.set_params(decision_rule=rule)
-    row(f"PALClassifier, rule={rule}" + (" (default)" if rule == "threshold" else ""), clf.predict(Xte), t_pal)
-clf.set_params(decision_rule="threshold")
-row(f"PALClassifier, rule='auto' -> {auto.decision_rule_}", auto.predict(Xte), t_auto)
+    row(f"PALClassifier, rule={rule}", clf.predict(Xte), t_pal)
+clf.set_params(decision_rule="auto")
+row(f"PALClassifier, 'auto' (default) -> {clf.decision_rule_}", clf.predict(Xte), t_pal)
 for name, (model, seconds) in fitted.items():
     row(name, model.predict(Xte), seconds)
 
@@ -144,5 +143,5 @@ for name, (model, seconds) in fitted.items():
 # in subset accuracy and Jaccard; the per-label threshold and top-k rules
 # lead, and the tag-wise rule predicts more three-label sets than the data
 # hold (its size prior is weighed with the training features' spread, which
-# is far tighter than that of new images). ``'auto'`` chose on its held-out
-# rows but trained on fewer images, which cost it more than its choice gained.
+# is far tighter than that of new images). ``'auto'`` found as much on its
+# held-out rows and kept a rule that predicts the common size.

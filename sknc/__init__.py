@@ -66,6 +66,7 @@ _LAZY = {
     "PALLoss": "losses",
     "load_multilabel_digits": "datasets",
     "make_multilabel_images": "datasets",
+    "make_multilabel_strips": "datasets",
     "TagWiseAverageClassifier": "decision",
     "MultilabelStratifiedKFold": "model_selection",
     "multilabel_scorers": "scoring",

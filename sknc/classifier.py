@@ -25,8 +25,9 @@ from .callbacks import CosineLR, DivergenceGuard, LearningRateRecorder, NCTracke
 from .decision import TagWiseAverageClassifier, _check_tagwise_labels, pal_label_marginals
 from .exceptions import NCWarning
 from .losses import PALLoss
+from ._threads import policy_threads, torch_threads
 from .nn import (ETFHead, FeatureClassifier, InputScaler, LinearHead, MLP, ResNet18, SmallCNN, count_parameters,
-                 infer_out_features)
+                 forward_macs, infer_out_features)
 
 __all__ = ["PALClassifier"]
 
@@ -241,7 +242,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         1-D labels, seeded by ``random_state``). Exclusive with ``train_split``.
     warm_start : bool, default=False
         ``fit`` continues training the fitted network instead of starting over.
-    decision_rule : {'threshold', 'tagwise', 'topk', 'mean_logit', 'auto'}, default='threshold'
+    decision_rule : {'auto', 'threshold', 'tagwise', 'topk', 'mean_logit'}, default='auto'
         Multi-label prediction rule. ``'threshold'``: labels whose
         :meth:`predict_proba` reaches ``threshold``, then as many as the
         smallest (and at most the largest) label set seen in training;
@@ -252,12 +253,16 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         labels whose logit exceeds the sample's mean logit (exact at the UFM
         optimum, weak on networks that are not fully collapsed). ``'auto'``
         holds out ``validation_fraction`` of the training rows (15% when it is
-        None; they are then the validation split too), trains on the rest and
-        keeps the rule with the best ``rule_scoring`` on them
-        (``decision_rule_``, ``decision_scores_``). Measured on the bundled
-        digits (``benchmarks/bench_rules.py``, the multi-label guide),
-        ``'threshold'`` has the best or nearly the best subset accuracy, and
-        ``'auto'`` loses more to the rows it holds out than its choice gains.
+        None), trains on the rest, keeps the rule with the best
+        ``rule_scoring`` on the held-out rows (``decision_rule_``,
+        ``decision_scores_``) and then, like a search's refit, trains the
+        network again on every row: about twice the training time
+        (``partial_fit`` chooses without the refit). No fixed rule is best
+        everywhere (the tag-wise rule wins 6 points of subset accuracy on
+        strips of digits and loses 1-9 on the bundled digits, where the
+        threshold rule leads); ``'auto'`` matched the best rule, within half a
+        point, on each (the multi-label guide, ``benchmarks/bench_rules.py``).
+        Name a rule to skip the choice and its second training.
         Multi-class ``y`` always uses the argmax.
     threshold : float or array-like of shape (K,), default=0.5
         Probability threshold(s) of the ``'threshold'`` rule.
@@ -269,6 +274,15 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         What ``decision_rule='auto'`` maximises on the held-out rows: None is
         subset accuracy (this estimator's ``score``); or ``'jaccard_samples'``,
         ``'f1_samples'``, ``'neg_hamming_loss'``, or ``fn(Y_true, Y_pred)``.
+    n_threads : int, 'all' or None, default=None
+        torch intra-op threads while this estimator trains or predicts (the
+        caller's setting is restored after each call). None: one thread for
+        networks whose forward pass over a batch takes fewer than 50 M
+        multiply-adds (the default MLP on the bundled digits: 19 M), where
+        waking other threads costs more than it saves and a busy machine
+        makes each wake-up wait (``benchmarks/bench_training.py``); torch's
+        own setting for larger ones (the CNN, 0.3 G per batch of 28x28
+        images). ``'all'``: every core.
     track_nc : int, default=0
         Record NC metrics every this many epochs (0: off).
     callbacks : list of skorch callbacks or (name, callback) pairs, optional
@@ -359,6 +373,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "top_k": [Interval(Integral, 1, None, closed="left"), None],
         "tagwise_metric": [StrOptions({"cosine", "euclidean"})],
         "rule_scoring": [None, str, callable],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), StrOptions({"all"}), None],
         "track_nc": [Interval(Integral, 0, None, closed="left")],
         "callbacks": [list, None],
         "device": [str, torch.device],
@@ -389,11 +404,12 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         train_split=None,
         validation_fraction=None,
         warm_start=False,
-        decision_rule="threshold",
+        decision_rule="auto",
         threshold=0.5,
         top_k=None,
         tagwise_metric="euclidean",
         rule_scoring=None,
+        n_threads=None,
         track_nc=0,
         callbacks=None,
         device="auto",
@@ -427,6 +443,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.top_k = top_k
         self.tagwise_metric = tagwise_metric
         self.rule_scoring = rule_scoring
+        self.n_threads = n_threads
         self.track_nc = track_nc
         self.callbacks = callbacks
         self.device = device
@@ -493,10 +510,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             self.multilabel_ = True
             self.classes_ = np.arange(Y.shape[1]) if columns is None else columns
             self._y_dtype = Y.dtype
-            sizes = Y.astype(bool).sum(axis=1)
-            counts = np.bincount(sizes, minlength=Y.shape[1] + 1)
-            self._size_prior = {int(m): float(c) / len(sizes) for m, c in enumerate(counts) if c}
-            self._default_top_k = int(np.bincount(sizes[sizes > 0]).argmax()) if np.any(sizes) else 1
+            self._label_statistics(Y)
             return Y.astype(np.float32)
         check_classification_targets(y)
         y = column_or_1d(y, warn=True)
@@ -507,6 +521,14 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"y has {len(encoder.classes_)} class; PALClassifier needs at least 2.")
         self.classes_ = encoder.classes_
         return encoder.transform(y).astype(np.int64)
+
+    def _label_statistics(self, Y):
+        """The label-set sizes of the training rows: their frequencies (the prior of the set posterior) and
+        the most common one (``top_k``'s default)."""
+        sizes = np.asarray(Y).astype(bool).sum(axis=1)
+        counts = np.bincount(sizes, minlength=Y.shape[1] + 1)
+        self._size_prior = {int(m): float(c) / len(sizes) for m, c in enumerate(counts) if c}
+        self._default_top_k = int(np.bincount(sizes[sizes > 0]).argmax()) if np.any(sizes) else 1
 
     def _rule(self):
         """The multi-label rule predict uses: the fitted choice of ``'auto'``, else the parameter."""
@@ -528,6 +550,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                           "so the rule is 'threshold'.", NCWarning, stacklevel=3)
             return Xf, target, None
         keep, hold = holdout_rows(target, fraction, self._seed())
+        self._label_statistics(target[keep])  # the rules are chosen knowing the training rows only
         return Xf[keep], target[keep], (Xf[hold], target[hold])
 
     # -------------------------------------------------------------- network
@@ -564,6 +587,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"module={module!r} needs images: X of shape (N, C, H, W) or (N, H, W), or flat X "
                                  f"with input_shape=(channels, height, width); got input_shape={self.input_shape!r}.")
             if module == "cnn":
+                # a stride-2 stem would leave images below 24 pixels a few pixels wide after the pools
+                kwargs.setdefault("stem_stride", 1 if min(shape[1:]) < 24 else 2)
                 return SmallCNN(shape[0], self._feature_dim(), **kwargs), shape
             return ResNet18(shape[0], self._feature_dim(), **kwargs), shape
         self._feature_dim()  # rejects feature_dim for a user module
@@ -781,6 +806,7 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             network = self._build_network(Xf.shape[1], len(self.classes_), torch.as_tensor(Xf[:2]), Xf)
+            self._macs_per_sample = forward_macs(network, torch.as_tensor(Xf[:2]))
             self.net_ = self._make_net(network, len(Xf), float(np.max(np.abs(Xf))) if Xf.size else 0.0)
             self.net_.initialize()
 
@@ -807,12 +833,26 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         target = self._encode_targets(y, self._columns)
         if continuing and (classes is None or not np.array_equal(classes, self.classes_)):
             raise ValueError("warm_start continues a fitted network: y must have the classes of the first fit.")
+        X_all, target_all = Xf, target
         Xf, target, self._held_out = self._rule_holdout(Xf, target)
         if continuing:
             self._sync_net(Xf)
         else:
             self._initialize(Xf, target)
-        return self._train(Xf, target)
+        self._train(Xf, target)
+        if continuing or not getattr(self, "decision_scores_", None):
+            return self
+        # decision_rule='auto' chose on rows the network did not see; like a search's refit, the network is
+        # then trained again on every row, and keeps the choice and the held-out spread of the features
+        choice, scores = self.decision_rule_, self.decision_scores_
+        noise = None if getattr(self, "decision_", None) is None else self.decision_.noise_scale_
+        self._label_statistics(target_all)
+        self._initialize(X_all, target_all)
+        self._train(X_all, target_all)
+        self.decision_rule_, self.decision_scores_ = choice, scores
+        if noise is not None and getattr(self, "decision_", None) is not None:
+            self.decision_.noise_scale_ = noise
+        return self
 
     def partial_fit(self, X, y, classes=None):
         """Train for ``max_epochs`` more epochs without re-initialising (skorch's ``partial_fit``).
@@ -840,8 +880,11 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     raise ValueError(f"partial_fit got labels never declared in the first call: {unknown[:5].tolist()}.")
                 target = np.searchsorted(saved, np.asarray(y).ravel()).astype(np.int64)
             self.classes_ = saved
+        stats = (getattr(self, "_size_prior", None), getattr(self, "_default_top_k", None))
         Xf, target, self._held_out = self._rule_holdout(Xf, target)
         if not first:
+            if self.multilabel_:  # the label statistics of the first call stay
+                self._size_prior, self._default_top_k = stats
             self._sync_net(Xf)
         return self._train(Xf, target)
 
@@ -878,7 +921,16 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             group.update({k: v for k, v in settings.items() if k in group})
         self.net_.lr = self._lr()
 
+    def _threads(self):
+        """Intra-op threads for this network (see ``n_threads``); None leaves torch's setting."""
+        macs = getattr(self, "_macs_per_sample", None)
+        return policy_threads(None if macs is None else macs * self.batch_size, self.n_threads)
+
     def _train(self, Xf, target):
+        with torch_threads(self._threads()):
+            return self._train_here(Xf, target)
+
+    def _train_here(self, Xf, target):
         devices = [torch.device(self._device)] if self._device.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self._seed() + len(self.net_.history))
@@ -970,7 +1022,8 @@ class PALClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def _outputs(self, Xf):
         """Logits and penultimate features (float64 numpy) of prepared float32 rows."""
-        logits, features = self.net_.forward(Xf, training=False)
+        with torch_threads(self._threads()):
+            logits, features = self.net_.forward(Xf, training=False)
         logits, features = logits.double().cpu().numpy(), features.double().cpu().numpy()
         bad = ~(np.isfinite(logits).all(axis=1) & np.isfinite(features).all(axis=1))
         if bad.any():

@@ -181,7 +181,7 @@ def _cmd_demo(args) -> int:
     tagwise = tagwise_average(H, Ytr, regularization={"lambda_W": lambda_W, "lambda_H": lambda_H, "loss": clf.loss})
     print()
     print(format_report(report, title="NC of the training features (final)"))
-    print("\nTest metrics (tag-wise-average decision rule)")
+    print(f"\nTest metrics (decision rule: {clf.decision_rule_})")
     for key, value in test.items():
         print(f"  {key:<32} {value:.4f}")
     print("\nTag-wise scale per multiplicity: measured vs UFM theory")

@@ -14,6 +14,7 @@ from sklearn.utils import Bunch, check_random_state
 
 __all__ = [
     "make_multilabel_images",
+    "make_multilabel_strips",
     "load_multilabel_digits",
     "imbalance_counts",
     "make_imbalanced",
@@ -168,6 +169,83 @@ def make_multilabel_images(
             row += 1
     order = rng.permutation(total)
     return X[order], Y[order]
+
+
+def make_multilabel_strips(images, labels, n_samples, *, multiplicities=(2, 3), n_slots=3, random_state=None):
+    """Multi-label strips: ``m`` images of distinct classes side by side in ``n_slots`` cells of a row.
+
+    Each sample draws its multiplicity ``m`` uniformly from ``multiplicities``,
+    ``m`` distinct classes uniformly, one source image per class (a shuffled
+    pool per class, no reuse until it is exhausted) and ``m`` of the
+    ``n_slots`` cells; the other cells stay blank. With MNIST and the
+    defaults: 28x84 strips of two or three digits and no single-label sample.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, H, W) or (n, C, H, W)
+    labels : array-like of shape (n,)
+        Integer class of each source image.
+    n_samples : int
+    multiplicities : iterable of int, default=(2, 3)
+        Each at most ``n_slots`` and at most the number of classes.
+    n_slots : int, default=3
+    random_state : int, RandomState or None
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, [C,] H, n_slots * W)
+        Same dtype as ``images``.
+    Y : ndarray of int of shape (n_samples, K)
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sknc import make_multilabel_strips
+    >>> digits = load_digits()
+    >>> X, Y = make_multilabel_strips(digits.images, digits.target, 50, random_state=0)
+    >>> X.shape, sorted(set(Y.sum(1).tolist()))
+    ((50, 8, 24), [2, 3])
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels).ravel()
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must have shape (n, H, W) or (n, C, H, W); got {images.shape}.")
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels for {images.shape[0]} images.")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError("labels must be non-negative integers.")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+    n_classes = int(labels.max()) + 1
+    mults = sorted(set(int(m) for m in multiplicities))
+    if not mults or mults[0] < 1 or mults[-1] > min(n_slots, n_classes):
+        raise ValueError(f"multiplicities must lie in 1..{min(n_slots, n_classes)} (slots and classes); got "
+                         f"{list(multiplicities)}.")
+    rng = check_random_state(random_state)
+    pools = {}
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        if idx.size == 0:
+            raise ValueError(f"class {c} has no source image.")
+        pools[c] = [rng.permutation(idx), 0]
+
+    def draw(c):
+        pool = pools[c]
+        if pool[1] == len(pool[0]):
+            pool[0], pool[1] = rng.permutation(pool[0]), 0
+        pool[1] += 1
+        return pool[0][pool[1] - 1]
+
+    h, w = images.shape[-2:]
+    X = np.zeros((n_samples, *images.shape[1:-2], h, n_slots * w), dtype=images.dtype)
+    Y = np.zeros((n_samples, n_classes), dtype=np.int64)
+    for i in range(n_samples):
+        m = mults[rng.randint(len(mults))]
+        classes = rng.choice(n_classes, size=m, replace=False)
+        for c, slot in zip(classes, np.sort(rng.choice(n_slots, size=m, replace=False))):
+            X[i, ..., slot * w : (slot + 1) * w] = images[draw(c)]
+        Y[i, classes] = 1
+    return X, Y
 
 
 def load_multilabel_digits(

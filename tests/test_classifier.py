@@ -138,26 +138,31 @@ def test_other_rules(multilabel):
 
 
 def test_auto_rule_is_chosen_on_held_out_rows(multilabel):
+    from sknc.decision import holdout_rows
+
     X, Y = multilabel
     clf = small(decision_rule="auto", validation_fraction=0.2).fit(X, Y)
     assert set(clf.decision_scores_) == {"threshold", "tagwise", "topk", "mean_logit"}
     assert clf.decision_rule_ == max(clf.decision_scores_, key=clf.decision_scores_.get)
-    assert clf.history_["valid_loss"].notna().all()  # the held-out rows are the validation split too
-    chosen = clf.predict(X)
-    assert np.array_equal(chosen, clf.set_params(decision_rule=clf.decision_rule_).predict(X))
-    # the held-out scores are the rules' subset accuracy there: recompute them with the same split
-    from sknc.decision import holdout_rows
-
-    keep, hold = holdout_rows(Y, 0.2, clf.set_params(decision_rule="auto")._seed())
+    assert clf.history_["valid_loss"].notna().all()  # the refit keeps validation_fraction's split
+    assert clf._rule() == clf.decision_rule_
+    # the scores are each rule's subset accuracy on the held-out rows of a network trained on the others:
+    # that network, trained here on its own, gives them again
+    keep, hold = holdout_rows(Y, 0.2, clf._seed())
+    first = small(decision_rule="threshold").fit(X[keep], Y[keep])
     for rule, score in clf.decision_scores_.items():
-        expected = accuracy_score(Y[hold], clf.set_params(decision_rule=rule).predict(X[hold]))
         if rule != "tagwise":  # (the tag-wise rule's noise scale was fitted on those rows during the choice)
-            assert score == pytest.approx(expected), rule
+            assert score == pytest.approx(accuracy_score(Y[hold], first.set_params(decision_rule=rule)
+                                                         .predict(X[hold]))), rule
+    # then the network is trained again on every row: the same as a fixed-rule fit of all the data
+    full = small(decision_rule="threshold", validation_fraction=0.2).fit(X, Y)
+    assert np.allclose(clf.coef_, full.coef_)
     # the user's scoring is what is maximised: here, the number of labels predicted on the held-out rows
     many = small(decision_rule="auto", rule_scoring=lambda Y_true, Y_pred: float(Y_pred.sum())).fit(X, Y)
-    _, hold = holdout_rows(Y, 0.15, many._seed())  # 15% without validation_fraction
+    keep, hold = holdout_rows(Y, 0.15, many._seed())  # 15% without validation_fraction
+    first = small(decision_rule="threshold").fit(X[keep], Y[keep])
     for rule in ("threshold", "topk", "mean_logit"):
-        assert many.decision_scores_[rule] == many.set_params(decision_rule=rule).predict(X[hold]).sum(), rule
+        assert many.decision_scores_[rule] == first.set_params(decision_rule=rule).predict(X[hold]).sum(), rule
     assert many.decision_rule_ == max(many.decision_scores_, key=many.decision_scores_.get)
     with pytest.raises(ValueError, match="rule_scoring must be"):
         small(decision_rule="auto", rule_scoring="accuracy").fit(X, Y)
@@ -364,7 +369,8 @@ def test_user_module_cnn_and_resnet_widths(digits):
     cnn = PALClassifier(module="cnn", input_shape=(1, 8, 8), module__width=8, max_epochs=1, device="cpu",
                         random_state=0).fit(X[:128], y[:128])
     assert cnn.transform(X[:3]).shape == (3, 64)
-    assert cnn.net_.module_.backbone.body[0][0].out_channels == 8
+    assert cnn.net_.module_.backbone.body[0].out_channels == 8
+    assert cnn.net_.module_.backbone.body[0].stride == (1, 1)  # 8x8 images keep their stem at full resolution
     resnet = sknc.nn.ResNet18(1)
     assert resnet.out_features == 512  # the papers' CIFAR ResNet-18 by default
 
