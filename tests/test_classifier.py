@@ -665,3 +665,37 @@ def test_the_mlp_says_how_to_flatten_images():
     X = np.zeros((10, 8, 8), dtype=np.float32)
     with pytest.raises(ValueError, match=r"module='mlp' takes flat rows .* X.reshape\(len\(X\), -1\)"):
         PALClassifier(max_epochs=1).fit(X, np.arange(10) % 2)
+
+
+def test_threads_follow_the_policy_and_the_callers_setting_is_restored(multilabel):
+    from skorch.callbacks import Callback
+
+    class Threads(Callback):
+        def initialize(self):
+            self.seen = []
+            return self
+
+        def on_epoch_end(self, net, **kwargs):
+            self.seen.append(torch.get_num_threads())
+
+    X, Y = multilabel
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # the caller's own setting
+        clf = small(decision_rule="threshold", callbacks=[("threads", Threads())]).fit(X, Y)
+        # a small MLP: 20-64-64 plus the head, 64 rows per batch, far below the 50 M multiply-adds of the policy
+        assert clf._macs_per_sample == 20 * 64 + 64 * 64 + 64 * 4
+        assert dict(clf.net_.callbacks_)["threads"].seen == [1] * 8
+        assert torch.get_num_threads() == 3
+        clf.predict(X)
+        assert torch.get_num_threads() == 3
+        two = small(decision_rule="threshold", n_threads=2, callbacks=[("threads", Threads())]).fit(X, Y)
+        assert dict(two.net_.callbacks_)["threads"].seen == [2] * 8 and torch.get_num_threads() == 3
+        # a network above the threshold keeps the caller's setting
+        big = small(decision_rule="threshold", hidden_sizes=(2048, 2048), batch_size=256, max_epochs=1,
+                    callbacks=[("threads", Threads())]).fit(X, Y)
+        assert big._threads() is None and dict(big.net_.callbacks_)["threads"].seen == [3]
+        with pytest.raises(ValueError, match="n_threads"):
+            small(n_threads=0).fit(X, Y)
+    finally:
+        torch.set_num_threads(before)

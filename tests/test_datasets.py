@@ -112,3 +112,32 @@ def test_missing_files_say_where_to_put_them(tmp_path):
     assert str(tmp_path) in str(err.value) and "never downloads" in str(err.value)
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         datasets.load_cifar10(tmp_path)
+
+
+def test_multilabel_strips_place_distinct_classes_in_distinct_slots():
+    images, labels = _class_images(5)  # image of class c is filled with c + 1
+    X, Y = datasets.make_multilabel_strips(images, labels, 200, multiplicities=(2, 3), random_state=0)
+    assert X.shape == (200, 4, 12) and X.dtype == images.dtype and Y.shape == (200, 5)
+    assert set(Y.sum(1).tolist()) == {2, 3}
+    for x, y in zip(X, Y):
+        cells = [x[:, 4 * s : 4 * s + 4] for s in range(3)]
+        seen = sorted(int(c[0, 0]) - 1 for c in cells if c.any())
+        assert all(c.min() == c.max() for c in cells)  # a cell is one source image or blank
+        assert seen == sorted(np.flatnonzero(y).tolist())  # the cells hold exactly the labelled classes
+    # channels stay in front; one source per class is reused only when its pool is exhausted
+    images3, labels3 = _class_images(4, channels=3)
+    X3, _ = datasets.make_multilabel_strips(images3, labels3, 10, multiplicities=(1,), n_slots=2, random_state=1)
+    assert X3.shape == (10, 3, 4, 8)
+    again, _ = datasets.make_multilabel_strips(images, labels, 200, multiplicities=(2, 3), random_state=0)
+    assert np.array_equal(again, X)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(multiplicities=(4,)), "multiplicities must lie in 1..3"),
+    (dict(n_samples=0), "n_samples must be a positive integer"),
+])
+def test_multilabel_strips_refuse_what_cannot_be_built(kwargs, pattern):
+    images, labels = _class_images(5)
+    params = dict(n_samples=10, **kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        datasets.make_multilabel_strips(images, labels, params.pop("n_samples"), **params)

@@ -38,3 +38,19 @@ def test_feature_classifier_reshapes_and_returns_tuple():
     model = FeatureClassifier(SmallCNN(1, 6, 4), ETFHead(6, 3), input_shape=(1, 8, 8))
     logits, feats = model(torch.randn(5, 64))
     assert logits.shape == (5, 3) and feats.shape == (5, 6)
+
+
+def test_forward_macs_counts_linear_and_convolution_work():
+    from sknc.nn import forward_macs
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 5, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(5, 4, 3, stride=2, padding=1, groups=1), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 4 * 4, 3))
+    # 8x8 output x 5 channels x (2 x 3 x 3) reads; 4x4 x 4 x (5 x 3 x 3); 64 x 3
+    assert forward_macs(conv, torch.zeros(6, 2, 8, 8)) == 8 * 8 * 5 * 18 + 4 * 4 * 4 * 45 + 64 * 3
+    conv.train()
+    forward_macs(conv, torch.zeros(6, 2, 8, 8))
+    assert all(m.training for m in conv.modules())  # modes left as they were
+    small = SmallCNN(1, 64)
+    assert small.body[0].stride == (2, 2)
+    assert forward_macs(small, torch.zeros(2, 1, 28, 28)) < 3e6  # the CPU-sized default (sknc 0.2's: 18 M)
