@@ -138,6 +138,6 @@ def test_multilabel_strips_place_distinct_classes_in_distinct_slots():
 ])
 def test_multilabel_strips_refuse_what_cannot_be_built(kwargs, pattern):
     images, labels = _class_images(5)
-    params = dict(n_samples=10, **kwargs)
+    params = {"n_samples": 10, **kwargs}
     with pytest.raises(ValueError, match=pattern):
         datasets.make_multilabel_strips(images, labels, params.pop("n_samples"), **params)
