@@ -107,13 +107,17 @@ def part_hand(rounds=3, epochs=3):
     X, y = synthetic(20000, 256, 10)
     strips, Y = digit_strips()
     cases = [
-        ("MLP 256-(512,512)-10, 20 000 rows", X, y, "mlp",
-         lambda: (MLP(256, (512, 512)), LinearHead(512, 10)), dict(hidden_sizes=(512, 512), feature_dim=512)),
+        ("MLP 256-512-512-512 features-10, 20 000 rows", X, y, "mlp",
+         lambda: (MLP(256, (512, 512, 512)), LinearHead(512, 10)), dict(hidden_sizes=(512, 512), feature_dim=512)),
         ("CNN (default), 6000 strips 28x84", strips[:, None], Y, "cnn",
          lambda: (SmallCNN(1, 64), LinearHead(64, 10)), dict()),
     ]
     for title, data, labels, module, build, extra in cases:
         ours, hand = [], []
+        backbone, _ = build()
+        clf = PALClassifier(module=module, max_epochs=1, input_scaling=None, device="cpu", **extra)
+        assert sum(p.numel() for p in clf.initialize(data[:8], labels[:8]).net_.module_.backbone.parameters()) == \
+            sum(p.numel() for p in backbone.parameters()), "the hand loop must train the same network"
         for r in range(rounds):
             clf = PALClassifier(module=module, max_epochs=epochs, lr=0.05, lambda_W=5e-4, lambda_H=1e-3,
                                 decision_rule="threshold", input_scaling=None, device="cpu", random_state=r, **extra)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-#: Multiply-adds per batch (forward) below which one thread trains fastest: a batch's kernels are then too
-#: short to amortise waking other threads, and on a machine whose other cores are busy each wake-up waits
-#: for a core (benchmarks/bench_training.py: the demo's MLP, 1.2 M multiply-adds per batch, trains 1.5-27x
-#: faster on one thread; the CPU CNN, 0.3 G per batch of 28x28 images, gains from a second idle core).
+#: Multiply-adds per batch (forward) below which training runs on one thread. A small batch's kernels are too
+#: short to amortise waking other threads, and on a machine whose other cores are busy each wake-up waits for
+#: a core. Measured on 2 cores (benchmarks/bench_training.py, --only threads): the demo's MLP (19 M per batch)
+#: takes 0.7 s for 20 epochs on one thread and 0.6 s on two when the machine is idle, 0.8 s against 2.6 s
+#: beside a busy process; the default CNN (0.9 G per batch of 28x84 strips) takes 7.4 s on one thread and
+#: 3.4 s on two idle, 5.9 s against 9.0 s busy, so it keeps every core.
 SMALL_BATCH_MACS = 50e6
 
 

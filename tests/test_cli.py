@@ -164,6 +164,29 @@ def test_study_command_multilabel_default_data(tmp_path):
     assert "tagwise_angle" in set(traj["metric"])
 
 
+def test_study_command_on_images_without_single_label_samples(tmp_path):
+    # strips of two or three digits, image arrays (N, 8, 24) through the CNN: the class means are estimated
+    # from the label sets, so every NC column is finite, in the table, the trajectories and the plots
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, Y = sknc.make_multilabel_strips(digits.images, digits.target, 150, random_state=0)
+    assert Y.sum(1).min() == 2
+    np.savez(tmp_path / "images.npz", X=X, y=Y)
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"lambda_H": [0.03, 0.3]}))
+    out = tmp_path / "s"
+    assert main(["study", "--grid", str(grid), "--data", str(tmp_path / "images.npz"), "--module", "cnn",
+                 "--epochs", "2", "--cv", "2", "--track-every", "1", "--set", "decision_rule=threshold",
+                 "--out", str(out)]) == 0
+    table = pd.read_csv(out / "study.csv")
+    for column in ("nc1_train", "nc1_test", "nc2_h_train", "nc3_train", "nc4_train"):
+        assert np.isfinite(table[column]).all(), column
+    traj = pd.read_csv(out / "trajectories.csv")
+    assert np.isfinite(traj.loc[traj["metric"] == "nc1", "mean"]).all() and len(traj) > 0
+    assert (out / "study.png").exists() and (out / "trajectories.png").exists()
+
+
 def test_help_is_light():
     code = "import sys, sknc.cli; sknc.cli.build_parser(); print(sorted(m for m in ('torch', 'skorch', 'numpy', " \
            "'pandas', 'sklearn') if m in sys.modules))"
