@@ -49,6 +49,7 @@ _LAZY = {
     "callbacks": None,
     "classifier": None,
     "decision": None,
+    "ood": None,
     "scoring": None,
     "model_selection": None,
     "transformers": None,
@@ -74,6 +75,7 @@ _LAZY = {
     "nc_scorer": "scoring",
     "nc_scorers": "scoring",
     "NCMetrics": "transformers",
+    "NCOutlierDetector": "ood",
 }
 
 __all__ = sorted({"NCWarning", "TrainingDivergedError", "UndefinedMetricError", *_LAZY})

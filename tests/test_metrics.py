@@ -892,3 +892,24 @@ def test_coinciding_means_are_named_from_the_tiles_too(rng, compiled, monkeypatc
     with forced(compiled), pytest.warns(sknc.NCWarning, match=r"the means of classes 4 and 9 coincide"):
         report = sknc.nc_report(H, y)
     assert np.isnan(report["cdnv"]) and np.isfinite(report["nc2_h_equiangular"])
+
+
+def test_effective_and_stable_rank_of_the_class_means_against_numpy(rng):
+    k, d = 6, 9
+    y = np.repeat(np.arange(k), 15)
+    M = rng.standard_normal((k, d)) * np.array([5.0, 3.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.1, 0.1])
+    H = M[y] + 0.05 * rng.standard_normal((len(y), d))
+    report = sknc.nc_report(H, y)
+    means = np.stack([H[y == c].mean(0) for c in range(k)])
+    s = np.linalg.svd(means - means.mean(0), compute_uv=False)[: k - 1]
+    p = s / s.sum()
+    assert report["means_effective_rank"] == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-10)
+    assert report["means_stable_rank"] == pytest.approx(np.sum(s**2) / s[0] ** 2, rel=1e-10)
+    # a simplex ETF has K - 1 equal directions; means on one line have stable and effective rank 1
+    etf = sknc.nc_report(sknc.simplex_etf(k, d, random_state=0)[y], y)
+    assert etf["means_effective_rank"] == pytest.approx(k - 1) and etf["means_stable_rank"] == pytest.approx(k - 1)
+    line = sknc.nc_report(np.outer(np.arange(k), np.ones(d))[y], y)
+    assert line["means_effective_rank"] == pytest.approx(1.0) and line["means_stable_rank"] == pytest.approx(1.0)
+    with pytest.warns(sknc.NCWarning, match="coincide"):
+        same = sknc.nc_report(np.ones((len(y), d)), y)
+    assert np.isnan(same["means_effective_rank"]) and np.isnan(same["means_stable_rank"])

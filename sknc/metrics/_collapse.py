@@ -247,6 +247,40 @@ def _require_rank(geom, what):
         )
 
 
+# ----------------------------------------------------------------------------- ranks
+def effective_rank(singular_values):
+    """``exp(-sum_i p_i log p_i)`` with ``p_i = s_i / sum_j s_j`` (Roy & Vetterli 2007): K - 1 for a simplex ETF."""
+    s = np.asarray(singular_values, dtype=np.float64)
+    if s.size == 0 or s.sum() == 0:
+        raise UndefinedMetricError("all class means coincide (between-class rank 0), so their effective rank is "
+                                   "undefined")
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def stable_rank(singular_values):
+    """``sum_i s_i^2 / max_i s_i^2``: K - 1 for a simplex ETF, 1 for means along one line."""
+    s = np.asarray(singular_values, dtype=np.float64)
+    if s.size == 0 or s.max() == 0:
+        raise UndefinedMetricError("all class means coincide (between-class rank 0), so their stable rank is "
+                                   "undefined")
+    top = s.max()
+    return float(np.sum((s / top) ** 2))
+
+
+def nc5_value(centred, global_mean, ood_mean):
+    """``mean_k |cos(mu_k - mu_G, mu_OOD - mu_G)|`` (NC5 of Ammar et al. 2024, centred on the ID global mean)."""
+    direction = np.asarray(ood_mean, dtype=np.float64) - np.asarray(global_mean, dtype=np.float64)
+    size = np.linalg.norm(direction)
+    if not size > 0:
+        raise UndefinedMetricError("the mean of the OOD features is the ID global mean, so NC5 is undefined")
+    norms = np.linalg.norm(centred, axis=1)
+    if not np.all(norms > 0):
+        raise UndefinedMetricError("a centred class mean is zero, so its cosine with the OOD mean (NC5) is undefined")
+    return float(np.mean(np.abs(centred @ direction) / (norms * size)))
+
+
 # ----------------------------------------------------------------------------- NC1
 def nc1_geometry(stats, geom):
     """The geometry NC1 is computed in: the one the second pass gathered its statistics for, when the

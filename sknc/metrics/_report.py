@@ -257,8 +257,8 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
     if g.multilabel:
         keys.values["n_singletons"] = stats.n_singletons
         keys.values["class_means_estimated"] = stats.kind == "tagwise"
-    mean_keys = ["nc1", "nc1_rank", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular",
-                 "mean_max_abs_cos"]
+    mean_keys = ["nc1", "nc1_rank", "means_effective_rank", "means_stable_rank", "nc1_trace_quotient", "cdnv",
+                 "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular", "mean_max_abs_cos"]
     w_keys = ["nc2_w", "nc2_w_equinorm", "nc2_w_equiangular", "nc3", "nc3_difference", "nc4", "ncc_agreement",
               "bias_collapse"]
     multi = g.multilabel and np.any((g.multiplicity >= 2) & (g.multiplicity < k))
@@ -285,6 +285,8 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
     # shared by three metrics; the centred means are stored below 1 in magnitude, so it cannot overflow
     gram_m = geom.gram if geom.gram is not None else m @ m.T
     keys.values["nc1_rank"] = C.nc1_geometry(stats, geom).rank
+    keys.put("means_effective_rank", lambda: C.effective_rank(geom.singular_values))
+    keys.put("means_stable_rank", lambda: C.stable_rank(geom.singular_values))
     # every class mean at the same point (to the data's resolution): what is left of the centred means is
     # rounding, and every key built on them would measure it
     coincide = C.coincide_reason(geom)
@@ -322,6 +324,8 @@ def _report_tiled(keys, stats, geom, w, w_full, bias, missing, lacking, multi, n
     g = stats.groups
     m = geom.centred  # scaled below 1
     keys.values["nc1_rank"] = C.nc1_geometry(stats, geom).rank
+    keys.put("means_effective_rank", lambda: C.effective_rank(geom.singular_values))
+    keys.put("means_stable_rank", lambda: C.stable_rank(geom.singular_values))
     coincide = C.coincide_reason(geom)
     centred_keys = ["nc1", "nc1_trace_quotient", "cdnv", "nc2_h", "nc2_h_equinorm", "nc2_h_equiangular"]
     sample, tile_bytes, seed = pairwise["pair_sample"], pairwise["tile_bytes"], pairwise["random_state"]
@@ -434,6 +438,7 @@ def nc_report(
     tile_bytes=None,
     random_state=0,
     class_means="auto",
+    ood_features=None,
 ):
     """Every NC metric that applies, in two passes over the data.
 
@@ -491,6 +496,11 @@ def nc_report(
         ``'auto'``: the single-label means when every class has at least two
         single-label samples, the estimate otherwise. The report says which in
         ``class_means_estimated``. Ignored for 1-D labels.
+    ood_features : array-like of shape (n_ood, d), optional
+        Features of out-of-distribution inputs: adds ``nc5``, the mean
+        ``|cos|`` between the centred class means and the OOD mean feature
+        (centred on the same global mean; 0 when orthogonal). In-memory
+        features only.
 
     Returns
     -------
@@ -546,6 +556,8 @@ def nc_report(
     TM.check_class_means(class_means)
     from ._dask import is_dask_array
 
+    if (is_dask_array(features) or is_dask_array(y)) and ood_features is not None:
+        raise ValueError("ood_features needs in-memory features; compute nc5 with sknc.ood.nc5 on a sample.")
     if is_dask_array(features) or is_dask_array(y):  # map-reduced on the cluster: no chunk comes to the client
         from ._accumulator import NCAccumulator
         from ._dask import dask_states
@@ -556,13 +568,29 @@ def nc_report(
         return acc.report(W, b, global_mean=global_mean, between=between, normalize=normalize, rtol=rtol,
                           nc3_squared=nc3_squared, cdnv_power=cdnv_power, pair_sample=pair_sample,
                           tile_bytes=tile_bytes, random_state=random_state)
+    ood = None
+    if ood_features is not None:
+        ood = as_float64_matrix(ood_features, "ood_features")
+        if ood.shape[0] == 0:
+            raise ValueError("ood_features holds no rows.")
     stats, geom, match = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
                                                  rtol=rtol, classes=classes, return_match=True,
                                                  class_means=class_means)
+    if ood is not None and ood.shape[1] != stats.n_dims:
+        raise ValueError(f"ood_features has {ood.shape[1]} columns; the features have {stats.n_dims}.")
     _check_pair_options(pair_sample, tile_bytes, random_state)
-    return report_from(stats, geom, match.w, match.bias, normalize=normalize, nc3_squared=nc3_squared,
-                       cdnv_power=cdnv_power, match=match, pair_sample=pair_sample, tile_bytes=tile_bytes,
-                       random_state=random_state)
+    report = report_from(stats, geom, match.w, match.bias, normalize=normalize, nc3_squared=nc3_squared,
+                         cdnv_power=cdnv_power, match=match, pair_sample=pair_sample, tile_bytes=tile_bytes,
+                         random_state=random_state)
+    if ood is not None:
+        try:
+            if geom is None:
+                stats.require_class_means()
+            report["nc5"] = C.nc5_value(geom.centred, geom.global_mean, ood.mean(axis=0))
+        except UndefinedMetricError as exc:
+            report["nc5"] = np.nan
+            _emit({str(exc): ["nc5"]})
+    return report
 
 
 # ----------------------------------------------------------------------- single metrics
