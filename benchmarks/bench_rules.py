@@ -12,7 +12,8 @@ Data (bundled, no download): scikit-learn's 8x8 digits placed one to three to a 
 (:func:`sknc.load_multilabel_digits`, the MLP backbone), with and without single-label samples; and strips
 of two or three digits, 28x84 like MNIST strips, from the bundled digits upscaled 3x (a 24x24 digit in a
 28x28 cell; :func:`sknc.make_multilabel_strips`, 6000 train and 1500 test strips from disjoint source
-images, the CNN backbone). ``--quick`` leaves the strips out.
+images, the CNN backbone); and 28x28 images of one or two digits resized to 14x14 (M-lab MNIST-like, the
+CNN). ``--quick`` leaves the strips out.
 """
 
 import argparse
@@ -56,17 +57,35 @@ def upscaled_digit_strips(n_train=6000, n_test=1500, seed=0):
     return Xtr, Ytr, Xte, Yte
 
 
+def mnist_like_pairs(seed=0):
+    """28x28 images of one or two bundled digits resized to 14x14 (M-lab MNIST-like); disjoint sources."""
+    from scipy.ndimage import zoom
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    small = np.stack([zoom(im / 16.0, 14 / 8, order=1) for im in digits.images]).astype(np.float32)
+    order = np.random.default_rng(seed).permutation(len(small))
+    cut = int(0.75 * len(small))
+    train, test = order[:cut], order[cut:]
+    Xtr, Ytr = sknc.make_multilabel_images(small[train], digits.target[train], n_per_class=100, n_per_set=20,
+                                           multiplicities=(1, 2), max_shift=2, random_state=seed)
+    Xte, Yte = sknc.make_multilabel_images(small[test], digits.target[test], n_per_class=30, n_per_set=6,
+                                           multiplicities=(1, 2), max_shift=2, random_state=seed + 1)
+    return Xtr, Ytr, Xte, Yte
+
+
 def datasets(quick):
     for title, kwargs in DATA.items():
         data = sknc.load_multilabel_digits(**kwargs)
         yield title, (data.X_train, data.Y_train, data.X_test, data.Y_test), {}
+    yield "MNIST-like 28x28, 1-2 resized digits (CNN)", mnist_like_pairs(), {"module": "cnn"}
     if not quick:
         yield "strips 28x84, 2-3 upscaled digits (CNN)", upscaled_digit_strips(), {"module": "cnn"}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the bundled-digits data sets only")
+    parser.add_argument("--quick", action="store_true", help="everything but the strips")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     for title, (Xtr, Ytr, Xte, Yte), params in datasets(args.quick):

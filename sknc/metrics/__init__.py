@@ -27,14 +27,18 @@ global mean ``mu_G``, centred means ``m_k = mu_k - mu_G``.
 * NC4 is the NCC mismatch ``1 - agreement`` (Papyan et al.), with the bias.
 
 Multi-label data (``y`` an ``(n, K)`` 0/1 indicator): samples are grouped by label
-set; class means, NC1, NC2, NC3 and NC4 use the multiplicity-1 samples only and
-are centred at the (unweighted) mean of the multiplicity-1 class means.
-Label-free rows (all zeros) are counted and otherwise ignored.
+set; class means, NC1, NC2, NC3 and NC4 use the multiplicity-1 samples and are
+centred at the (unweighted) mean of the multiplicity-1 class means, or, when a
+class has fewer than two single-label samples (``class_means='auto'``), the class
+means are estimated from every label set's mean under the tag-wise-average model
+(see :func:`nc_report` and the theory page). Label-free rows (all zeros) are
+counted and otherwise ignored.
 """
 
 from ._accumulator import NCAccumulator
 from ._keys import REPORT_KEYS, KeyInfo, key_info
 from ._multilabel import TagwiseResult
+from ._perclass import cdnv_matrix, class_variability
 from ._report import (
     bias_collapse,
     cdnv,
@@ -80,4 +84,6 @@ __all__ = [
     "REPORT_KEYS",
     "KeyInfo",
     "key_info",
+    "class_variability",
+    "cdnv_matrix",
 ]

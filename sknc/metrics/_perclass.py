@@ -1,0 +1,111 @@
+"""Per-class NC quantities: each class's variability and NC1 share, and the pairwise CDNV matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._validation import as_feature_array
+from ..exceptions import UndefinedMetricError
+from . import _collapse as C
+from ._report import statistics_and_geometry
+
+__all__ = ["class_variability", "cdnv_matrix"]
+
+
+def _class_rows(stats):
+    """Class index of every row whose class mean the statistics use (-1 for the others)."""
+    if getattr(stats, "kind", "singletons") == "tagwise":
+        raise UndefinedMetricError(
+            "per-class values need each sample's own class mean; under the tag-wise estimate a sample belongs to "
+            "several classes (pass class_means='singletons' to use the single-label samples)")
+    return stats.groups.sample_class()
+
+
+def class_variability(features, y, *, global_mean="class", between="class", class_means="auto"):
+    """Each class's within-class variability and its share of NC1, one row per class.
+
+    Columns:
+
+    * ``n_samples``: the class's samples (multi-label: single-label ones);
+    * ``within_variance``: ``tr(Sigma_k)``, the mean squared distance of the
+      class's samples from its mean;
+    * ``nc1``: ``tr(Sigma_k Sigma_B^+) / K``, so that the class-size weighted
+      mean ``sum_k (n_k / N) nc1_k`` is :func:`sknc.nc1`;
+    * ``relative_variability``: ``tr(Sigma_k) / tr(Sigma_B)``, whose weighted
+      mean is :func:`sknc.nc1_trace_quotient`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat(np.arange(3), 40)
+    >>> spread = np.array([0.01, 0.05, 0.2])[y][:, None]  # class 2 has not collapsed
+    >>> H = sknc.simplex_etf(3, 5, random_state=0)[y] + spread * rng.standard_normal((120, 5))
+    >>> table = sknc.metrics.class_variability(H, y)
+    >>> table["nc1"].idxmax()
+    2
+    >>> bool(np.isclose(table["nc1"].mean(), sknc.nc1(H, y)))  # equal class sizes: the plain mean
+    True
+    """
+    stats, geom, *_ = statistics_and_geometry(features, y, global_mean=global_mean, between=between,
+                                              class_means=class_means)
+    stats.require_class_means()
+    cls = _class_rows(stats)
+    X, _ = as_feature_array(features)
+    X = np.asarray(X)
+    if X.dtype.kind != "f":
+        X = X.astype(np.float64)
+    k = stats.groups.n_classes
+    within, wexp = stats.within_trace()
+    counts = stats.counts
+    C._require_rank(geom, "the per-class NC1")
+    # per class, sum_i ||(h_i - mu_k) V / sigma||^2 in row blocks (V, sigma: the basis and singular values of
+    # Sigma_B, in the geometry's units)
+    scale = np.ldexp(1.0, -geom.exp)
+    project = geom.basis / geom.singular_values
+    means = stats.means
+    sums = np.zeros(k)
+    rows = np.flatnonzero(cls >= 0)
+    for start in range(0, rows.size, 4096):
+        idx = rows[start : start + 4096]
+        centred = (np.asarray(X[idx], dtype=np.float64) - means[cls[idx]]) * scale
+        np.add.at(sums, cls[idx], np.einsum("ij,ij->i", centred @ project, centred @ project))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nc1 = sums / counts / k
+        variance = np.ldexp(within / counts, 2 * wexp)
+        relative = np.ldexp(within / counts / geom.trace_sigma_b, 2 * (wexp - geom.exp))
+    return pd.DataFrame({"n_samples": counts.astype(np.int64), "within_variance": variance, "nc1": nc1,
+                         "relative_variability": relative}, index=pd.Index(stats.groups.classes, name="class"))
+
+
+def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
+    """Class-distance normalised variance of every pair of classes, as a ``K x K`` frame.
+
+    ``(sigma_a^2 + sigma_b^2) / (2 ||mu_a - mu_b||^(2 power))`` (Galanti et al.
+    2022), ``sigma_k^2`` the class's mean squared distance from its mean; the
+    diagonal is NaN and the mean of the off-diagonal entries is
+    :func:`sknc.cdnv`. Large entries name the pairs that have not separated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> H = np.array([[0.0, 0], [0, 0.2], [1, 0], [1, 0.2], [10, 0], [10, 0.2]])
+    >>> m = sknc.metrics.cdnv_matrix(H, [0, 0, 1, 1, 2, 2])
+    >>> round(float(m.loc[0, 1]), 4), round(float(m.loc[0, 2]), 6)  # near pair, far pair
+    (0.01, 0.0001)
+    """
+    stats, geom, *_ = statistics_and_geometry(features, y, class_means=class_means)
+    stats.require_class_means()
+    within, wexp = stats.within_trace()
+    variances = within / stats.counts
+    dist = C.pairwise_sq_distances(geom.centred, geom.gram)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = (variances[:, None] + variances[None, :]) / (2.0 * dist**power)
+    matrix *= np.exp2(2.0 * (wexp - power * geom.exp))  # back to the data's units
+    np.fill_diagonal(matrix, np.nan)
+    matrix[~np.isfinite(matrix)] = np.nan
+    labels = pd.Index(stats.groups.classes, name="class")
+    return pd.DataFrame(matrix, index=labels, columns=labels)

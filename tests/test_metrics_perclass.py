@@ -1,0 +1,64 @@
+"""Per-class NC (sknc.metrics._perclass) against direct loops and the report's averages."""
+
+import numpy as np
+import pytest
+
+import sknc
+from sknc.metrics import cdnv_matrix, class_variability
+
+
+def _imbalanced(rng, k=4, d=7):
+    sizes = np.array([10, 25, 40, 60])[:k]
+    y = np.repeat(np.arange(k), sizes)
+    M = 2 * rng.standard_normal((k, d))
+    spread = np.linspace(0.05, 0.6, k)[y][:, None]
+    return M[y] + spread * rng.standard_normal((len(y), d)) + 50.0, y
+
+
+def test_class_variability_against_a_direct_computation(rng):
+    H, y = _imbalanced(rng)
+    k = 4
+    table = class_variability(H, y)
+    means = np.stack([H[y == c].mean(0) for c in range(k)])
+    centred = means - means.mean(0)
+    sigma_b_pinv = np.linalg.pinv(centred.T @ centred / k, rcond=1e-10)
+    for c in range(k):
+        R = H[y == c] - means[c]
+        sigma_k = R.T @ R / len(R)
+        assert table.loc[c, "n_samples"] == len(R)
+        assert table.loc[c, "within_variance"] == pytest.approx(np.trace(sigma_k), rel=1e-10)
+        assert table.loc[c, "nc1"] == pytest.approx(np.trace(sigma_k @ sigma_b_pinv) / k, rel=1e-8)
+        assert table.loc[c, "relative_variability"] == pytest.approx(
+            np.trace(sigma_k) / np.trace(centred.T @ centred / k), rel=1e-10)
+    weights = table["n_samples"] / table["n_samples"].sum()
+    assert (weights * table["nc1"]).sum() == pytest.approx(sknc.nc1(H, y), rel=1e-9)
+    assert (weights * table["relative_variability"]).sum() == pytest.approx(sknc.nc1_trace_quotient(H, y), rel=1e-10)
+
+
+def test_cdnv_matrix_against_a_pairwise_loop(rng):
+    H, y = _imbalanced(rng)
+    labels = np.array(["a", "b", "c", "d"])[y]
+    matrix = cdnv_matrix(H, labels, power=1.5)
+    assert list(matrix.index) == ["a", "b", "c", "d"] and np.isnan(np.diag(matrix.to_numpy())).all()
+    means = {c: H[labels == c].mean(0) for c in "abcd"}
+    var = {c: np.mean(np.sum((H[labels == c] - means[c]) ** 2, axis=1)) for c in "abcd"}
+    for a in "abcd":
+        for b in "abcd":
+            if a != b:
+                expected = (var[a] + var[b]) / (2 * np.sum((means[a] - means[b]) ** 2) ** 1.5)
+                assert matrix.loc[a, b] == pytest.approx(expected, rel=1e-10), (a, b)
+    assert np.nanmean(matrix.to_numpy()) == pytest.approx(sknc.cdnv(H, labels, power=1.5), rel=1e-12)
+
+
+def test_multilabel_uses_single_label_samples_and_says_why_not_under_the_estimate(rng):
+    k, d = 3, 6
+    M = sknc.simplex_etf(k, d, random_state=0)
+    Y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]] * 10)
+    H = Y @ M / Y.sum(1, keepdims=True) + 0.05 * rng.standard_normal((len(Y), d))
+    table = class_variability(H, Y)
+    single = Y.sum(1) == 1
+    direct = class_variability(H[single], Y[single].argmax(1))
+    assert np.allclose(table.to_numpy(dtype=float), direct.to_numpy(dtype=float), rtol=1e-10)
+    pairs_only = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]] * 10)
+    with pytest.raises(sknc.UndefinedMetricError, match="class_means='singletons'"):
+        class_variability(rng.standard_normal((30, d)), pairs_only)
