@@ -22,7 +22,7 @@ The per-epoch history travels through the search as scores
 workers and the same code runs under loky or Dask.
 
 Fast path: 3 x 2 candidates, 3 folds, 30 epochs of a one-hidden-layer MLP,
-about a minute on two CPU cores.
+about 10 seconds on two CPU cores (measured in the documentation build).
 """
 
 # %%

@@ -24,8 +24,8 @@ set, exact), so the question can be answered numerically: here 6 classes,
 
 Then a :class:`sknc.PALClassifier` trained on the bundled multi-label digits
 with the same kind of imbalance is measured the same way. Fast path: the UFM
-sweep takes seconds; the network trains for 150 epochs (about 20 s on two CPU
-cores).
+sweep takes seconds; the network trains for 150 epochs (the page: about 9 s on
+two CPU cores).
 """
 
 # %%

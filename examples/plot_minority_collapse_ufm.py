@@ -14,7 +14,7 @@ measured :math:`\\lVert h_k\\rVert^2` on the closed form of
 :func:`sknc.theory.nonnegative_ce_optimum`, with each class's critical
 :math:`\\lambda`; then it reads the same optima with
 :func:`sknc.minority_collapse`, whose score is 1 exactly where the theory says
-a class collapsed. A few seconds.
+a class collapsed. Under a second.
 """
 
 # %%

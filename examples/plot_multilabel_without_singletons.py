@@ -18,7 +18,7 @@ the estimate by itself; the theory page defines each key under it). This page
    ``MLPClassifier``, ``ClassifierChain`` and
    ``MultiOutputClassifier(LogisticRegression)`` on the same split.
 
-About 35 seconds on two CPU cores (the CNN trains twice: ``decision_rule='auto'``).
+About 45 seconds on two CPU cores (the CNN trains twice: ``decision_rule='auto'``).
 """
 
 # %%

@@ -20,7 +20,7 @@ as ``UFMSolver(loss='mse')``. Three questions, one figure each:
    bundled multi-label digits, measured with the same functions.
 
 Fast path: the UFM solutions take seconds; each network trains 150 epochs
-(about 20 s each on two CPU cores).
+(the page: about 30 s on two CPU cores).
 """
 
 # %%
