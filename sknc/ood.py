@@ -41,8 +41,9 @@ def nc5(features, y, ood_features, *, class_means="auto"):
     --------
     >>> import numpy as np
     >>> from sknc.ood import nc5
-    >>> H = np.array([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]])
-    >>> round(nc5(H, [0, 0, 1, 1], np.array([[0, 0, 2.0], [0, 0, 3.0]])), 12)  # OOD along the third axis
+    >>> H = np.array([[2.0, 0, 0], [2.0, 0.2, 0], [0, 2.0, 0], [0.2, 2.0, 0]])
+    >>> ood = np.array([[1.05, 1.05, 2.0], [1.05, 1.05, 3.0]])  # above the ID centre, along the third axis
+    >>> round(nc5(H, [0, 0, 1, 1], ood), 12)
     0.0
     """
     means = _class_means(features, y, class_means=class_means)

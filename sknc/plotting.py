@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "plot_cdnv_matrix",
     "plot_class_means",
+    "plot_class_variability",
     "plot_layerwise",
     "plot_nc_history",
     "plot_study",
@@ -602,5 +604,78 @@ def plot_layerwise(report, metrics=("nc1", "nc2_h", "nc4"), ax=None):
     ax.set_xlabel("layer (forward order)")
     ax.set_ylabel("metric (log scale)" if log else "metric")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cdnv_matrix(matrix, ax=None):
+    """The pairwise CDNV as a heatmap (log colour scale): bright cells are pairs that have not separated.
+
+    ``matrix`` is :func:`sknc.metrics.cdnv_matrix`'s frame (NaN diagonal).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> from sknc.plotting import plot_cdnv_matrix
+    >>> H = np.array([[0.0, 0], [0, 0.2], [1, 0], [1, 0.2], [10, 0], [10, 0.2]])
+    >>> fig = plot_cdnv_matrix(sknc.metrics.cdnv_matrix(H, [0, 0, 1, 1, 2, 2]))
+    """
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    if not isinstance(matrix, pd.DataFrame) or matrix.shape[0] != matrix.shape[1] or matrix.empty:
+        raise ValueError("matrix must be the square DataFrame of sknc.metrics.cdnv_matrix.")
+    values = matrix.to_numpy(dtype=float)
+    k = values.shape[0]
+    fig, ax = plt.subplots(figsize=(min(1.0 + 0.45 * k, 12), min(0.8 + 0.4 * k, 11))) if ax is None else (ax.figure, ax)
+    ax.set_title("CDNV of each pair of classes", fontsize=9)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        _undefined(ax, "cdnv")
+        return fig
+    image = ax.imshow(values, cmap="magma", norm=LogNorm() if _log_spaced(finite) else None)
+    if k <= 30:
+        ax.set_xticks(range(k), [str(c) for c in matrix.columns], rotation=90, fontsize=7)
+        ax.set_yticks(range(k), [str(c) for c in matrix.index], fontsize=7)
+    ax.set_xlabel("class")
+    ax.set_ylabel("class")
+    fig.colorbar(image, ax=ax, label=_metric_label("cdnv"))
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_variability(table, column="nc1", ax=None):
+    """One bar per class of a per-class quantity (log axis when it spans more than a factor of 5).
+
+    ``table`` is :func:`sknc.metrics.class_variability`'s frame; ``column``
+    one of its columns (``'nc1'``, ``'within_variance'``,
+    ``'relative_variability'``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sknc
+    >>> from sknc.plotting import plot_class_variability
+    >>> y = np.repeat(np.arange(3), 20)
+    >>> H = sknc.simplex_etf(3, 4, random_state=0)[y] + 0.1 * np.random.default_rng(0).standard_normal((60, 4))
+    >>> fig = plot_class_variability(sknc.metrics.class_variability(H, y))
+    """
+    plt = _pyplot()
+    if not isinstance(table, pd.DataFrame) or column not in table.columns:
+        raise ValueError(f"table must be sknc.metrics.class_variability's frame with a column {column!r}.")
+    values = table[column].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(values) + 2), 3.6)) if ax is None else (ax.figure, ax)
+    ax.set_title(f"{column} per class", fontsize=9)
+    if not np.isfinite(values).any():
+        _undefined(ax, column)
+        return fig
+    ax.bar(range(len(values)), np.where(np.isfinite(values), values, 0.0), color="C0")
+    if _log_spaced(values):
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(values)), [str(c) for c in table.index], rotation=90 if len(values) > 12 else 0,
+                  fontsize=7)
+    ax.set_xlabel("class")
+    ax.set_ylabel(column)
     fig.tight_layout()
     return fig

@@ -161,3 +161,25 @@ def test_an_undefined_metric_says_so_in_every_plot():
     assert labels == ["nc3", "nc1: undefined on this data"] and mixed.axes[0].get_yscale() == "log"
     layers = plot_layerwise(pd.DataFrame({"nc1": [np.nan, np.nan]}, index=["a", "b"]), metrics=["nc1"])
     assert "undefined on this data" in _texts(layers.axes[0])
+
+
+def test_per_class_plots_draw_the_values(rng):
+    import sknc
+    from sknc.plotting import plot_cdnv_matrix, plot_class_variability
+
+    y = np.repeat(np.arange(4), 20)
+    spread = np.array([0.01, 0.05, 0.2, 0.4])[y][:, None]
+    H = simplex_etf(4, 6, random_state=0)[y] + spread * rng.standard_normal((80, 6))
+    matrix = sknc.metrics.cdnv_matrix(H, y)
+    fig = plot_cdnv_matrix(matrix)
+    image = fig.axes[0].images[0]
+    drawn = np.ma.filled(image.get_array(), np.nan)
+    assert np.allclose(drawn, matrix.to_numpy(), equal_nan=True)
+    assert type(image.norm).__name__ == "LogNorm"  # pair values span far more than a factor of 5
+    table = sknc.metrics.class_variability(H, y)
+    bars = plot_class_variability(table).axes[0].patches
+    assert np.allclose([b.get_height() for b in bars], table["nc1"])
+    with pytest.raises(ValueError, match="column 'nope'"):
+        plot_class_variability(table, column="nope")
+    with pytest.raises(ValueError, match="square DataFrame"):
+        plot_cdnv_matrix(table.iloc[:, :3])

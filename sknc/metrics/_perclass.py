@@ -44,7 +44,7 @@ def class_variability(features, y, *, global_mean="class", between="class", clas
     >>> spread = np.array([0.01, 0.05, 0.2])[y][:, None]  # class 2 has not collapsed
     >>> H = sknc.simplex_etf(3, 5, random_state=0)[y] + spread * rng.standard_normal((120, 5))
     >>> table = sknc.metrics.class_variability(H, y)
-    >>> table["nc1"].idxmax()
+    >>> int(table["nc1"].idxmax())
     2
     >>> bool(np.isclose(table["nc1"].mean(), sknc.nc1(H, y)))  # equal class sizes: the plain mean
     True
