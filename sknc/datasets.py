@@ -63,6 +63,39 @@ def label_set_counts(n_classes, n_per_set, multiplicities):
     return out
 
 
+def _check_sources(images, labels):
+    """Source images (n, H, W) or (n, C, H, W) and their non-negative integer classes, checked."""
+    images = np.asarray(images)
+    labels = np.asarray(labels).ravel()
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must have shape (n, H, W) or (n, C, H, W); got {images.shape}.")
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels for {images.shape[0]} images.")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError("labels must be non-negative integers.")
+    return images, labels
+
+
+def _source_draws(labels, n_classes, rng):
+    """``draw(c)``: the index of a source image of class ``c``, cycling through a shuffled pool per class (no
+    reuse until the class is exhausted)."""
+    pools = {}
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        if idx.size == 0:
+            raise ValueError(f"class {c} has no source image.")
+        pools[c] = [rng.permutation(idx), 0]
+
+    def draw(c):
+        pool = pools[c]
+        if pool[1] == len(pool[0]):
+            pool[0], pool[1] = rng.permutation(pool[0]), 0
+        pool[1] += 1
+        return pool[0][pool[1] - 1]
+
+    return draw
+
+
 def make_multilabel_images(
     images,
     labels,
@@ -114,14 +147,7 @@ def make_multilabel_images(
     >>> X.shape, Y.shape, sorted(set(Y.sum(1).tolist()))
     ((95, 16, 16), (95, 10), [1, 2])
     """
-    images = np.asarray(images)
-    labels = np.asarray(labels).ravel()
-    if images.ndim not in (3, 4):
-        raise ValueError(f"images must have shape (n, H, W) or (n, C, H, W); got {images.shape}.")
-    if labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{labels.shape[0]} labels for {images.shape[0]} images.")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise ValueError("labels must be non-negative integers.")
+    images, labels = _check_sources(images, labels)
     rng = check_random_state(random_state)
     n_classes = int(labels.max()) + 1
     mults = sorted(set(int(m) for m in multiplicities))
@@ -136,19 +162,7 @@ def make_multilabel_images(
     h, w = images.shape[-2:]
     shift = max(1, h // 4) if max_shift is None else int(max_shift)
     channels = images.shape[1:-2]
-    pools = {}
-    for c in range(n_classes):
-        idx = np.flatnonzero(labels == c)
-        if idx.size == 0:
-            raise ValueError(f"class {c} has no source image.")
-        pools[c] = [rng.permutation(idx), 0]
-
-    def draw(c):  # cycle through a shuffled pool: no reuse until the class is exhausted
-        pool = pools[c]
-        if pool[1] == len(pool[0]):
-            pool[0], pool[1] = rng.permutation(pool[0]), 0
-        pool[1] += 1
-        return pool[0][pool[1] - 1]
+    draw = _source_draws(labels, n_classes, rng)
 
     total = sum(sets.values())
     X = np.zeros((total, *channels, g * h, g * w), dtype=images.dtype)
@@ -206,14 +220,7 @@ def make_multilabel_strips(images, labels, n_samples, *, multiplicities=(2, 3), 
     >>> X.shape, sorted(set(Y.sum(1).tolist()))
     ((50, 8, 24), [2, 3])
     """
-    images = np.asarray(images)
-    labels = np.asarray(labels).ravel()
-    if images.ndim not in (3, 4):
-        raise ValueError(f"images must have shape (n, H, W) or (n, C, H, W); got {images.shape}.")
-    if labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{labels.shape[0]} labels for {images.shape[0]} images.")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise ValueError("labels must be non-negative integers.")
+    images, labels = _check_sources(images, labels)
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
     n_classes = int(labels.max()) + 1
@@ -222,19 +229,7 @@ def make_multilabel_strips(images, labels, n_samples, *, multiplicities=(2, 3), 
         raise ValueError(f"multiplicities must lie in 1..{min(n_slots, n_classes)} (slots and classes); got "
                          f"{list(multiplicities)}.")
     rng = check_random_state(random_state)
-    pools = {}
-    for c in range(n_classes):
-        idx = np.flatnonzero(labels == c)
-        if idx.size == 0:
-            raise ValueError(f"class {c} has no source image.")
-        pools[c] = [rng.permutation(idx), 0]
-
-    def draw(c):
-        pool = pools[c]
-        if pool[1] == len(pool[0]):
-            pool[0], pool[1] = rng.permutation(pool[0]), 0
-        pool[1] += 1
-        return pool[0][pool[1] - 1]
+    draw = _source_draws(labels, n_classes, rng)
 
     h, w = images.shape[-2:]
     X = np.zeros((n_samples, *images.shape[1:-2], h, n_slots * w), dtype=images.dtype)
