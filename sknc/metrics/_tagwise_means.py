@@ -21,7 +21,7 @@ design touches; they are reported by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,7 +74,6 @@ class TagwiseEstimate:
     fitted: np.ndarray  # (G,) bool: the groups the fit used (every non-empty label set)
     n_iter: int = 0
     residual: float = np.nan  # weighted RMS distance of the set means from the model (original units)
-    extra: dict = field(default_factory=dict)
 
     @property
     def means_rel(self):
