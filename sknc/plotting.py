@@ -34,6 +34,7 @@ def _pyplot():
 
 
 _LOG_SPAN = 5.0  # positive values spread over more than this factor get a log axis
+_SHARE_KEYS = ("ncc_accuracy", "ncc_agreement")  # shares in [0, 1], drawn on a linear axis of their own
 
 
 def _nan_reason(metric):
@@ -555,8 +556,12 @@ def plot_layerwise(report, metrics=("nc1", "nc2_h", "nc4"), ax=None):
     """NC metrics against depth: one line per metric over the layers of a layer-wise report.
 
     ``report`` is what :func:`sknc.model_nc_report` returns for many layers
-    (one row per layer, in forward order). Positive metrics share a log axis;
-    layers where a metric is undefined (NaN) or zero are left out of its line.
+    (one row per layer, in forward order). Positive metrics share a log axis
+    (when they span more than a factor of 5); ``ncc_accuracy`` and
+    ``ncc_agreement`` (shares in [0, 1]) get a linear axis on the right, so
+    NC1 and the nearest-class-mean accuracy through depth (the law of data
+    separation) read on one figure. Layers where a metric is undefined (NaN)
+    or zero are left out of its line.
 
     Returns
     -------
@@ -583,6 +588,18 @@ def plot_layerwise(report, metrics=("nc1", "nc2_h", "nc4"), ax=None):
     depth = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2), 4)) if ax is None else (ax.figure, ax)
     ax.set_title("Neural collapse across depth")
+    shares = [m for m in metrics if m in _SHARE_KEYS]  # accuracies in [0, 1]: their own linear axis on the right
+    metrics = [m for m in metrics if m not in _SHARE_KEYS]
+    if shares:
+        right = ax.twinx()
+        for i, metric in enumerate(shares):
+            values = report[metric].to_numpy(dtype=float)
+            keep = np.isfinite(values)
+            right.plot(depth[keep], values[keep], marker="s", linestyle="--", color=f"C{len(metrics) + i}",
+                       label=metric if keep.all() else f"{metric} (NaN layers not shown)")
+        right.set_ylim(0, 1.02)
+        right.set_ylabel("share (right axis, dashed)")
+        right.legend(fontsize=8, loc="center right")
     drawn = []
     for metric in metrics:
         values = report[metric].to_numpy(dtype=float)
@@ -593,8 +610,14 @@ def plot_layerwise(report, metrics=("nc1", "nc2_h", "nc4"), ax=None):
         label = metric if keep.all() else f"{metric} (NaN/zero layers not shown)"
         ax.plot(depth[keep], values[keep], marker="o", label=label)
         drawn.append(values[keep])
-    if not drawn:
+    if not drawn and metrics:
         _undefined(ax, ", ".join(metrics), "NaN or zero at every layer: see the NCWarning of the report")
+        fig.tight_layout()
+        return fig
+    if not drawn:  # shares only
+        ax.set_yticks([])
+        ax.set_xticks(depth, names, rotation=35, ha="right", fontsize=8)
+        ax.set_xlabel("layer (forward order)")
         fig.tight_layout()
         return fig
     log = _log_spaced(np.concatenate(drawn))

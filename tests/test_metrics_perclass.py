@@ -62,3 +62,55 @@ def test_multilabel_uses_single_label_samples_and_says_why_not_under_the_estimat
     pairs_only = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]] * 10)
     with pytest.raises(sknc.UndefinedMetricError, match="class_means='singletons'"):
         class_variability(rng.standard_normal((30, d)), pairs_only)
+
+
+def _brute_ncc_accuracy(H, y):
+    classes = np.unique(y)
+    means = np.stack([H[y == c].astype(np.float64).mean(0) for c in classes])
+    nearest = classes[np.argmin(((H[:, None, :].astype(np.float64) - means[None]) ** 2).sum(-1), axis=1)]
+    return float(np.mean(nearest == y))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ncc_accuracy_against_brute_force_nearest_mean_in_memory_and_streamed(rng, dtype):
+    import pickle
+
+    y = np.repeat(np.arange(5), 40)
+    H = (rng.standard_normal((5, 8))[y] + 0.9 * rng.standard_normal((200, 8)) + 1e3).astype(dtype)
+    expected = _brute_ncc_accuracy(H, y)
+    assert 0.5 < expected < 1.0  # a case where the count matters
+    assert sknc.nc_report(H, y, ncc_accuracy=True)["ncc_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert "ncc_accuracy" not in sknc.nc_report(H, y).index  # opt-in: one more read
+    parts = np.array_split(rng.permutation(200), 4)
+    shards = []
+    for half in (parts[:2], parts[2:]):
+        acc = sknc.NCAccumulator(mode="two_pass", ncc_accuracy=True)
+        for p in half:
+            acc.update(H[p], y[p])
+        shards.append(acc)
+    merged = shards[0].merge_all(shards[1:])
+    copies = [merged.copy(), pickle.loads(pickle.dumps(merged))]
+    for copy, half in zip(copies, (parts[:2], parts[2:])):
+        for p in half:
+            copy.update_second_pass(H[p], y[p])
+    report = copies[0].merge_all([copies[1]]).report()
+    assert report["ncc_accuracy"] == pytest.approx(expected, abs=1e-12)
+    with pytest.warns(sknc.NCWarning, match="needs the second pass"):
+        assert np.isnan(merged.report()["ncc_accuracy"])
+
+
+def test_ncc_accuracy_at_every_layer_of_a_model():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 30)
+    X = (rng.standard_normal((3, 6))[y] + rng.standard_normal((90, 6))).astype(np.float32)
+    frame = sknc.model_nc_report(model, X, y, layers=["0", "1", "2"], ncc_accuracy=True)
+    with torch.no_grad():
+        outputs = {"0": model[0](torch.as_tensor(X))}
+        outputs["1"] = model[1](outputs["0"])
+        outputs["2"] = model[2](outputs["1"])
+    for layer, out in outputs.items():
+        assert frame.loc[layer, "ncc_accuracy"] == pytest.approx(_brute_ncc_accuracy(out.numpy(), y), abs=1e-12)

@@ -183,3 +183,14 @@ def test_per_class_plots_draw_the_values(rng):
         plot_class_variability(table, column="nope")
     with pytest.raises(ValueError, match="square DataFrame"):
         plot_cdnv_matrix(table.iloc[:, :3])
+
+
+def test_layerwise_plot_puts_shares_on_their_own_axis():
+    from sknc.plotting import plot_layerwise
+
+    report = pd.DataFrame({"nc1": [3.0, 0.5, 0.02], "ncc_accuracy": [0.4, 0.7, 0.95]}, index=["a", "b", "c"])
+    fig = plot_layerwise(report, metrics=["nc1", "ncc_accuracy"])
+    left, right = fig.axes
+    assert left.get_yscale() == "log" and right.get_yscale() == "linear"
+    assert np.allclose(right.get_lines()[0].get_ydata(), [0.4, 0.7, 0.95])
+    assert np.allclose(left.get_lines()[0].get_ydata(), [3.0, 0.5, 0.02])

@@ -21,13 +21,14 @@ from ._state import StateMixin, plan_digest
 from ._report import _CONVENTIONS, _check_conventions, _shown, align_classifier, geometry_of, report_from
 from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
 from ._stats import _give_back as _stats_give_back
-from ._stats import _gram_of
+from ._stats import _gram_of, nearest_mean_correct
 from . import _tagwise_means as TM
 
 __all__ = ["NCAccumulator"]
 
 _MODES = ("auto", "one_pass", "two_pass")
-_PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "shift", "class_means")
+_PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "shift", "class_means",
+           "ncc_accuracy")
 
 
 class NCAccumulator(StateMixin, DistributedMixin):
@@ -88,6 +89,12 @@ class NCAccumulator(StateMixin, DistributedMixin):
         decided after the first pass. Under the estimate the second pass
         centres every labelled row on its set's mean; NC1 needs it (one-pass
         mode keeps the scatter of single-label rows only).
+    ncc_accuracy : bool, default=False
+        Also count, in the second pass, the rows whose nearest class mean is
+        their own class's: the report's ``ncc_accuracy`` (no classifier
+        needed; the "law of data separation" measures it at every layer). One
+        ``K x d`` product per row in float64 beside the pass. Single-label
+        class means only.
 
     Notes
     -----
@@ -124,7 +131,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
     all_reduce = DistributedMixin.all_reduce
 
     def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class", classes=None,
-                 strict=False, shift=None, class_means="auto"):
+                 strict=False, shift=None, class_means="auto", ncc_accuracy=False):
         self.n_classes = n_classes
         self.mode = mode
         self.global_mean = global_mean
@@ -133,6 +140,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
         self.strict = strict
         self.shift = shift
         self.class_means = class_means
+        self.ncc_accuracy = ncc_accuracy
 
     def get_params(self, deep=True):
         """The constructor's parameters (as scikit-learn's ``get_params``)."""
@@ -496,6 +504,10 @@ class NCAccumulator(StateMixin, DistributedMixin):
             for s, e in self._chunks(len(cls_np), 2048 if self._second.plan.direct else None):
                 c_np = cls_np[s:e]
                 child.add(be.rows(x, s, e), c_np if be.name == "numpy" else be.index(c_np), c_np, strict=True)
+                if self._second.plan.ncc_labels:
+                    rows64 = be.to_numpy(be.rows(x, s, e)).astype(np.float64)
+                    rows64 -= self._ncc_means[0]
+                    child.ncc_correct += nearest_mean_correct(rows64, c_np, self._ncc_means[1])
                 if topm is not None and topm["W"] is not None:
                     rows64 = be.to_numpy(be.rows(x, s, e)).astype(np.float64)
                     rows64 -= topm["origin"]
@@ -566,6 +578,9 @@ class NCAccumulator(StateMixin, DistributedMixin):
                          full_gram=basis.shape[1] <= _FULL_GRAM_MAX, means_rel=rel, origin=origin,
                          centred_gram=_gram_of(geom), probes=True if probes is None else probes,
                          rel_rows=self._class_means_rows(), w_key=key.sums if key.sums[0] is not None else None)
+        if self.ncc_accuracy:
+            plan = replace(plan, ncc_labels=True)
+            self._ncc_means = (origin, rel)
         self._second = SecondPass(self._be, plan)
         self._second_geometry = replace(geom, centred=None, gram=None)  # what NC1 reads of it (no K x d copy)
         self._shared_basis, self._shared_probes = plan.basis, plan.probes
@@ -709,6 +724,7 @@ class NCAccumulator(StateMixin, DistributedMixin):
         counts = fp.counts[order]
         origin, rel = fp.means(order)
         stats = Statistics(groups, counts, (origin, rel), self._eps or float(np.finfo(np.float64).eps))
+        stats.ncc_requested = bool(self.ncc_accuracy)
         if not stats.has_class_means:
             return stats
         cg = groups.class_group
@@ -754,6 +770,8 @@ class NCAccumulator(StateMixin, DistributedMixin):
             stats.nc1_geometry = self._second_geometry
             if sp.plan.classified:
                 stats.agree, stats.n_agree = agree, int(n.sum())
+            if sp.plan.ncc_labels:
+                stats.ncc_correct = float(be.to_numpy(sp.ncc_correct)[0])
         return stats
 
     def _estimated_statistics(self):
@@ -812,13 +830,14 @@ class NCAccumulator(StateMixin, DistributedMixin):
         ``ncc_agreement``) are NaN, with an :class:`sknc.NCWarning` saying so,
         until it has run.
         """
-        unknown = set(conventions) - set(_CONVENTIONS) - {"class_means"}
+        unknown = set(conventions) - set(_CONVENTIONS) - {"class_means", "ncc_accuracy"}
         if unknown:
             raise TypeError(f"unknown report option(s): {sorted(unknown)}; choose from "
-                            f"{sorted(_CONVENTIONS) + ['class_means']}.")
-        if conventions.pop("class_means", self.class_means) != self.class_means:
-            raise ValueError("class_means is fixed when the accumulator is built (the second pass depends on it): "
-                             f"this one has class_means={self.class_means!r}.")
+                            f"{sorted(_CONVENTIONS) + ['class_means', 'ncc_accuracy']}.")
+        for fixed in ("class_means", "ncc_accuracy"):
+            if conventions.pop(fixed, getattr(self, fixed)) != getattr(self, fixed):
+                raise ValueError(f"{fixed} is fixed when the accumulator is built (the second pass depends on it): "
+                                 f"this one has {fixed}={getattr(self, fixed)!r}.")
         opts = {**_CONVENTIONS, **conventions}
         _check_conventions(opts["global_mean"], opts["between"], opts["cdnv_power"], opts["rtol"])
         if W is not None and self._second is not None and getattr(self, "_topm", None) is not None \

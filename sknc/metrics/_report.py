@@ -162,7 +162,7 @@ def _check_conventions(global_mean, between, cdnv_power, rtol):
 
 def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class", between="class", rtol=None,
                             second_pass=True, n_threads=None, classes=None, return_match=False,
-                            class_means="auto"):
+                            class_means="auto", ncc_accuracy=False):
     """Statistics of in-memory features and the geometry of the requested convention.
 
     Everything about the inputs (features, labels, classifier) is checked before
@@ -181,6 +181,7 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
         first = array_statistics(X, groups, eps, basis_for=None, second_pass=False, n_threads=n_threads)
         stats, geom = TM.tagwise_array_statistics(first, X, W=w, b=bias, global_mean=global_mean, between=between,
                                                   rtol=rtol, second_pass=second_pass)
+        stats.ncc_requested = bool(ncc_accuracy)
         if return_match:
             return stats, geom, match
         return stats, geom, match.w, match.bias
@@ -193,7 +194,8 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
         return geom
 
     stats = array_statistics(X, groups, eps, basis_for=basis_for, W=w, b=bias, second_pass=second_pass,
-                             n_threads=n_threads)
+                             n_threads=n_threads, ncc_accuracy=ncc_accuracy)
+    stats.ncc_requested = bool(ncc_accuracy)
     geom = holder.get("geom")
     if stats.has_class_means and (geom is None or second_pass):
         # the second pass corrected the class means: the report's geometry uses the exact ones
@@ -272,6 +274,8 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
             keys.nan([x for x in w_keys if not x.startswith("nc2_w")], reason)
         if multi:
             keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], reason)
+        if getattr(stats, "ncc_requested", False):
+            keys.nan(["ncc_accuracy"], reason)
         if warn:
             _emit(keys.reasons, source, stacklevel)
         return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
@@ -311,6 +315,7 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
                                  nc3=lambda: C.alignment_error(w, m),
                                  nc3_difference=lambda: C.difference_error(w, m, nc3_squared),
                                  bias_collapse=lambda: C.bias_collapse_value(w, bias, geom.global_mean))
+    _put_ncc_accuracy(keys, stats)
     if multi:
         _put_tagwise(keys, stats, geom)
     if warn:
@@ -364,6 +369,7 @@ def _report_tiled(keys, stats, geom, w, w_full, bias, missing, lacking, multi, n
                                  nc3=lambda: P.gram_error(w_rows, m, tile_bytes=tile_bytes),
                                  nc3_difference=lambda: C.difference_error(w_rows, m, nc3_squared),
                                  bias_collapse=lambda: C.bias_collapse_scaled(w_s, w_exp, bias, geom.global_mean))
+    _put_ncc_accuracy(keys, stats)
     if multi:  # many classes with label sets: the tag-wise tables are per set, not per pair of classes
         _put_tagwise(keys, stats, geom)
     if sample is not None:
@@ -389,6 +395,19 @@ def _put_classifier_vs_means(keys, stats, coincide, lacking, *, nc3, nc3_differe
     keys.put("nc4", lambda: 1.0 - stats.agreement())
     keys.put("ncc_agreement", lambda: stats.agreement())
     keys.put("bias_collapse", bias_collapse)
+
+
+def _put_ncc_accuracy(keys, stats):
+    """``ncc_accuracy`` when it was asked for: counted, or NaN with the reason it was not."""
+    if getattr(stats, "ncc_correct", None) is not None and stats.n_singletons:
+        keys.values["ncc_accuracy"] = float(stats.ncc_correct) / stats.n_singletons
+    elif getattr(stats, "ncc_requested", False):
+        reason = (stats.second_pass_problem or getattr(stats, "class_means_problem", None)
+                  or ("the nearest-class-mean accuracy needs each sample's own class mean: single-label class "
+                      "means (class_means='singletons'), not the tag-wise estimate"
+                      if getattr(stats, "kind", "") == "tagwise" else
+                      "the nearest-class-mean accuracy needs the second pass over the data"))
+        keys.nan(["ncc_accuracy"], reason)
 
 
 def _put_tagwise(keys, stats, geom):
@@ -439,6 +458,7 @@ def nc_report(
     random_state=0,
     class_means="auto",
     ood_features=None,
+    ncc_accuracy=False,
 ):
     """Every NC metric that applies, in two passes over the data.
 
@@ -501,6 +521,10 @@ def nc_report(
         ``|cos|`` between the centred class means and the OOD mean feature
         (centred on the same global mean; 0 when orthogonal). In-memory
         features only.
+    ncc_accuracy : bool, default=False
+        Add ``ncc_accuracy``: the share of samples whose nearest class mean is
+        their own class's (no classifier needed), at the cost of one more
+        read of the features. Single-label class means only.
 
     Returns
     -------
@@ -563,7 +587,7 @@ def nc_report(
         from ._dask import dask_states
 
         params = dict(mode="two_pass", global_mean=global_mean, between=between, classes=classes,
-                      class_means=class_means)
+                      class_means=class_means, ncc_accuracy=ncc_accuracy)
         acc = NCAccumulator(**params).load_state_dict(dask_states(features, y, params, W, b))
         return acc.report(W, b, global_mean=global_mean, between=between, normalize=normalize, rtol=rtol,
                           nc3_squared=nc3_squared, cdnv_power=cdnv_power, pair_sample=pair_sample,
@@ -575,7 +599,7 @@ def nc_report(
             raise ValueError("ood_features holds no rows.")
     stats, geom, match = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
                                                  rtol=rtol, classes=classes, return_match=True,
-                                                 class_means=class_means)
+                                                 class_means=class_means, ncc_accuracy=ncc_accuracy)
     if ood is not None and ood.shape[1] != stats.n_dims:
         raise ValueError(f"ood_features has {ood.shape[1]} columns; the features have {stats.n_dims}.")
     _check_pair_options(pair_sample, tile_bytes, random_state)

@@ -56,6 +56,7 @@ def plan_digest(plan) -> str:
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
     h.update(repr(plan.w_key).encode())  # the classifier by its checksum: a restored pass has no W until it comes
     h.update(repr(plan.outside_key).encode())
+    h.update(repr(plan.ncc_labels).encode())
     if plan.means_rel is None and plan.rel_rows is not None:  # means read from the first pass, in blocks
         for start in range(0, plan.n_classes, 4096):
             h.update(np.ascontiguousarray(plan.rel_rows(slice(start, start + 4096))).tobytes())
@@ -188,7 +189,8 @@ class StateMixin:
                     "ones its first pass gives here (a state edited by hand, or another numerical library)."
                 )
             for name in sp.SUMS:
-                setattr(sp, name, be.asarray(_own(second[name])))
+                if name in second:  # (a state written before a sum existed keeps that sum at zero)
+                    setattr(sp, name, be.asarray(_own(second[name])))
             sp.counts = _own(second["counts"], np.int64)
             sp.agree = int(second["agree"])
             sp.max_row_sq = float(second["max_row_sq"])

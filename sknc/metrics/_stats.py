@@ -362,6 +362,7 @@ class SecondPassPlan:
     rel_rows: object = None  # callable(rows) -> means_rel[rows], when means_rel is not kept (many classes)
     w_key: object = None  # checksum of the classifier as given: a restored pass knows it before W comes again
     outside_key: object = None  # checksum of a classifier whose agreement is counted outside the pass (tag-wise)
+    ncc_labels: bool = False  # count the rows whose nearest class mean is their own (beside the pass)
 
     @property
     def classified(self):
@@ -556,7 +557,7 @@ class SecondPass:
 
     #: the float64 sums a second pass adds up, on its backend (besides the counts, the agreement count and the
     #: largest squared row): merges, states, Dask and torch.distributed all add these and only these
-    SUMS = ("within", "resid", "Q", "probe_sums")
+    SUMS = ("within", "resid", "Q", "probe_sums", "ncc_correct")
 
     def __init__(self, be, plan: SecondPassPlan, tables=None):
         self.be = be
@@ -574,6 +575,8 @@ class SecondPass:
         # per class, sums of the centred rows along the probe directions (they tell whether this pass reads the
         # first pass's data: a class whose rows moved has its sum off by n_k times the move)
         self.probe_sums = be.zeros((k, plan.n_probes))
+        # rows whose nearest class mean is their own class's (counted beside the pass when the plan asks)
+        self.ncc_correct = be.zeros(1)
         self.ws = acquire_workspace() if be.name == "numpy" else Workspace()
         # float32 rows on the host: the compiled loops centre, square and decide (same arithmetic, fewer reads)
         self._kern = False  # looked up on the first batch: a pass only restored or merged never loads numba
@@ -854,6 +857,30 @@ class SecondPass:
         return self.plan._means_as(self.plan.dtype).astype(np.float64)
 
 
+def nearest_mean_correct(x64, cls, means_rel):
+    """How many float64 rows ``x64`` (relative to the means' origin) lie nearest to their own class's mean."""
+    # ||x - mu_k||^2 = ||x||^2 - 2 x.mu_k + ||mu_k||^2: the row term orders nothing
+    scores = x64 @ (-2.0 * means_rel.T)
+    scores += np.einsum("ij,ij->i", means_rel, means_rel)
+    return int(np.count_nonzero(np.argmin(scores, axis=1) == cls))
+
+
+def count_nearest_mean(stats, X, rows, sample_class):
+    """The nearest-class-mean accuracy count of rows ``rows`` of ``X`` (all when None), in float64 row blocks."""
+    be = backend_for(X)
+    means_rel, origin = stats.means_rel, stats.origin
+    n = X.shape[0] if rows is None else rows.size
+    correct = 0
+    for start in range(0, n, 4096):
+        stop = min(start + 4096, n)
+        block = be.rows(X, start, stop) if rows is None else be.take(X, be.index(rows[start:stop]))
+        x = be.to_numpy(block).astype(np.float64)
+        x -= origin
+        cls = sample_class[start:stop] if rows is None else sample_class[rows[start:stop]]
+        correct += nearest_mean_correct(x, cls, means_rel)
+    return correct
+
+
 def _gram_of(geom):
     return None if geom.gram is None else (geom.gram, geom.exp)
 
@@ -930,6 +957,7 @@ class Statistics:
         self.agree, self.n_agree = agree, n_agree
         self.second_pass_missing = second_pass_missing
         self.second_pass_problem = None  # why the second pass's sums cannot be used (other data), if so
+        self.ncc_correct = None  # rows whose nearest class mean is their own class's (when counted)
         self.gram_conventions = ""
         self.nc1_geometry = None  # the geometry whose basis the second pass used
         self.decompositions = {}  # per convention, the decomposition of the centred means (see between_geometry)
@@ -1174,7 +1202,8 @@ def _give_back(state):
         state.ws = Workspace()
 
 
-def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=True, n_threads=None):
+def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=True, n_threads=None,
+                     ncc_accuracy=False):
     """Two passes over an in-memory feature matrix (numpy, or a tensor on any device).
 
     ``X`` comes from :func:`~sknc._validation.as_feature_array` and ``groups``
@@ -1195,7 +1224,7 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     kern = compiled_loops(backend_for(X), X.dtype, groups.n_classes)
     threads_second = threads if groups.n_groups <= _THREADED_SECOND_MAX or kern is not None else 1
     kwargs = dict(basis_for=basis_for, W=W, b=b, second_pass=second_pass, threads=(threads, threads_second),
-                  kern=kern)
+                  kern=kern, ncc_accuracy=ncc_accuracy)
     if threads_second > 1:
         # BLAS stays on one thread from the first pass to the end of the second: the small decompositions
         # between the passes would otherwise wake its workers, which then spin on the cores the passes use
@@ -1204,7 +1233,7 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     return _array_statistics(X, groups, eps, **kwargs)
 
 
-def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, kern):
+def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, kern, ncc_accuracy=False):
     n, d = X.shape
     be = backend_for(X)
     n_threads, threads_second = threads
@@ -1263,6 +1292,8 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, 
     full_gram = work == np.float64 and basis.shape[1] <= _FULL_GRAM_MAX
     second_pass_into(stats, X, sample_class, rows, basis, W=W, b=b, full_gram=full_gram,
                      centred_gram=centred_gram, threads=threads_second, block=block)
+    if ncc_accuracy:  # one more read: every row against every final class mean
+        stats.ncc_correct = count_nearest_mean(stats, X, rows, sample_class)
     return stats
 
 
