@@ -51,6 +51,7 @@ for stage in (10, 20, 30):
 
 fig = plot_layerwise(frames[30], metrics=["nc1", "ncc_accuracy"])
 fig.axes[0].set_title("NC1 (log, left) and NCC accuracy (right) after 30 epochs")
+fig.tight_layout()
 
 # %%
 # Which classes have not separated
