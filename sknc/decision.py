@@ -158,9 +158,7 @@ class TagWiseAverageClassifier(ClassifierMixin, BaseEstimator):
         if self.means_estimated_by_ == "singletons":
             means = class_means(X, Y if self.multilabel_ else y, class_means="singletons")
         else:
-            estimate = _fit_tagwise(X, groups)
-            means = estimate.means_rel
-            fitted_scales = estimate.scales
+            means, fitted_scales = _fit_tagwise(X, Y)
         self.center_ = means.mean(axis=0)
         self.means_ = means - self.center_
         self.empty_prototype_ = self._empty_prototype(X, groups)
@@ -336,16 +334,16 @@ def _n_combinations(k, m):
     return comb(k, m)
 
 
-def _fit_tagwise(X, groups):
-    """The tag-wise-average estimate of the class means of features ``X`` (the metrics' estimator)."""
-    sums = np.zeros((groups.n_groups, X.shape[1]))
-    np.add.at(sums, groups.group, X)
-    counts = groups.counts()
-    estimate = estimate_class_means(groups.sets, groups.multiplicity, sums / np.maximum(counts, 1)[:, None], counts)
-    if estimate.undetermined.size:
-        raise ValueError(undetermined_message(groups, estimate.undetermined) + "; add samples that tell those "
-                         "classes apart or use decision_rule='threshold'.")
-    return estimate
+def _fit_tagwise(X, Y):
+    """The tag-wise-average estimate of the class means of features ``X`` (the first pass and estimator of
+    the NC metrics, so that the rule and ``nc_report(..., class_means='tagwise')`` see the same means)."""
+    from .metrics._report import statistics_and_geometry
+
+    stats, *_ = statistics_and_geometry(X, Y, second_pass=False, class_means="tagwise")
+    if not stats.has_class_means:
+        raise ValueError(stats.class_means_problem + "; add samples that tell those classes apart or use "
+                         "decision_rule='threshold'.")
+    return stats.means, stats.estimate.scales
 
 
 def _check_tagwise_labels(groups):

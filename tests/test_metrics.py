@@ -736,13 +736,18 @@ def test_coincident_class_means_give_the_documented_nan_everywhere(rng):
     assert np.isfinite(report["nc2_w"]) and report["nc1_rank"] == 0
 
 
+def _two_means_at_one_point(rng, k, pair, per_class=25, d=6):
+    """Features of ``k`` classes whose sample means are exactly ``5 N(0, 1)`` draws, two of them equal."""
+    y = np.repeat(np.arange(k), per_class)
+    means = 5 * rng.standard_normal((k, d))
+    means[pair[1]] = means[pair[0]]
+    H = rng.standard_normal((len(y), d))
+    H -= np.array([H[y == c].mean(0) for c in range(k)])[y]
+    return H + means[y], y
+
+
 def test_two_coincident_means_among_distinct_ones_leave_only_the_cdnv_undefined(rng):
-    y = np.repeat(np.arange(4), 25)
-    means = 5 * rng.standard_normal((4, 6))
-    means[3] = means[2]
-    H = rng.standard_normal((100, 6))
-    H -= np.array([H[y == k].mean(0) for k in range(4)])[y]
-    H += means[y]
+    H, y = _two_means_at_one_point(rng, 4, (2, 3))
     with pytest.warns(sknc.NCWarning, match=r"the means of classes 2 and 3 coincide"):
         report = sknc.nc_report(H, y)
     assert np.isnan(report["cdnv"]) and np.isfinite(report["nc1"]) and report["nc1_rank"] == 2
@@ -882,12 +887,7 @@ def test_coinciding_means_are_named_from_the_tiles_too(rng, compiled, monkeypatc
     from sknc.metrics import _pairwise
     from sknc.metrics._kernels import forced
 
-    y = np.repeat(np.arange(12), 25)
-    means = 5 * rng.standard_normal((12, 6))
-    means[9] = means[4]
-    H = rng.standard_normal((300, 6))
-    H -= np.array([H[y == k].mean(0) for k in range(12)])[y]
-    H += means[y]
+    H, y = _two_means_at_one_point(rng, 12, (4, 9))
     monkeypatch.setattr(_pairwise, "PAIRWISE_TILE_BYTES", 8 * 5 * 5)  # 5-class tiles: classes 4 and 9 apart
     with forced(compiled), pytest.warns(sknc.NCWarning, match=r"the means of classes 4 and 9 coincide"):
         report = sknc.nc_report(H, y)

@@ -114,3 +114,14 @@ def test_ncc_accuracy_at_every_layer_of_a_model():
         outputs["2"] = model[2](outputs["1"])
     for layer, out in outputs.items():
         assert frame.loc[layer, "ncc_accuracy"] == pytest.approx(_brute_ncc_accuracy(out.numpy(), y), abs=1e-12)
+
+
+def test_cdnv_matrix_leaves_coinciding_means_nan_with_a_warning(rng):
+    y = np.repeat(np.arange(3), 20)
+    means = np.array([[0.0, 0, 0], [4.0, 0, 0], [4.0, 0, 0]])
+    H = means[y] + 0.1 * rng.standard_normal((60, 3))
+    H -= np.array([H[y == c].mean(0) for c in range(3)])[y] - means[y]  # sample means exactly as given
+    with pytest.warns(sknc.NCWarning, match="coincide"):
+        matrix = cdnv_matrix(H, y)
+    assert np.isnan(matrix.loc[1, 2]) and np.isnan(matrix.loc[2, 1])
+    assert np.isfinite(matrix.loc[0, 1]) and np.isfinite(matrix.loc[0, 2])

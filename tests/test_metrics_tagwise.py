@@ -230,3 +230,12 @@ def test_scorers_take_the_option(rng):
         assert np.isnan(sknc.nc_scorer("nc1", class_means="singletons")(model, H, Y))
     with pytest.raises(ValueError, match="class_means must be one of"):
         sknc.nc_scorers(class_means="pairs")
+
+
+def test_a_class_in_no_label_set_is_undetermined_not_minus_the_others(rng):
+    # the sum-zero convention alone would set its mean to minus the others' sum: that is no estimate
+    H, Y, M, g = _set_data(rng, noise=0.1, mults=(2,), k=4, d=6)
+    Y5 = np.hstack([Y, np.zeros((len(Y), 1), dtype=int)])
+    with pytest.warns(sknc.NCWarning, match=r"class\(es\) 4 "):
+        report = sknc.nc_report(H, Y5)
+    assert report["class_means_estimated"] and np.isnan(report["nc1"]) and np.isnan(report["cdnv"])

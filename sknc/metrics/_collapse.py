@@ -344,26 +344,43 @@ def pairwise_sq_distances(vectors, gram=None):
     return np.maximum(dist, 0.0)
 
 
-def cdnv_value(stats, geom, power=1.0, classes=None, gram=None):
-    """``gram``: the Gram of ``geom.centred``, when the caller has it."""
+def cdnv_table(stats, geom, power=1.0, gram=None):
+    """The pairwise CDNV, scaled: ``(terms (K, K), e, close (K, K))`` with true values ``terms * 2**e``.
+
+    ``terms[a, b] = (sigma_a^2 + sigma_b^2) / (2 ||mu_a - mu_b||^(2 power))``
+    (NaN diagonal); ``close`` marks the pairs closer than the geometry's
+    tolerance, one point to the resolution of the data (a weighted singular
+    value of two means ``delta`` apart is about ``delta sqrt(w / 2)``).
+    ``gram``: the Gram of ``geom.centred``, when the caller has it.
+    """
     within, wexp = stats.within_trace()
-    counts = stats.counts
-    variances = within / counts
+    variances = within / stats.counts
     dist = pairwise_sq_distances(geom.centred, gram)
-    iu = np.triu_indices(dist.shape[0], 1)
-    d2 = dist[iu]
-    # a pair closer than the geometry's tolerance is one point to the resolution of the data (a weighted
-    # singular value of two means a distance delta apart is about delta * sqrt(w / 2))
     floor = 2.0 * geom.tolerance**2 / float(np.min(geom.weights)) if geom.weights.size else 0.0
-    close = d2 <= floor
-    if np.any(close):
-        a, b = iu[0][np.argmax(close)], iu[1][np.argmax(close)]
-        names = (a, b) if classes is None else (classes[a], classes[b])
-        names = [n.item() if hasattr(n, "item") else n for n in names]
-        raise UndefinedMetricError(f"the means of classes {names[0]!r} and {names[1]!r} coincide, so the CDNV is undefined")
-    terms = (variances[iu[0]] + variances[iu[1]]) / (2.0 * d2**power)
+    close = dist <= floor
+    np.fill_diagonal(close, False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = (variances[:, None] + variances[None, :]) / (2.0 * dist**power)
+    np.fill_diagonal(terms, np.nan)
     # terms carry 4^wexp / 4^(power * exp)
-    return times_pow2(float(np.mean(terms)), 2.0 * (wexp - power * geom.exp))
+    return terms, 2.0 * (wexp - power * geom.exp), close
+
+
+def coincide_names(close, classes=None):
+    """The classes of the first pair in ``close`` (for the message that their means coincide)."""
+    a, b = np.argwhere(np.triu(close, 1))[0]
+    names = (a, b) if classes is None else (classes[a], classes[b])
+    return [n.item() if hasattr(n, "item") else n for n in names]
+
+
+def cdnv_value(stats, geom, power=1.0, classes=None, gram=None):
+    """The mean pairwise CDNV (``gram``: the Gram of ``geom.centred``, when the caller has it)."""
+    terms, e, close = cdnv_table(stats, geom, power, gram)
+    if np.any(close):
+        names = coincide_names(close, classes)
+        raise UndefinedMetricError(f"the means of classes {names[0]!r} and {names[1]!r} coincide, so the CDNV is undefined")
+    iu = np.triu_indices(terms.shape[0], 1)
+    return times_pow2(float(np.mean(terms[iu])), e)
 
 
 def times_pow2(x, e):

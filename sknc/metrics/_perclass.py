@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .._validation import as_feature_array
-from ..exceptions import UndefinedMetricError
+from ..exceptions import NCWarning, UndefinedMetricError, warn_once
 from . import _collapse as C
 from ._report import statistics_and_geometry
 
@@ -86,7 +86,9 @@ def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
     ``(sigma_a^2 + sigma_b^2) / (2 ||mu_a - mu_b||^(2 power))`` (Galanti et al.
     2022), ``sigma_k^2`` the class's mean squared distance from its mean; the
     diagonal is NaN and the mean of the off-diagonal entries is
-    :func:`sknc.cdnv`. Large entries name the pairs that have not separated.
+    :func:`sknc.cdnv`. Large entries name the pairs that have not separated;
+    a pair whose means coincide (to the data's resolution) is NaN, with an
+    :class:`sknc.NCWarning`.
 
     Examples
     --------
@@ -99,13 +101,13 @@ def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
     """
     stats, geom, *_ = statistics_and_geometry(features, y, class_means=class_means)
     stats.require_class_means()
-    within, wexp = stats.within_trace()
-    variances = within / stats.counts
-    dist = C.pairwise_sq_distances(geom.centred, geom.gram)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        matrix = (variances[:, None] + variances[None, :]) / (2.0 * dist**power)
-    matrix *= np.exp2(2.0 * (wexp - power * geom.exp))  # back to the data's units
-    np.fill_diagonal(matrix, np.nan)
+    terms, e, close = C.cdnv_table(stats, geom, power, geom.gram)
+    matrix = terms * np.exp2(e)  # back to the data's units
+    if np.any(close):  # means that coincide to the data's resolution: their CDNV is undefined, not huge
+        matrix[close] = np.nan
+        names = C.coincide_names(close, stats.groups.classes)
+        warn_once(f"cdnv_matrix: NaN for {int(close.sum() // 2)} pair(s) whose class means coincide (first: "
+                  f"{names[0]!r} and {names[1]!r}).", NCWarning, stacklevel=2)
     matrix[~np.isfinite(matrix)] = np.nan
     labels = pd.Index(stats.groups.classes, name="class")
     return pd.DataFrame(matrix, index=labels, columns=labels)

@@ -177,6 +177,9 @@ def estimate_class_means(sets, multiplicity, set_rel, counts):
     avg = a @ mu
     undetermined = _free_classes(a, m_of, sqrt_w, c_rows, mu, basis, [m for m in sizes if m not in free_scale],
                                  m0)
+    # a class in no label set would be fixed by the sum-zero convention alone (minus the others' sum): no data
+    never = np.flatnonzero(~sets[fitted].any(axis=0))
+    undetermined = np.union1d(undetermined, never).astype(np.intp)
     scales = {m: c for m, c in scales.items() if m not in free_scale}
     fit = np.ones((len(m_of), 1)) * centre + c_rows[:, None] * avg
     # the directions left out above are residual too
