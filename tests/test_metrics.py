@@ -849,6 +849,30 @@ def test_tiny_tiles_and_the_tiled_nc4_agree_with_the_tables(rng, dtype, monkeypa
                                               nan_ok=True), key
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tiled_second_pass_with_a_classifier_of_absent_classes(rng, dtype, monkeypatch):
+    # regression: W has rows for classes the data lack; at many classes (tiled NC4) the second pass used to
+    # crash with a KeyError. NC4 is NaN with the reason, as without tiles, and the rest equals the whole report.
+    from sknc.metrics import _pairwise
+
+    H, y, W, b = _many(rng, 60, 9, n_per=20)
+    keep = y < 55  # classes 55..59 of W have no sample
+    H, y = H[keep].astype(dtype), y[keep]
+    with pytest.warns(sknc.NCWarning, match="no sample of class"):
+        whole = sknc.nc_report(H, y, W, b)
+    monkeypatch.setattr(_pairwise, "PAIRWISE_TILE_BYTES", 8 * 7 * 7)
+    acc = sknc.NCAccumulator(mode="two_pass")
+    acc.update(H, y)
+    acc.update_second_pass(H, y, W, b)
+    assert acc._second.plan.direct
+    with pytest.warns(sknc.NCWarning, match="no sample of class"):
+        streamed = acc.report(W, b)
+    assert np.isnan(streamed["nc4"]) and np.isnan(whole["nc4"])
+    for key in whole.index:
+        assert streamed[key] == pytest.approx(whole[key], rel=1e-6 if dtype == np.float32 else 1e-10,
+                                              nan_ok=True), key
+
+
 def test_sampled_pairs_estimate_the_pairwise_keys(rng):
     H, y, W, b = _many(rng, 400, 16)
     exact = sknc.nc_report(H, y, W, b)

@@ -639,7 +639,7 @@ class SecondPass:
             _add_sums(self.resid, present, sums)
         self.within += within
         self.counts += np.bincount(cls_np, minlength=plan.n_classes)
-        if plan.direct:
+        if plan.direct and plan.W is not None:  # (a classifier with classes absent here counts no agreement)
             self.agree = self.agree + self._agree_tiled(c, cls)
         elif plan.W is not None:
             ncc = be.matmul(pu, t["C2"], ws, "ncc")
@@ -707,7 +707,7 @@ class SecondPass:
             pu = both[:, :r]
             kern.column_squares(both, colsq.size, colsq)
             self._add_probes(cls, both[:, r:])
-            if plan.direct:
+            if plan.direct and plan.W is not None:
                 self.agree += self._agree_tiled(c, cls)
         else:
             both = np.matmul(c, t["proj"], out=ws.get("proj", (c.shape[0], t["proj"].shape[1]), np.float32))
