@@ -111,6 +111,9 @@ def _cmd_metrics(args) -> int:
 
     if args.out:
         _usage_from_io(_io.check_writable_file, args.out, (".csv", ".json"))
+    for table_file in (args.per_class, args.cdnv_matrix):
+        if table_file:
+            _usage_from_io(_io.check_writable_file, table_file, (".csv",))
     bundle = _usage_from_io(_io.load_bundle, args.features)
     labels = _usage_from_io(_io.load_labels, args.labels) if args.labels else bundle.get("labels")
     W, b = bundle.get("W"), bundle.get("b")
@@ -133,7 +136,41 @@ def _cmd_metrics(args) -> int:
             print(f"\n(no tag-wise summary: {exc})")
     if args.out:
         print(f"\nwrote {_io.write_report(report, args.out)}")
+    _per_class_tables(args, bundle["features"], labels)
     return EXIT_OK
+
+
+def _per_class_tables(args, features, labels):
+    """``--per-class`` / ``--cdnv-matrix``: write the tables; one that is undefined on the data is said, not fatal."""
+    import numpy as np
+
+    from .exceptions import UndefinedMetricError
+    from .metrics import cdnv_matrix, class_variability
+
+    if args.per_class:
+        try:
+            table = class_variability(features, labels, global_mean=args.global_mean, between=args.between,
+                                      class_means=args.class_means)
+        except UndefinedMetricError as exc:
+            print(f"\n(no per-class table: {exc})")
+        else:
+            table.to_csv(args.per_class)
+            print("\nLeast collapsed classes (largest share of NC1)")
+            print(table.sort_values("nc1", ascending=False).head(5).to_string(float_format=lambda x: f"{x:.4g}"))
+            print(f"wrote {args.per_class}")
+    if args.cdnv_matrix:
+        try:
+            matrix = cdnv_matrix(features, labels, class_means=args.class_means)
+        except UndefinedMetricError as exc:
+            print(f"\n(no CDNV matrix: {exc})")
+            return
+        matrix.to_csv(args.cdnv_matrix)
+        values = matrix.to_numpy()
+        if np.isfinite(values).any():
+            a, b = np.unravel_index(np.nanargmax(values), values.shape)
+            print(f"\nLargest pairwise CDNV: classes {matrix.index[a]!r} and {matrix.columns[b]!r} "
+                  f"({values[a, b]:.4g}; mean over pairs {np.nanmean(values):.4g})")
+        print(f"wrote {args.cdnv_matrix}")
 
 
 # --------------------------------------------------------------------------- demo
@@ -630,6 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-label: class means of single-label samples, or estimated from every label set "
                         "(default auto: estimated when a class has fewer than 2 single-label samples)")
     m.add_argument("--out", metavar="FILE", help="also write the report to FILE (.csv or .json)")
+    m.add_argument("--per-class", metavar="FILE",
+                   help="also write each class's size, within-class variance, share of NC1 and relative "
+                        "variability to FILE (.csv)")
+    m.add_argument("--cdnv-matrix", metavar="FILE",
+                   help="also write the pairwise CDNV of every pair of classes to FILE (.csv, K x K)")
     m.set_defaults(func=_cmd_metrics)
 
     d = sub.add_parser(

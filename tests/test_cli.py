@@ -40,6 +40,31 @@ def test_metrics_npz_writes_csv_and_json(saved, capsys):
     assert data["nc3"] == pytest.approx(expected["nc3"], rel=1e-12)
 
 
+def test_metrics_writes_the_per_class_table_and_the_cdnv_matrix(saved, capsys, rng):
+    path, H, y, _ = saved
+    per_class, matrix = path / "classes.csv", path / "cdnv.csv"
+    assert main(["metrics", str(path / "f.npz"), "--per-class", str(per_class), "--cdnv-matrix", str(matrix)]) == 0
+    out = capsys.readouterr().out
+    assert "Least collapsed classes" in out and "Largest pairwise CDNV" in out
+    table = pd.read_csv(per_class, index_col="class")
+    expected = sknc.metrics.class_variability(H, y)
+    np.testing.assert_allclose(table.to_numpy(), expected.to_numpy(), rtol=1e-12)
+    written = pd.read_csv(matrix, index_col="class")
+    np.testing.assert_allclose(written.to_numpy(), sknc.metrics.cdnv_matrix(H, y).to_numpy(), rtol=1e-12)
+    # an output name without .csv is refused before any work
+    assert main(["metrics", str(path / "f.npz"), "--cdnv-matrix", str(path / "cdnv.txt")]) == 2
+    assert ".csv" in capsys.readouterr().err
+    # multi-label data without single-label samples: the per-class table is undefined and said so; the rest runs
+    Y = np.zeros((len(y), 4), dtype=int)
+    Y[np.arange(len(y)), y] = 1
+    Y[np.arange(len(y)), (y + 1 + np.arange(len(y)) % 2) % 4] = 1
+    np.savez(path / "sets.npz", features=H + Y @ rng.standard_normal((4, H.shape[1])), labels=Y)
+    assert main(["metrics", str(path / "sets.npz"), "--per-class", str(per_class), "--cdnv-matrix",
+                 str(matrix)]) == 0
+    out = capsys.readouterr().out
+    assert "no per-class table" in out and "several classes" in out and "Largest pairwise CDNV" in out
+
+
 @pytest.mark.parametrize("features,labels", [("f.npy", "y.npy"), ("f.csv", "y.csv"), ("f.parquet", "y.csv")])
 def test_metrics_other_formats(saved, capsys, features, labels):
     path, H, y, _ = saved

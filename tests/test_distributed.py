@@ -101,7 +101,9 @@ def scenario_accumulators(rank):
     acc.update(H[mask], y[mask]).all_reduce()
     partial_classes = acc.report()
     pickled = len(pickle.dumps(acc))
+    per_class = (acc.cdnv_matrix(), acc.class_variability())  # the reduced state's per-class tables
     return {"two_pass": one, "two_pass_sets": sets, "one_pass_missing": partial_classes, "mask": mask, "pickled": pickled,
+            "per_class": per_class,
             "additive": sum(a.nbytes for a in acc.state_dict()["first"].values() if isinstance(a, np.ndarray))}
 
 
@@ -208,6 +210,11 @@ def test_two_ranks_reduce_to_the_report_of_the_whole_data(tmp_path):
     mask = r0["mask"] | r1["mask"]
     _close(r0["one_pass_missing"], sknc.nc_report(H[mask], y[mask]), rel=1e-10)
     assert r0["one_pass_missing"].equals(r1["one_pass_missing"])
+    # the per-class tables of the reduced state are those of the whole (masked) data
+    matrix, table = r0["per_class"]
+    np.testing.assert_allclose(matrix.to_numpy(), sknc.metrics.cdnv_matrix(H[mask], y[mask]).to_numpy(), rtol=1e-10)
+    whole_table = sknc.metrics.class_variability(H[mask], y[mask])
+    np.testing.assert_allclose(table.to_numpy(), whole_table[table.columns].to_numpy(), rtol=1e-10)
     # the pickle of a reduced accumulator is its additive state plus a few kB
     assert r0["pickled"] <= 1.5 * r0["additive"] + 8192
 

@@ -125,3 +125,49 @@ def test_cdnv_matrix_leaves_coinciding_means_nan_with_a_warning(rng):
         matrix = cdnv_matrix(H, y)
     assert np.isnan(matrix.loc[1, 2]) and np.isnan(matrix.loc[2, 1])
     assert np.isfinite(matrix.loc[0, 1]) and np.isfinite(matrix.loc[0, 2])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_accumulators_tables_equal_the_in_memory_ones_streamed_merged_and_pickled(rng, dtype):
+    import pickle
+
+    H, y = _imbalanced(rng)
+    H = H.astype(dtype)
+    labels = np.array(["a", "b", "c", "d"])[y]
+    order = rng.permutation(len(y))
+    parts = np.array_split(order, 3)
+    shards = [sknc.NCAccumulator(mode="two_pass").update(H[p], labels[p]) for p in parts]
+    merged = pickle.loads(pickle.dumps(shards[0].merge_all(shards[1:])))
+    matrix, table = cdnv_matrix(H, labels), class_variability(H, labels)
+    rel = 1e-6 if dtype == np.float32 else 1e-10  # the first pass's within-class sums of float32 rows
+    for acc in (merged, shards[0].merge_all(shards[1:])):
+        got = acc.cdnv_matrix()
+        assert list(got.index) == ["a", "b", "c", "d"] and list(got.columns) == list(got.index)
+        np.testing.assert_allclose(got.to_numpy(), matrix.to_numpy(), rtol=rel)
+        small = acc.class_variability()
+        assert list(small.columns) == ["n_samples", "within_variance", "relative_variability"]
+        np.testing.assert_allclose(small.to_numpy(), table[small.columns].to_numpy(), rtol=rel)
+    # after the second pass the within-class sums come from it: the same tables
+    for p in parts:
+        merged.update_second_pass(H[p], labels[p])
+    np.testing.assert_allclose(merged.cdnv_matrix().to_numpy(), matrix.to_numpy(), rtol=rel)
+    weights = table["n_samples"] / table["n_samples"].sum()
+    assert (weights * merged.class_variability()["relative_variability"]).sum() == pytest.approx(
+        sknc.nc1_trace_quotient(H, labels), rel=rel)
+    assert merged.cdnv_matrix(power=2.0).loc["a", "b"] == pytest.approx(
+        cdnv_matrix(H, labels, power=2.0).loc["a", "b"], rel=rel)
+
+
+def test_the_accumulators_tables_refuse_clearly(rng):
+    with pytest.raises(ValueError, match="accumulator is empty"):
+        sknc.NCAccumulator().cdnv_matrix()
+    with pytest.raises(ValueError, match="power"):
+        sknc.NCAccumulator().update(*_imbalanced(rng)).cdnv_matrix(power=-1)
+    Y = np.zeros((30, 3), dtype=int)
+    Y[np.arange(30), np.arange(30) % 3] = 1
+    Y[np.arange(30), (np.arange(30) + 1) % 3] = 1  # two labels per sample: the class means are estimated
+    H = rng.standard_normal((30, 3)) + 3 * Y
+    acc = sknc.NCAccumulator().update(H, Y)
+    with pytest.raises(ValueError, match="several classes"):
+        acc.class_variability()
+    np.testing.assert_allclose(acc.cdnv_matrix().to_numpy(), cdnv_matrix(H, Y).to_numpy(), rtol=1e-10)

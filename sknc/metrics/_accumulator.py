@@ -17,6 +17,7 @@ from .._validation import (
 from . import _collapse as C
 from ._backend import backend_for
 from ._distributed import DistributedMixin
+from ._perclass import PerClassMixin
 from ._state import StateMixin, plan_digest
 from ._report import _CONVENTIONS, _check_conventions, _shown, align_classifier, geometry_of, report_from
 from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
@@ -31,7 +32,7 @@ _PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "
            "ncc_accuracy")
 
 
-class NCAccumulator(StateMixin, DistributedMixin):
+class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
     """Streaming NC statistics: memory independent of the number of samples.
 
     **First pass** (:meth:`update`): per label set, a count, a shift (a sample

@@ -8,9 +8,9 @@ import pandas as pd
 from .._validation import as_feature_array
 from ..exceptions import NCWarning, UndefinedMetricError, warn_once
 from . import _collapse as C
-from ._report import statistics_and_geometry
+from ._report import geometry_of, statistics_and_geometry
 
-__all__ = ["class_variability", "cdnv_matrix"]
+__all__ = ["class_variability", "cdnv_matrix", "PerClassMixin"]
 
 
 def _class_rows(stats):
@@ -58,8 +58,6 @@ def class_variability(features, y, *, global_mean="class", between="class", clas
     if X.dtype.kind != "f":
         X = X.astype(np.float64)
     k = stats.groups.n_classes
-    within, wexp = stats.within_trace()
-    counts = stats.counts
     C._require_rank(geom, "the per-class NC1")
     # per class, sum_i ||(h_i - mu_k) V / sigma||^2 in row blocks (V, sigma: the basis and singular values of
     # Sigma_B, in the geometry's units)
@@ -72,12 +70,7 @@ def class_variability(features, y, *, global_mean="class", between="class", clas
         idx = rows[start : start + 4096]
         centred = (np.asarray(X[idx], dtype=np.float64) - means[cls[idx]]) * scale
         np.add.at(sums, cls[idx], np.einsum("ij,ij->i", centred @ project, centred @ project))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        nc1 = sums / counts / k
-        variance = np.ldexp(within / counts, 2 * wexp)
-        relative = np.ldexp(within / counts / geom.trace_sigma_b, 2 * (wexp - geom.exp))
-    return pd.DataFrame({"n_samples": counts.astype(np.int64), "within_variance": variance, "nc1": nc1,
-                         "relative_variability": relative}, index=pd.Index(stats.groups.classes, name="class"))
+    return _variability_frame(stats, geom, sums)
 
 
 def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
@@ -100,14 +93,89 @@ def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
     (0.01, 0.0001)
     """
     stats, geom, *_ = statistics_and_geometry(features, y, class_means=class_means)
+    return _cdnv_frame(stats, geom, power, "cdnv_matrix")
+
+
+def _cdnv_frame(stats, geom, power, source):
+    """The pairwise CDNV of the statistics' classes as a labelled ``K x K`` frame (one table: the mean's)."""
     stats.require_class_means()
     terms, e, close = C.cdnv_table(stats, geom, power, geom.gram)
     matrix = terms * np.exp2(e)  # back to the data's units
     if np.any(close):  # means that coincide to the data's resolution: their CDNV is undefined, not huge
         matrix[close] = np.nan
         names = C.coincide_names(close, stats.groups.classes)
-        warn_once(f"cdnv_matrix: NaN for {int(close.sum() // 2)} pair(s) whose class means coincide (first: "
-                  f"{names[0]!r} and {names[1]!r}).", NCWarning, stacklevel=2)
+        warn_once(f"{source}: NaN for {int(close.sum() // 2)} pair(s) whose class means coincide (first: "
+                  f"{names[0]!r} and {names[1]!r}).", NCWarning, stacklevel=3)
     matrix[~np.isfinite(matrix)] = np.nan
     labels = pd.Index(stats.groups.classes, name="class")
     return pd.DataFrame(matrix, index=labels, columns=labels)
+
+
+def _variability_frame(stats, geom, projected=None):
+    """Per-class ``n_samples``, ``within_variance``, ``relative_variability`` and, given each class's
+    ``sum_i ||(h_i - mu_k) V / sigma||^2`` (``projected``, in the geometry's units), ``nc1``."""
+    stats.require_class_means()
+    _class_rows(stats)  # one class per sample, or a clear refusal
+    within, wexp = stats.within_trace()
+    counts = stats.counts
+    columns = {"n_samples": counts.astype(np.int64)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        columns["within_variance"] = np.ldexp(within / counts, 2 * wexp)
+        if projected is not None:
+            columns["nc1"] = projected / counts / stats.groups.n_classes
+        columns["relative_variability"] = np.ldexp(within / counts / geom.trace_sigma_b, 2 * (wexp - geom.exp))
+    return pd.DataFrame(columns, index=pd.Index(stats.groups.classes, name="class"))
+
+
+class PerClassMixin:
+    """Per-class tables of an :class:`sknc.NCAccumulator`, from its additive state."""
+
+    def cdnv_matrix(self, power=1.0):
+        """The pairwise CDNV of the classes seen so far, a ``K x K`` frame (see :func:`sknc.metrics.cdnv_matrix`).
+
+        Needs the first pass only: the class means and each class's squared
+        distances from its mean are part of the state, so shards merged,
+        all-reduced over ranks or map-reduced on Dask give the matrix of the
+        whole data. The frame holds ``K^2`` float64 values (8.6 GB at
+        ``K = 32 768``); the report's mean ``cdnv`` never forms it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import sknc
+        >>> H = np.array([[0.0, 0], [0, 0.2], [1, 0], [1, 0.2], [10, 0], [10, 0.2]])
+        >>> acc = sknc.NCAccumulator().update(H[:3], [0, 0, 1]).update(H[3:], [1, 2, 2])
+        >>> round(float(acc.cdnv_matrix().loc[0, 1]), 4)  # as sknc.metrics.cdnv_matrix(H, y)
+        0.01
+        """
+        from ._report import _check_conventions
+
+        _check_conventions("class", "class", power, None)
+        stats = self._statistics()
+        stats.require_class_means()
+        return _cdnv_frame(stats, geometry_of(stats), power, "NCAccumulator.cdnv_matrix")
+
+    def class_variability(self):
+        """Each class's size, within-class variance and relative variability, from the state.
+
+        The columns ``n_samples``, ``within_variance`` and
+        ``relative_variability`` of :func:`sknc.metrics.class_variability`
+        (whose class-size weighted mean is ``nc1_trace_quotient``), from the
+        first pass (exact after the second). The per-class share of NC1 needs
+        each row's projection on the class means' span and is in-memory only:
+        :func:`sknc.metrics.class_variability`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import sknc
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat(np.arange(3), 40)
+        >>> H = 4 * np.eye(3)[y] + np.array([0.1, 0.1, 1.0])[y][:, None] * rng.standard_normal((120, 3))
+        >>> table = sknc.NCAccumulator().update(H, y).class_variability()
+        >>> int(table["within_variance"].idxmax()), list(table.columns)
+        (2, ['n_samples', 'within_variance', 'relative_variability'])
+        """
+        stats = self._statistics()
+        stats.require_class_means()
+        return _variability_frame(stats, geometry_of(stats))
