@@ -11,6 +11,7 @@ from skorch.callbacks import Callback
 
 from .exceptions import NCWarning, warn_once
 from .extract import classifier_parameters, model_nc_report
+from .metrics import report_options
 
 __all__ = ["NCTracker", "CosineLR", "LearningRateRecorder", "DivergenceGuard", "head_parameters"]
 
@@ -59,6 +60,9 @@ class NCTracker(Callback):
         training data and ``valid_<metric>`` for the validation split.
     metrics : sequence of str, optional
         Report keys to record (default: every key of the report except counts).
+        Opt-in keys named here are measured with the option they need
+        (``ncc_accuracy``, ``features_effective_rank``, ...; see
+        :func:`sknc.metrics.report_options`).
     passes : {2, 1}, default=2
         Forward passes per measurement (see :func:`sknc.extract.model_nc_report`).
     reduce : str or callable, default='avg'
@@ -140,7 +144,8 @@ class NCTracker(Callback):
                     raise ValueError("there is no validation split (set train_split)" if tag else "no training data")
                 data, labels = net.get_iterator(dataset, training=False), None
             frame = model_nc_report(net.module_, data, labels, layers=self.layer, passes=self.passes,
-                                    reduce=self.reduce, forward=net.infer, class_means=self.class_means)
+                                    reduce=self.reduce, forward=net.infer, class_means=self.class_means,
+                                    **report_options(self.metrics or ()))
             report = frame.iloc[0]
         except (ValueError, RuntimeError, TypeError) as exc:  # a measurement never stops training
             warn_once(f"NCTracker: no NC metrics at epoch {len(net.history)} ({exc}); recording NaN.",

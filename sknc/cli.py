@@ -124,7 +124,7 @@ def _cmd_metrics(args) -> int:
     if args.no_classifier:
         W = b = None
     report = nc_report(bundle["features"], labels, W, b, global_mean=args.global_mean, between=args.between,
-                       class_means=args.class_means)
+                       class_means=args.class_means, ncc_accuracy=args.ncc_accuracy, feature_rank=args.feature_rank)
     print(format_report(report, title=f"NC report of {args.features}"))
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] > 1:
@@ -667,6 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-label: class means of single-label samples, or estimated from every label set "
                         "(default auto: estimated when a class has fewer than 2 single-label samples)")
     m.add_argument("--out", metavar="FILE", help="also write the report to FILE (.csv or .json)")
+    m.add_argument("--ncc-accuracy", action="store_true",
+                   help="add ncc_accuracy: the share of samples nearest to their own class mean (one more read)")
+    m.add_argument("--feature-rank", action="store_true",
+                   help="add the effective and stable rank of the features themselves (one more read, n d^2)")
     m.add_argument("--per-class", metavar="FILE",
                    help="also write each class's size, within-class variance, share of NC1 and relative "
                         "variability to FILE (.csv)")

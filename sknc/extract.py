@@ -693,7 +693,7 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
     layers, reductions = _check_call(model, X, layers, reduce, batch_size, passes)
     classifiers = _classifiers(model, layers, W, b)
     mode = "two_pass" if passes == 2 else "one_pass"
-    own = {key: conventions[key] for key in ("global_mean", "between", "class_means", "ncc_accuracy")
+    own = {key: conventions[key] for key in ("global_mean", "between", "class_means", "ncc_accuracy", "feature_rank")
            if key in conventions}
     accumulators = {layer: NCAccumulator(mode=mode, classes=classes, **own) for layer in layers}
     features = {layer: [] for layer in layers} if return_features else None

@@ -72,6 +72,15 @@ NC_METRICS = {
     "tagwise_angle_ratio": False,
 }
 
+# opt-in report keys (one more read of the features each; see sknc.metrics.report_options): scored by name
+# through nc_scorer / nc_scorers, not by nc_report_scorer. A lower rank is more collapse, as a lower NC1.
+OPT_IN_METRICS = {
+    "ncc_accuracy": True,
+    "features_effective_rank": False,
+    "features_stable_rank": False,
+}
+_HIGHER_IS_BETTER = {**NC_METRICS, **OPT_IN_METRICS}
+
 _SUPPORTED = ("PALClassifier (or any estimator with transform and coef_), MLPClassifier, a linear classifier with "
               "coef_ (alone or ending a Pipeline), or a skorch net")
 
@@ -186,14 +195,15 @@ class _LastReport:
     def __init__(self):
         self.key, self.value = None, None
 
-    def get(self, estimator, X, y, class_means="auto"):
+    def get(self, estimator, X, y, class_means="auto", options=None):
         from ._fingerprint import fingerprint
 
-        key = (fingerprint(estimator, X, y), class_means)
+        options = dict(options or {})
+        key = (fingerprint(estimator, X, y), class_means, tuple(sorted(options)))
         if self.key == key:
             return self.value
         self.key, self.value = None, None
-        value = _safe_report(estimator, X, y, class_means=class_means)
+        value = _safe_report(estimator, X, y, class_means=class_means, **options)
         self.key, self.value = key, value
         return value
 
@@ -213,15 +223,20 @@ _CACHE = _LastReport()
 
 
 def _score_name(key):
-    return key if NC_METRICS[key] else f"neg_{key}"
+    return key if _HIGHER_IS_BETTER[key] else f"neg_{key}"
 
 
 def _scores_from_report(report, keys):
     out = {}
     for key in keys:
         value = float(report[key]) if key in report.index else np.nan
-        out[_score_name(key)] = value if NC_METRICS[key] else 0.0 - value  # 0 - 0.0 is 0.0, not -0.0
+        out[_score_name(key)] = value if _HIGHER_IS_BETTER[key] else 0.0 - value  # 0 - 0.0 is 0.0, not -0.0
     return out
+
+
+def _check_metric(metric):
+    if metric not in _HIGHER_IS_BETTER:
+        raise ValueError(f"unknown NC metric {metric!r}; choose from {sorted(_HIGHER_IS_BETTER)}.")
 
 
 def nc_report_scorer(estimator, X, y):
@@ -252,6 +267,10 @@ def nc_scorer(metric, *, class_means="auto"):
 
     ``class_means``: for multi-label ``y``, single-label class means or their
     tag-wise estimate from every label set (see :func:`sknc.nc_report`).
+    The opt-in keys ``ncc_accuracy``, ``features_effective_rank`` and
+    ``features_stable_rank`` (``OPT_IN_METRICS``) are scored by name too: the
+    report is then computed with the option they need; a lower rank scores
+    higher (``neg_``), as a lower NC1 does.
 
     Examples
     --------
@@ -266,14 +285,18 @@ def nc_scorer(metric, *, class_means="auto"):
     >>> bool((scores < 0).all())  # nc1 is positive on every fold
     True
     """
-    if metric not in NC_METRICS:
-        raise ValueError(f"unknown NC metric {metric!r}; choose from {sorted(NC_METRICS)}.")
+    _check_metric(metric)
+    from .metrics import report_options
     from .metrics._tagwise_means import check_class_means
 
     check_class_means(class_means)
+    return _metric_scorer(metric, class_means, report_options([metric]))
 
+
+def _metric_scorer(metric, class_means, options):
     def scorer(estimator, X, y):
-        return _scores_from_report(_CACHE.get(estimator, X, y, class_means), [metric])[_score_name(metric)]
+        report = _CACHE.get(estimator, X, y, class_means, options)
+        return _scores_from_report(report, [metric])[_score_name(metric)]
 
     scorer.__name__ = _score_name(metric)
     return scorer
@@ -300,8 +323,15 @@ def nc_scorers(metrics=None, *, class_means="auto"):
     >>> search.best_params_  # the smaller NC3 (classifier closer to the class means)
     {'C': 0.1}
     """
-    metrics = ("nc1", "nc2_h", "nc2_w", "nc3", "nc4") if metrics is None else metrics
-    return {_score_name(m): nc_scorer(m, class_means=class_means) for m in metrics}
+    from .metrics import report_options
+    from .metrics._tagwise_means import check_class_means
+
+    metrics = ("nc1", "nc2_h", "nc2_w", "nc3", "nc4") if metrics is None else list(metrics)
+    for metric in metrics:
+        _check_metric(metric)
+    check_class_means(class_means)
+    options = report_options(metrics)  # one report with every option the metrics need, shared by all of them
+    return {_score_name(m): _metric_scorer(m, class_means, options) for m in metrics}
 
 
 def _jaccard_samples(estimator, X, y):

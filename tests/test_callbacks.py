@@ -45,6 +45,21 @@ def test_tracker_on_a_named_layer_every_k_epochs():
     assert "nc3" not in net.history[-1]
 
 
+def test_tracker_measures_the_opt_in_keys_it_is_asked_for():
+    # ncc_accuracy and the features' ranks need options of the report: naming them in metrics turns them on
+    X, Y = multilabel_blobs(seed=3)
+    y = Y.argmax(1)
+    module = _plain_module()
+    keys = ["nc1", "ncc_accuracy", "features_effective_rank", "features_stable_rank"]
+    net = NeuralNetClassifier(module, max_epochs=3, lr=0.1, train_split=None, verbose=0,
+                              callbacks=[NCTracker(metrics=keys)]).fit(X, y)
+    with torch.no_grad():
+        H = module[1](module[0](torch.as_tensor(X))).numpy()
+    expected = nc_report(H, y, ncc_accuracy=True, feature_rank=True)
+    for key in keys:
+        assert net.history[-1, key] == pytest.approx(expected[key], rel=1e-6), key
+
+
 def test_tracked_nc_columns_of_palclassifier():
     X, Y = multilabel_blobs(seed=1)
     clf = PALClassifier(hidden_sizes=(32,), feature_dim=8, max_epochs=6, track_nc=2, device="cpu",

@@ -35,6 +35,12 @@ def test_metrics_npz_writes_csv_and_json(saved, capsys):
     table = pd.read_csv(path / "r.csv").set_index("metric")["value"]
     expected = sknc.nc_report(H, y, M, np.zeros(4))
     assert table["nc1"] == pytest.approx(expected["nc1"], rel=1e-12)
+    assert main(["metrics", str(path / "f.npz"), "--ncc-accuracy", "--feature-rank", "--out", str(path / "o.csv")]) == 0
+    capsys.readouterr()
+    table = pd.read_csv(path / "o.csv").set_index("metric")["value"]
+    expected = sknc.nc_report(H, y, M, np.zeros(4), ncc_accuracy=True, feature_rank=True)
+    for key in ("ncc_accuracy", "features_effective_rank", "features_stable_rank"):
+        assert table[key] == pytest.approx(expected[key], rel=1e-12), key
     assert main(["metrics", str(path / "f.npz"), "--out", str(path / "r.json")]) == 0
     data = json.loads((path / "r.json").read_text())
     assert data["nc3"] == pytest.approx(expected["nc3"], rel=1e-12)

@@ -97,7 +97,7 @@ def scenario_accumulators(rank):
     mask = np.zeros(len(y), bool)
     mask[part] = True
     mask &= keep
-    acc = sknc.NCAccumulator(mode="one_pass")
+    acc = sknc.NCAccumulator(mode="one_pass", feature_rank=True)
     acc.update(H[mask], y[mask]).all_reduce()
     partial_classes = acc.report()
     pickled = len(pickle.dumps(acc))
@@ -208,7 +208,8 @@ def test_two_ranks_reduce_to_the_report_of_the_whole_data(tmp_path):
     _close(r0["two_pass_sets"], sets, rel=1e-12)
     assert r0["two_pass_sets"].equals(r1["two_pass_sets"])
     mask = r0["mask"] | r1["mask"]
-    _close(r0["one_pass_missing"], sknc.nc_report(H[mask], y[mask]), rel=1e-10)
+    assert "features_effective_rank" in r0["one_pass_missing"].index  # the features' d x d scatter, reduced too
+    _close(r0["one_pass_missing"], sknc.nc_report(H[mask], y[mask], feature_rank=True), rel=1e-10)
     assert r0["one_pass_missing"].equals(r1["one_pass_missing"])
     # the per-class tables of the reduced state are those of the whole (masked) data
     matrix, table = r0["per_class"]

@@ -37,7 +37,7 @@ def test_report_keys_registry_covers_every_key_a_report_returns():
         for report in (sknc.nc_report(H, y), sknc.nc_report(H, y, W=W, b=np.zeros(3)),
                        sknc.nc_report(HY, Y, W=rng.standard_normal((4, 6))),
                        sknc.nc_report(H, y, W=W, pair_sample=50), sknc.nc_report(H, y, ood_features=H[:5] + 1),
-                       sknc.nc_report(H, y, ncc_accuracy=True)):
+                       sknc.nc_report(H, y, ncc_accuracy=True), sknc.nc_report(H, y, feature_rank=True)):
             seen |= {_registry_key(k) for k in report.index}
     registered = [info.key for info in REPORT_KEYS]
     assert len(registered) == len(set(registered))

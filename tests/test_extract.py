@@ -67,6 +67,21 @@ def test_streamed_layer_reports_equal_nc_report_on_stacked_features(model_and_da
     assert one.loc["fc:input", "nc1"] == pytest.approx(frame.loc["fc:input", "nc1"], rel=1e-6)
 
 
+def test_every_layer_gets_ncc_accuracy_and_the_features_ranks(model_and_data):
+    # the law of data separation and rank collapse through depth: opt-in keys at every layer, streamed
+    model, X, y = model_and_data
+    layers = ["conv", "mlp.1", "fc:input"]
+    frame, feats = model_nc_report(model, X, y, layers=layers, batch_size=25, return_features=True,
+                                   ncc_accuracy=True, feature_rank=True)
+    for layer in layers:
+        expected = sknc.nc_report(feats[layer], y, ncc_accuracy=True, feature_rank=True)
+        for key in ("ncc_accuracy", "features_effective_rank", "features_stable_rank", "means_effective_rank"):
+            assert frame.loc[layer, key] == pytest.approx(expected[key], rel=1e-6), (layer, key)
+        s = np.linalg.svd(feats[layer].astype(np.float64) - feats[layer].astype(np.float64).mean(0),
+                          compute_uv=False)
+        assert frame.loc[layer, "features_stable_rank"] == pytest.approx(np.sum(s**2) / s[0] ** 2, rel=1e-6)
+
+
 def test_default_layer_and_classifier(model_and_data):
     model, X, y = model_and_data
     assert default_layer(model) == "fc:input"

@@ -918,6 +918,78 @@ def test_coinciding_means_are_named_from_the_tiles_too(rng, compiled, monkeypatc
     assert np.isnan(report["cdnv"]) and np.isfinite(report["nc2_h_equiangular"])
 
 
+def _ranks_by_svd(H):
+    s = np.linalg.svd(np.asarray(H, dtype=np.float64) - np.asarray(H, dtype=np.float64).mean(0), compute_uv=False)
+    p = s[s > 0] / s.sum()
+    return np.exp(-np.sum(p * np.log(p))), np.sum(s**2) / s[0] ** 2
+
+
+def _spread_features(rng, n=400, k=4, d=10, rank=None):
+    y = rng.integers(0, k, n)
+    if rank is not None:  # features in a rank-r affine subspace far from the origin
+        return 50.0 + rng.standard_normal((n, rank)) @ rng.standard_normal((rank, d)), y
+    L = rng.standard_normal((d, d)) * np.linspace(2.0, 0.01, d)
+    return 50.0 + 3 * rng.standard_normal((k, d))[y] + rng.standard_normal((n, d)) @ L.T, y
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_feature_ranks_against_numpys_svd_in_memory_and_streamed(rng, rank):
+    import pickle
+
+    H, y = _spread_features(rng, rank=rank)
+    effective, stable = _ranks_by_svd(H)
+    report = sknc.nc_report(H, y, feature_rank=True)
+    assert report["features_effective_rank"] == pytest.approx(effective, rel=1e-10)
+    assert report["features_stable_rank"] == pytest.approx(stable, rel=1e-10)
+    if rank is not None:
+        assert report["features_effective_rank"] < rank + 1e-9  # the rounding of the scatter adds no direction
+    plain = sknc.nc_report(H, y)
+    assert "features_effective_rank" not in plain and plain["nc1"] == report["nc1"]  # opt-in, nothing else moves
+    parts = np.array_split(rng.permutation(len(y)), 3)
+    shards = [sknc.NCAccumulator(mode="two_pass", feature_rank=True).update(H[p], y[p]) for p in parts]
+    merged = pickle.loads(pickle.dumps(shards[0].merge_all(shards[1:])))
+    streamed = sknc.NCAccumulator(feature_rank=True)
+    for p in parts:
+        streamed.update(H[p], y[p])
+    for acc in (merged, streamed, sknc.NCAccumulator().load_state_dict(streamed.state_dict())):
+        with pytest.warns(sknc.NCWarning, match="second pass"):  # (nc1 waits for the second pass)
+            got = acc.report()
+        assert got["features_effective_rank"] == pytest.approx(effective, rel=1e-10)
+        assert got["features_stable_rank"] == pytest.approx(stable, rel=1e-10)
+
+
+def test_feature_ranks_of_float32_tensors_huge_values_and_label_sets(rng):
+    torch = pytest.importorskip("torch")
+    H, y = _spread_features(rng)
+    H32 = H.astype(np.float32)
+    effective, stable = _ranks_by_svd(H32)
+    got = sknc.nc_report(torch.from_numpy(H32), y, feature_rank=True)
+    assert got["features_effective_rank"] == pytest.approx(effective, rel=1e-10)
+    huge = sknc.nc_report(H * 1e200, y, feature_rank=True)  # squares scaled by a power of two: no overflow
+    assert huge["features_stable_rank"] == pytest.approx(_ranks_by_svd(H)[1], rel=1e-10)
+    # multi-label data without single-label samples: every row counts, whatever its label set
+    Y = np.zeros((len(y), 4), dtype=int)
+    Y[np.arange(len(y)), y] = 1
+    Y[np.arange(len(y)), (y + 1 + np.arange(len(y)) % 2) % 4] = 1
+    sets = sknc.nc_report(H, Y, feature_rank=True)
+    assert sets["class_means_estimated"]
+    assert sets["features_effective_rank"] == pytest.approx(_ranks_by_svd(H)[0], rel=1e-10)
+    acc = sknc.NCAccumulator(feature_rank=True).update(H[:150], Y[:150]).update(H[150:], Y[150:])
+    with pytest.warns(sknc.NCWarning):
+        assert acc.report()["features_stable_rank"] == pytest.approx(_ranks_by_svd(H)[1], rel=1e-10)
+
+
+def test_feature_ranks_undefined_and_mismatched_merges_are_named(rng):
+    with pytest.warns(sknc.NCWarning, match="all features coincide"):
+        same = sknc.nc_report(np.ones((10, 3)), np.arange(10) % 2, feature_rank=True)
+    assert np.isnan(same["features_effective_rank"]) and np.isnan(same["features_stable_rank"])
+    H, y = _spread_features(rng)
+    with pytest.raises(ValueError, match="feature_rank"):
+        sknc.NCAccumulator(feature_rank=True).update(H, y).merge(sknc.NCAccumulator().update(H, y))
+    with pytest.raises(ValueError, match="feature_rank is fixed"):
+        sknc.NCAccumulator().update(H, y).report(feature_rank=True)
+
+
 def test_effective_and_stable_rank_of_the_class_means_against_numpy(rng):
     k, d = 6, 9
     y = np.repeat(np.arange(k), 15)

@@ -43,6 +43,10 @@ def test_local_scheduler_report_equals_the_in_memory_one(rng):
 def test_cluster_report_equals_in_memory_float64_float32_and_multilabel(client, rng):
     H, y, W, b = _data(rng)
     _close(sknc.nc_report(da.from_array(H, chunks=(350, 24)), y, W, b), sknc.nc_report(H, y, W, b), rel=1e-12)
+    # the features' own ranks: each chunk's d x d scatter, merged about the shifts in the tree
+    ranked = sknc.nc_report(da.from_array(H, chunks=(350, 24)), y, W, b, feature_rank=True, ncc_accuracy=True)
+    assert "features_effective_rank" in ranked.index and "ncc_accuracy" in ranked.index
+    _close(ranked, sknc.nc_report(H, y, W, b, feature_rank=True, ncc_accuracy=True), rel=1e-12)
     H32 = H.astype(np.float32)
     _close(sknc.nc_report(da.from_array(H32, chunks=(500, 24)), y, W, b), sknc.nc_report(H32, y, W, b), rel=1e-9)
     Y = np.zeros((len(y), 4), dtype=int)

@@ -139,6 +139,33 @@ def test_scorers_on_mlpclassifier_equal_the_metrics_by_hand():
     assert NCMetrics(estimator=mlp).fit(X, y).report_["nc1"] == pytest.approx(expected["nc1"], rel=1e-9)
 
 
+def test_opt_in_keys_are_scored_by_name_from_one_shared_report(monkeypatch):
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    import sknc.scoring as scoring
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp = MLPClassifier((32, 16), max_iter=40, random_state=0).fit(X, y)
+    expected = nc_report(_mlp_by_hand(mlp, X), y, ncc_accuracy=True, feature_rank=True)
+    assert nc_scorer("ncc_accuracy")(mlp, X, y) == pytest.approx(expected["ncc_accuracy"], rel=1e-12)
+    assert nc_scorer("features_effective_rank")(mlp, X, y) == pytest.approx(-expected["features_effective_rank"],
+                                                                              rel=1e-9)
+    calls = []
+    real = scoring.nc_report_of
+    monkeypatch.setattr(scoring, "nc_report_of", lambda *a, **k: calls.append(k) or real(*a, **k))
+    scorers = nc_scorers(["nc1", "ncc_accuracy", "features_stable_rank"])
+    assert sorted(scorers) == ["ncc_accuracy", "neg_features_stable_rank", "neg_nc1"]
+    values = {name: s(mlp, X[:500], y[:500]) for name, s in scorers.items()}
+    assert len(calls) == 1 and calls[0]["feature_rank"] and calls[0]["ncc_accuracy"]  # one report for all three
+    assert all(np.isfinite(list(values.values())))
+    with pytest.raises(ValueError, match="unknown NC metric"):
+        nc_scorers(["nc1", "features_rank"])
+
+
 def test_scorers_on_a_linear_pipeline_including_binary():
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression

@@ -36,7 +36,7 @@ counted and otherwise ignored.
 """
 
 from ._accumulator import NCAccumulator
-from ._keys import REPORT_KEYS, KeyInfo, key_info
+from ._keys import REPORT_KEYS, KeyInfo, key_info, report_options
 from ._multilabel import TagwiseResult
 from ._perclass import cdnv_matrix, class_variability
 from ._report import (
@@ -84,6 +84,7 @@ __all__ = [
     "REPORT_KEYS",
     "KeyInfo",
     "key_info",
+    "report_options",
     "class_variability",
     "cdnv_matrix",
 ]

@@ -29,7 +29,7 @@ __all__ = ["NCAccumulator"]
 
 _MODES = ("auto", "one_pass", "two_pass")
 _PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "shift", "class_means",
-           "ncc_accuracy")
+           "ncc_accuracy", "feature_rank")
 
 
 class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
@@ -96,6 +96,11 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         needed; the "law of data separation" measures it at every layer). One
         ``K x d`` product per row in float64 beside the pass. Single-label
         class means only.
+    feature_rank : bool, default=False
+        Also keep the ``d x d`` scatter of every row in the first pass (about
+        its label set's shift; merged and reduced like the sums): the report's
+        ``features_effective_rank`` and ``features_stable_rank``, the ranks of
+        the features themselves. ``n d^2`` operations more.
 
     Notes
     -----
@@ -132,7 +137,7 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
     all_reduce = DistributedMixin.all_reduce
 
     def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class", classes=None,
-                 strict=False, shift=None, class_means="auto", ncc_accuracy=False):
+                 strict=False, shift=None, class_means="auto", ncc_accuracy=False, feature_rank=False):
         self.n_classes = n_classes
         self.mode = mode
         self.global_mean = global_mean
@@ -142,6 +147,7 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         self.shift = shift
         self.class_means = class_means
         self.ncc_accuracy = ncc_accuracy
+        self.feature_rank = feature_rank
 
     def get_params(self, deep=True):
         """The constructor's parameters (as scikit-learn's ``get_params``)."""
@@ -180,7 +186,8 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         self._kind = kind
         self._keys = {}  # label-set key -> group id
         self._key_list = []  # label value (1-D) or bool row (indicator), per group
-        self._first = FirstPass(be, d, with_squares=True, with_scatter=mode == "one_pass")
+        self._first = FirstPass(be, d, with_squares=True, with_scatter=mode == "one_pass",
+                                with_total=bool(self.feature_rank))
         self._eps = 0.0
         self._second = None
         self._plan_key = None
@@ -678,6 +685,10 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
             raise ValueError("cannot merge accumulators of different feature width or label format.")
         if other._kind != self._kind:
             raise TypeError(f"cannot merge {other._kind} labels into {self._kind} labels.")
+        if (self._first.total is None) != (other._first.total is None):
+            raise ValueError(f"cannot merge an accumulator built with feature_rank={other._first.total is not None} "
+                             f"into one with feature_rank={self._first.total is not None}: the features' scatter "
+                             "would cover one of them only; build them alike.")
         if self._second is not None or other._second is not None:
             return self._merge_second(other)
         be = self._be
@@ -831,11 +842,12 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         ``ncc_agreement``) are NaN, with an :class:`sknc.NCWarning` saying so,
         until it has run.
         """
-        unknown = set(conventions) - set(_CONVENTIONS) - {"class_means", "ncc_accuracy"}
+        fixed_options = ("class_means", "ncc_accuracy", "feature_rank")
+        unknown = set(conventions) - set(_CONVENTIONS) - set(fixed_options)
         if unknown:
             raise TypeError(f"unknown report option(s): {sorted(unknown)}; choose from "
-                            f"{sorted(_CONVENTIONS) + ['class_means', 'ncc_accuracy']}.")
-        for fixed in ("class_means", "ncc_accuracy"):
+                            f"{sorted(_CONVENTIONS) + list(fixed_options)}.")
+        for fixed in fixed_options:
             if conventions.pop(fixed, getattr(self, fixed)) != getattr(self, fixed):
                 raise ValueError(f"{fixed} is fixed when the accumulator is built (the second pass depends on it): "
                                  f"this one has {fixed}={getattr(self, fixed)!r}.")
@@ -845,6 +857,9 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
                 and self._plan_key.sums[0] is not None and _same(self._plan_key, (W, b)):
             self._set_topm_classifier(W, b)  # a restored pass counted with this classifier
         stats = self._statistics()
+        stats.feature_rank_requested = bool(self.feature_rank)
+        if self.feature_rank:
+            stats.feature_scatter = self._first.total_about_mean()
         match = align_classifier(W, b, self._d, stats.groups, self.classes)
         if self._second is not None and match.w is not None:
             if self._plan_key.sums[0] is not None and not _same(self._plan_key, (W, b)):
@@ -945,12 +960,15 @@ def _as_backend(fp, be):
     """A view of another FirstPass's arrays on backend ``be`` (for merges across devices)."""
     if fp.be.name == be.name and str(fp.be.device) == str(be.device):
         return fp
-    out = FirstPass(be, fp.d, with_squares=fp.with_squares, with_scatter=fp.scatter is not None)
+    out = FirstPass(be, fp.d, with_squares=fp.with_squares, with_scatter=fp.scatter is not None,
+                    with_total=fp.total is not None)
     out.counts = fp.counts.copy()
     out.shift, out.sums = be.asarray(fp.be.to_numpy(fp.shift)), be.asarray(fp.be.to_numpy(fp.sums))
     if fp.sq is not None:
         out.sq = be.asarray(fp.be.to_numpy(fp.sq))
     if fp.scatter is not None:
         out.scatter = be.asarray(fp.be.to_numpy(fp.scatter))
+    if fp.total is not None:
+        out.total = be.asarray(fp.be.to_numpy(fp.total))
     out.exp, out.amax, out.seen_squares = fp.exp, fp.amax, fp.seen_squares
     return out

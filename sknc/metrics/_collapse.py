@@ -269,6 +269,28 @@ def stable_rank(singular_values):
     return float(np.sum((s / top) ** 2))
 
 
+_FEATURE_RANK_RTOL = 64  # times d * eps: eigenvalues of an accumulated float64 scatter below this are its rounding
+
+
+def feature_singular_values(scatter):
+    """Singular values of the centred feature matrix from its ``d x d`` scatter ``sum_i (h_i - mu)(h_i - mu)^T``
+    (any power-of-two scale; the ranks do not depend on it), largest first.
+
+    Eigenvalues below ``64 d eps`` times the largest are the rounding of the
+    accumulated scatter (their square roots would be ~1e-7 of the largest
+    singular value, not ~1e-16 as from an SVD of the data) and count as zero.
+    """
+    if scatter is None:
+        raise UndefinedMetricError("the features' scatter was not gathered (pass feature_rank=True)")
+    lam = np.linalg.eigvalsh(np.asarray(scatter, dtype=np.float64))[::-1]
+    top = lam[0] if lam.size else 0.0
+    if not top > 0:
+        raise UndefinedMetricError("all features coincide (their centred scatter is zero), so their rank is "
+                                   "undefined")
+    lam = np.where(lam > _FEATURE_RANK_RTOL * lam.size * np.finfo(np.float64).eps * top, lam, 0.0)
+    return np.sqrt(lam)
+
+
 def nc5_value(centred, global_mean, ood_mean):
     """``mean_k |cos(mu_k - mu_G, mu_OOD - mu_G)|`` (NC5 of Ammar et al. 2024, centred on the ID global mean)."""
     direction = np.asarray(ood_mean, dtype=np.float64) - np.asarray(global_mean, dtype=np.float64)

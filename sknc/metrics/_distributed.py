@@ -89,7 +89,8 @@ class DistributedMixin:
     """``all_reduce`` over a torch.distributed process group."""
 
     def _sync_meta(self):
-        meta = {"started": self._started, "params": {"global_mean": self.global_mean, "between": self.between}}
+        meta = {"started": self._started, "params": {"global_mean": self.global_mean, "between": self.between,
+                                                     "feature_rank": bool(getattr(self, "feature_rank", False))}}
         if not self._started:
             return meta
         fp = self._first
@@ -154,7 +155,8 @@ class DistributedMixin:
             from ._backend import backend_for
 
             self._start(backend_for(np.zeros((1, 1))), ref["d"], ref["multilabel"], ref["width"], ref["kind"], 2)
-            self._first = FirstPass(self._be, ref["d"], with_squares=True, with_scatter=ref["scatter"])
+            self._first = FirstPass(self._be, ref["d"], with_squares=True, with_scatter=ref["scatter"],
+                                    with_total=ref["params"]["feature_rank"])
         be = self._be
         device = _device_for(dist, group, be)
         # the union of the label sets, in one order on every rank, and the rank that owns each set's shift
@@ -181,7 +183,7 @@ class DistributedMixin:
                     own[g] = local_shift[g_local]
             shifts = self._reduce_array(own, device, dist, group, torch)
         exps = [m["exp"] for m in started if m["exp"] is not None]
-        total = FirstPass(be, d, with_squares=True, with_scatter=scatter)
+        total = FirstPass(be, d, with_squares=True, with_scatter=scatter, with_total=ref["params"]["feature_rank"])
         total.grow(be.asarray(shifts))
         if exps:
             total.exp, total.seen_squares = max(exps), True
@@ -198,6 +200,8 @@ class DistributedMixin:
         total.sq = be.asarray(self._reduce_array(be.to_numpy(total.sq), device, dist, group, torch))
         if total.scatter is not None:
             total.scatter = be.asarray(self._reduce_array(be.to_numpy(total.scatter), device, dist, group, torch))
+        if total.total is not None:
+            total.total = be.asarray(self._reduce_array(be.to_numpy(total.total), device, dist, group, torch))
         total.amax = max(m["amax"] for m in started)
         self._first = total
         self._eps = max(m["eps"] for m in started)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["KeyInfo", "REPORT_KEYS", "key_info"]
+__all__ = ["KeyInfo", "REPORT_KEYS", "key_info", "report_options"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,14 @@ REPORT_KEYS = (
     KeyInfo("means_stable_rank", "stable rank of the centred class means (K - 1 at a simplex ETF)",
             r"\sum_i \sigma_i^2 / \sigma_1^2", ("global_mean", "between", "rtol"), "Rudelson & Vershynin 2007",
             f"{_RANK0}; {_MEANS}", None),
+    KeyInfo("features_effective_rank", "effective rank of the features themselves (every sample, centred on their mean)",
+            r"\exp\big(-\textstyle\sum_i p_i \log p_i\big),\ p_i = s_i / \sum_j s_j,\ "
+            r"s_i = \sigma_i(H - \mathbf{1}\bar h^\top)", (), "Roy & Vetterli 2007",
+            "all features coincide (eigenvalues of the d x d scatter below 64 d eps times the largest count as 0)",
+            None, "feature_rank=True"),
+    KeyInfo("features_stable_rank", "stable rank of the features themselves (every sample, centred on their mean)",
+            r"\lVert H - \mathbf{1}\bar h^\top\rVert_F^2 / \lVert H - \mathbf{1}\bar h^\top\rVert_2^2", (),
+            "Rudelson & Vershynin 2007", "all features coincide", None, "feature_rank=True"),
     KeyInfo("ncc_accuracy", "share of samples whose nearest class mean is their own class's (no classifier)",
             r"\frac{1}{N}\#\{i : \arg\min_k \lVert h_i - \mu_k\rVert = y_i\}", (),
             "Papyan, Han & Donoho 2020; He & Su 2023 (law of data separation)",
@@ -169,3 +177,24 @@ def key_info(key: str) -> KeyInfo:
     if re.fullmatch(r"tagwise_scale_m\d+", key):
         return _BY_KEY["tagwise_scale_m<m>"]
     raise KeyError(f"{key!r} is not a key of nc_report.")
+
+
+def report_options(keys) -> dict:
+    """The opt-in options of :func:`sknc.nc_report` that the report keys ``keys`` need, e.g.
+    ``{"feature_rank": True}`` for ``features_effective_rank`` (unknown keys need none).
+
+    Examples
+    --------
+    >>> from sknc.metrics import report_options
+    >>> report_options(["nc1", "ncc_accuracy", "features_stable_rank"])
+    {'ncc_accuracy': True, 'feature_rank': True}
+    """
+    options = {}
+    for key in keys:
+        try:
+            needs = key_info(key).needs
+        except KeyError:
+            continue
+        if re.fullmatch(r"\w+=True", needs):
+            options[needs[: -len("=True")]] = True
+    return options

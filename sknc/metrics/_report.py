@@ -162,7 +162,7 @@ def _check_conventions(global_mean, between, cdnv_power, rtol):
 
 def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class", between="class", rtol=None,
                             second_pass=True, n_threads=None, classes=None, return_match=False,
-                            class_means="auto", ncc_accuracy=False):
+                            class_means="auto", ncc_accuracy=False, feature_rank=False):
     """Statistics of in-memory features and the geometry of the requested convention.
 
     Everything about the inputs (features, labels, classifier) is checked before
@@ -182,6 +182,7 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
         stats, geom = TM.tagwise_array_statistics(first, X, W=w, b=bias, global_mean=global_mean, between=between,
                                                   rtol=rtol, second_pass=second_pass)
         stats.ncc_requested = bool(ncc_accuracy)
+        _gather_feature_scatter(stats, X, first, feature_rank)
         if return_match:
             return stats, geom, match
         return stats, geom, match.w, match.bias
@@ -196,6 +197,7 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
     stats = array_statistics(X, groups, eps, basis_for=basis_for, W=w, b=bias, second_pass=second_pass,
                              n_threads=n_threads, ncc_accuracy=ncc_accuracy)
     stats.ncc_requested = bool(ncc_accuracy)
+    _gather_feature_scatter(stats, X, stats, feature_rank)
     geom = holder.get("geom")
     if stats.has_class_means and (geom is None or second_pass):
         # the second pass corrected the class means: the report's geometry uses the exact ones
@@ -203,6 +205,15 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
     if return_match:
         return stats, geom, match
     return stats, geom, match.w, match.bias
+
+
+def _gather_feature_scatter(stats, X, first, feature_rank):
+    """``feature_rank``: one more read gives the scatter of every row about the mean of all rows."""
+    stats.feature_rank_requested = bool(feature_rank)
+    if feature_rank:
+        from ._stats import feature_scatter
+
+        stats.feature_scatter = feature_scatter(X, first)
 
 
 def geometry_of(stats, global_mean="class", between="class", rtol=None):
@@ -276,6 +287,7 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
             keys.nan(["tagwise_angle", "tagwise_angle_max", "tagwise_residual"], reason)
         if getattr(stats, "ncc_requested", False):
             keys.nan(["ncc_accuracy"], reason)
+        _put_feature_ranks(keys, stats)
         if warn:
             _emit(keys.reasons, source, stacklevel)
         return pd.Series(keys.values, name="nc_report", dtype=object).infer_objects()
@@ -316,6 +328,7 @@ def report_from(stats, geom, w, bias, *, normalize=True, nc3_squared=False, cdnv
                                  nc3_difference=lambda: C.difference_error(w, m, nc3_squared),
                                  bias_collapse=lambda: C.bias_collapse_value(w, bias, geom.global_mean))
     _put_ncc_accuracy(keys, stats)
+    _put_feature_ranks(keys, stats)
     if multi:
         _put_tagwise(keys, stats, geom)
     if warn:
@@ -370,6 +383,7 @@ def _report_tiled(keys, stats, geom, w, w_full, bias, missing, lacking, multi, n
                                  nc3_difference=lambda: C.difference_error(w_rows, m, nc3_squared),
                                  bias_collapse=lambda: C.bias_collapse_scaled(w_s, w_exp, bias, geom.global_mean))
     _put_ncc_accuracy(keys, stats)
+    _put_feature_ranks(keys, stats)
     if multi:  # many classes with label sets: the tag-wise tables are per set, not per pair of classes
         _put_tagwise(keys, stats, geom)
     if sample is not None:
@@ -395,6 +409,20 @@ def _put_classifier_vs_means(keys, stats, coincide, lacking, *, nc3, nc3_differe
     keys.put("nc4", lambda: 1.0 - stats.agreement())
     keys.put("ncc_agreement", lambda: stats.agreement())
     keys.put("bias_collapse", bias_collapse)
+
+
+def _put_feature_ranks(keys, stats):
+    """``features_effective_rank`` and ``features_stable_rank`` when they were asked for (they need no class
+    mean: the scatter of every row about the mean of all rows)."""
+    if not getattr(stats, "feature_rank_requested", False):
+        return
+    try:
+        sing = C.feature_singular_values(stats.feature_scatter)
+    except UndefinedMetricError as exc:
+        keys.nan(["features_effective_rank", "features_stable_rank"], str(exc))
+        return
+    keys.values["features_effective_rank"] = C.effective_rank(sing)
+    keys.values["features_stable_rank"] = C.stable_rank(sing)
 
 
 def _put_ncc_accuracy(keys, stats):
@@ -459,6 +487,7 @@ def nc_report(
     class_means="auto",
     ood_features=None,
     ncc_accuracy=False,
+    feature_rank=False,
 ):
     """Every NC metric that applies, in two passes over the data.
 
@@ -525,6 +554,12 @@ def nc_report(
         Add ``ncc_accuracy``: the share of samples whose nearest class mean is
         their own class's (no classifier needed), at the cost of one more
         read of the features. Single-label class means only.
+    feature_rank : bool, default=False
+        Add ``features_effective_rank`` and ``features_stable_rank``: the
+        ranks of the features themselves (every sample, centred on the mean of
+        all samples; no class mean involved), from their ``d x d`` scatter, at
+        the cost of one more read and ``n d^2`` operations (streamed: a
+        ``d x d`` state).
 
     Returns
     -------
@@ -587,7 +622,7 @@ def nc_report(
         from ._dask import dask_states
 
         params = dict(mode="two_pass", global_mean=global_mean, between=between, classes=classes,
-                      class_means=class_means, ncc_accuracy=ncc_accuracy)
+                      class_means=class_means, ncc_accuracy=ncc_accuracy, feature_rank=feature_rank)
         acc = NCAccumulator(**params).load_state_dict(dask_states(features, y, params, W, b))
         return acc.report(W, b, global_mean=global_mean, between=between, normalize=normalize, rtol=rtol,
                           nc3_squared=nc3_squared, cdnv_power=cdnv_power, pair_sample=pair_sample,
@@ -599,7 +634,8 @@ def nc_report(
             raise ValueError("ood_features holds no rows.")
     stats, geom, match = statistics_and_geometry(features, y, W, b, global_mean=global_mean, between=between,
                                                  rtol=rtol, classes=classes, return_match=True,
-                                                 class_means=class_means, ncc_accuracy=ncc_accuracy)
+                                                 class_means=class_means, ncc_accuracy=ncc_accuracy,
+                                                 feature_rank=feature_rank)
     if ood is not None and ood.shape[1] != stats.n_dims:
         raise ValueError(f"ood_features has {ood.shape[1]} columns; the features have {stats.n_dims}.")
     _check_pair_options(pair_sample, tile_bytes, random_state)

@@ -87,7 +87,7 @@ class StateMixin:
         >>> H, y = rng.standard_normal((60, 4)), np.arange(60) % 3
         >>> state = NCAccumulator(mode="two_pass").update(H, y).state_dict()
         >>> sorted(state["first"]), state["first"]["sums"].shape
-        (['amax', 'counts', 'exp', 'scatter', 'seen_squares', 'shift', 'sq', 'sums'], (3, 4))
+        (['amax', 'counts', 'exp', 'scatter', 'seen_squares', 'shift', 'sq', 'sums', 'total'], (3, 4))
         >>> twin = NCAccumulator(mode="two_pass").load_state_dict(state)
         >>> bool(np.array_equal(twin.state_dict()["first"]["sums"], state["first"]["sums"]))
         True
@@ -108,7 +108,8 @@ class StateMixin:
             kind=self._kind, mode=self.mode_, eps=float(self._eps), common_shift=common is not None,
             device=str(be.device) if be.device is not None else None, labels=labels,
             first={"counts": fp.counts.copy(), "shift": shift, "sums": _host(be, fp.sums), "sq": _host(be, fp.sq),
-                   "scatter": _host(be, fp.scatter), "exp": int(fp.exp), "amax": float(fp.amax),
+                   "scatter": _host(be, fp.scatter), "total": _host(be, fp.total), "exp": int(fp.exp),
+                   "amax": float(fp.amax),
                    "seen_squares": bool(fp.seen_squares)},
             second=None,
             # the second pass's projection basis and probe directions, once fixed (see _share_plan_basis)
@@ -153,7 +154,8 @@ class StateMixin:
         labels = state["labels"]
         self._start(be, state["d"], state["multilabel"], state["width"], state["kind"], 2)
         self.mode_ = state["mode"]
-        fp = FirstPass(be, state["d"], with_squares=True, with_scatter=first["scatter"] is not None)
+        fp = FirstPass(be, state["d"], with_squares=True, with_scatter=first["scatter"] is not None,
+                       with_total=first.get("total") is not None)
         n_groups = len(first["counts"])
         shift = np.asarray(first["shift"], dtype=np.float64)
         if state["common_shift"]:
@@ -165,6 +167,7 @@ class StateMixin:
         fp.sums = be.asarray(_own(first["sums"]))
         fp.sq = be.asarray(_own(first["sq"]))
         fp.scatter = None if first["scatter"] is None else be.asarray(_own(first["scatter"]))
+        fp.total = None if first.get("total") is None else be.asarray(_own(first["total"]))
         fp.exp, fp.amax, fp.seen_squares = int(first["exp"]), float(first["amax"]), bool(first["seen_squares"])
         self._first = fp
         self._eps = float(state["eps"])

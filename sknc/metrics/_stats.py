@@ -92,7 +92,8 @@ class FirstPass:
     batch of larger magnitude arrives), so nothing overflows or underflows.
     """
 
-    def __init__(self, be, d, *, with_squares=True, with_scatter=False, dtype=np.float64, raw=False):
+    def __init__(self, be, d, *, with_squares=True, with_scatter=False, dtype=np.float64, raw=False,
+                 with_total=False):
         self.be = be
         self.d = d
         # raw: sum the rows as they are, in float64 (float32 data: exact, and no centred copy is made); the
@@ -109,6 +110,8 @@ class FirstPass:
         self.sums = be.zeros((0, d))
         self.sq = be.zeros(0) if self.with_squares else None
         self.scatter = be.zeros((d, d)) if with_scatter else None
+        # the d x d scatter of every row about its group's shift (the features' own spectrum, on request)
+        self.total = be.zeros((d, d)) if with_total and self.with_squares else None
         self.exp = 0
         self.amax = 0.0
         self.seen_squares = False
@@ -155,7 +158,7 @@ class FirstPass:
             self.counts += np.bincount(ids_np, minlength=self.n_groups)
             return self
         if (self.kern is not None and x.dtype == np.float32 and self.track_max and self.scatter is None
-                and self.dtype == np.float64):
+                and self.total is None and self.dtype == np.float64):
             return self._add_compiled(x, ids, ids_np)
         c = be.centre(x, self.shift_w, ids, self.shift_w.dtype, self.ws)
         if not self.track_max:  # NaN/inf surface in the sums, checked once after the pass
@@ -174,6 +177,8 @@ class FirstPass:
             if self.scatter is not None:
                 rows = c if single is None else c[single]
                 self.scatter += rows.T @ rows
+            if self.total is not None:
+                self.total += c.T @ c
         _add_sums(self.sums, present, sums)
         self.counts += counts
         self.amax = max(self.amax, m)
@@ -215,7 +220,7 @@ class FirstPass:
         allocate and add sums for all of them.
         """
         out = FirstPass(self.be, self.d, with_squares=self.with_squares, with_scatter=self.scatter is not None,
-                        dtype=self.dtype, raw=self.raw)
+                        dtype=self.dtype, raw=self.raw, with_total=self.total is not None)
         n = self.n_groups if subset is None else len(subset)
         if subset is None:
             out.shift, out.shift_w = self.shift, self.shift_w
@@ -246,6 +251,8 @@ class FirstPass:
                 _add_rows(self.be, self.sq, idx, subset, child.sq * factor)
             if self.scatter is not None:
                 self.scatter += child.scatter * factor
+            if self.total is not None:
+                self.total += child.total * factor
         if subset is None:
             self.sums += child.sums
             self.counts += child.counts
@@ -261,6 +268,8 @@ class FirstPass:
         self.sq *= factor
         if self.scatter is not None:
             self.scatter *= factor
+        if self.total is not None:
+            self.total *= factor
         self.exp = new_exp
 
     def merge(self, other, order=None, single_groups=None):
@@ -293,10 +302,36 @@ class FirstPass:
                 ds, ss, nn = be.take(d_s, keep), be.take(s_s, keep), be.take(n_o, keep)
                 cross = ss.T @ ds
                 self.scatter += scatter + cross + cross.T + (ds * nn[:, None]).T @ ds
+            if self.total is not None and other.total is not None:
+                cross = s_s.T @ d_s
+                self.total += (be.asarray(other.total) * np.ldexp(1.0, 2 * (other.exp - self.exp)) + cross + cross.T
+                               + (d_s * n_o[:, None]).T @ d_s)
         _add_rows(be, self.sums, idx, order, o_sums + n_o[:, None] * delta)
         np.add.at(self.counts, order, other.counts)
         self.amax = max(self.amax, other.amax)
         return self
+
+    def total_about_mean(self):
+        """The scatter of every row about the mean of all rows, ``sum_i (h_i - mu)(h_i - mu)^T / 4**exp``, from
+        the scatter about the groups' shifts: ``T + S^T A + A^T S + A^T diag(n) A`` with ``S`` the groups' shifted
+        sums and ``A`` their shifts minus ``mu`` (both scaled), ``O(G d^2)``. None when it was not gathered."""
+        if self.total is None:
+            return None
+        be = self.be
+        counts = self.counts.astype(np.float64)
+        n = counts.sum()
+        shift, sums = be.to_numpy(self.shift), be.to_numpy(self.sums)
+        total = be.to_numpy(self.total).astype(np.float64, copy=True)
+        if n == 0:
+            return total
+        origin = shift[0]
+        mu_rel = ((shift - origin) * counts[:, None] + sums).sum(axis=0) / n  # the mean of all rows, less origin
+        own = np.ldexp(1.0, -self.exp)
+        A = ((shift - origin) - mu_rel) * own
+        S = sums * own
+        cross = S.T @ A
+        total += cross + cross.T + (A * counts[:, None]).T @ A
+        return total
 
     def means(self, order=None):
         """Group means as ``(origin, relative)`` (float64, host): ``mean_g = origin + relative[g]``.
@@ -958,6 +993,8 @@ class Statistics:
         self.second_pass_missing = second_pass_missing
         self.second_pass_problem = None  # why the second pass's sums cannot be used (other data), if so
         self.ncc_correct = None  # rows whose nearest class mean is their own class's (when counted)
+        self.feature_scatter = None  # d x d scatter of every row about the mean of all rows (when gathered)
+        self.feature_rank_requested = False
         self.gram_conventions = ""
         self.nc1_geometry = None  # the geometry whose basis the second pass used
         self.decompositions = {}  # per convention, the decomposition of the centred means (see between_geometry)
@@ -1389,3 +1426,22 @@ def _block_rows(d, k, itemsize=4, budget=_BLOCK_BYTES):
     rows = budget // (itemsize * (d + 3 * k))
     return int(min(8192, max(256, rows)))
 
+
+
+def feature_scatter(X, stats):
+    """``sum_i (h_i - mu)(h_i - mu)^T`` over every row of in-memory ``X`` about their mean ``mu`` (scaled by a
+    power of two), one more read in float64 row blocks: the first pass's own accumulation, with one group."""
+    be = backend_for(X)
+    n, d = X.shape
+    counts = stats.group_counts.astype(np.float64)
+    centre = stats.origin + (stats.group_rel * counts[:, None]).sum(axis=0) / max(counts.sum(), 1.0)
+    fp = FirstPass(be, d, with_squares=True, with_total=True)
+    fp.grow(be.asarray(centre[None, :]))
+    block = max(1, _BLOCK_BYTES // (8 * d))
+    for start in range(0, n, block):
+        rows = be.rows(X, start, min(start + block, n))
+        ids_np = np.zeros(rows.shape[0], dtype=np.intp)
+        fp.add(rows, ids_np if be.name == "numpy" else be.index(ids_np), ids_np)
+    total = fp.total_about_mean()
+    _give_back(fp)
+    return total
