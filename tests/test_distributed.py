@@ -89,7 +89,9 @@ def _two_pass(acc, H, y, W, b, batch=64):
 def scenario_accumulators(rank):
     H, y, W, b = _data()
     part = _shard(rank, len(y))
-    one = _two_pass(sknc.NCAccumulator(mode="two_pass"), H[part], y[part], W, b)
+    ranked = sknc.NCAccumulator(mode="two_pass", per_class=True)
+    one = _two_pass(ranked, H[part], y[part], W, b)
+    variability = ranked.class_variability()  # per-class NC1 from the reduced second pass
     Y = _pairs(y)
     sets = _two_pass(sknc.NCAccumulator(mode="two_pass"), H[part], Y[part], W, b)
     # a one-pass stream, and a shard that misses classes 3 and 4 entirely
@@ -103,7 +105,7 @@ def scenario_accumulators(rank):
     pickled = len(pickle.dumps(acc))
     per_class = (acc.cdnv_matrix(), acc.class_variability())  # the reduced state's per-class tables
     return {"two_pass": one, "two_pass_sets": sets, "one_pass_missing": partial_classes, "mask": mask, "pickled": pickled,
-            "per_class": per_class,
+            "per_class": per_class, "variability": variability,
             "additive": sum(a.nbytes for a in acc.state_dict()["first"].values() if isinstance(a, np.ndarray))}
 
 
@@ -201,6 +203,8 @@ def test_two_ranks_reduce_to_the_report_of_the_whole_data(tmp_path):
     whole = sknc.nc_report(H, y, W, b)
     r0, r1 = results[0]["ok"], results[1]["ok"]
     _close(r0["two_pass"], whole, rel=1e-12)
+    np.testing.assert_allclose(r0["variability"].to_numpy(), sknc.metrics.class_variability(H, y).to_numpy(),
+                               rtol=1e-10)
     assert r0["two_pass"].equals(r1["two_pass"])  # identical on every rank
     # multi-label data without single-label samples: the estimated class means reduce the same way
     sets = sknc.nc_report(H, _pairs(y), W, b)

@@ -171,3 +171,38 @@ def test_the_accumulators_tables_refuse_clearly(rng):
     with pytest.raises(ValueError, match="several classes"):
         acc.class_variability()
     np.testing.assert_allclose(acc.cdnv_matrix().to_numpy(), cdnv_matrix(H, Y).to_numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_per_class_nc1_from_the_accumulators_second_pass(rng, dtype):
+    import pickle
+
+    H, y = _imbalanced(rng)
+    H = H.astype(dtype)
+    table = class_variability(H, y)
+    parts = np.array_split(rng.permutation(len(y)), 3)
+    shards = [sknc.NCAccumulator(mode="two_pass", per_class=True).update(H[p], y[p]) for p in parts]
+    first = shards[0].merge_all(shards[1:])
+    with pytest.warns(sknc.NCWarning, match="nc1"):  # asked for, before the second pass: NaN with the reason
+        early = first.class_variability()
+    assert early["nc1"].isna().all() and np.isfinite(early["within_variance"]).all()
+    # the sharded second pass: every shard from a copy of the merged first pass, then merged (and pickled)
+    seconds = [pickle.loads(pickle.dumps(first)).update_second_pass(H[p], y[p]) for p in parts]
+    done = pickle.loads(pickle.dumps(seconds[0].merge_all(seconds[1:])))
+    got = done.class_variability()
+    assert list(got.columns) == list(table.columns)
+    rel = 1e-6 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(got.to_numpy(), table.to_numpy(), rtol=rel)
+    weights = got["n_samples"] / got["n_samples"].sum()
+    assert (weights * got["nc1"]).sum() == pytest.approx(done.report()["nc1"], rel=1e-10)
+    # without per_class the state stays K x d: no nc1 column
+    assert "nc1" not in sknc.NCAccumulator().update(H, y).update_second_pass(H, y).class_variability()
+
+
+def test_per_class_nc1_follows_the_accumulators_conventions(rng):
+    H, y = _imbalanced(rng)
+    acc = sknc.NCAccumulator(mode="two_pass", per_class=True, global_mean="sample", between="sample")
+    acc.update(H, y).update_second_pass(H, y)
+    expected = class_variability(H, y, global_mean="sample", between="sample")
+    np.testing.assert_allclose(acc.class_variability().to_numpy(), expected.to_numpy(), rtol=1e-9)
+    assert not np.allclose(expected["nc1"], class_variability(H, y)["nc1"])  # the convention matters here

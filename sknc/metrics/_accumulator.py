@@ -29,7 +29,7 @@ __all__ = ["NCAccumulator"]
 
 _MODES = ("auto", "one_pass", "two_pass")
 _PARAMS = ("n_classes", "mode", "global_mean", "between", "classes", "strict", "shift", "class_means",
-           "ncc_accuracy", "feature_rank")
+           "ncc_accuracy", "feature_rank", "per_class")
 
 
 class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
@@ -101,6 +101,11 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         its label set's shift; merged and reduced like the sums): the report's
         ``features_effective_rank`` and ``features_stable_rank``, the ranks of
         the features themselves. ``n d^2`` operations more.
+    per_class : bool, default=False
+        Also keep, in the second pass, each class's squared coordinates along
+        the class means' span (a ``K x r`` state, ``r`` the rank of the
+        means): :meth:`class_variability` then gives each class's share of
+        NC1, exactly. Single-label class means only.
 
     Notes
     -----
@@ -137,7 +142,8 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
     all_reduce = DistributedMixin.all_reduce
 
     def __init__(self, n_classes=None, mode="auto", global_mean="class", between="class", classes=None,
-                 strict=False, shift=None, class_means="auto", ncc_accuracy=False, feature_rank=False):
+                 strict=False, shift=None, class_means="auto", ncc_accuracy=False, feature_rank=False,
+                 per_class=False):
         self.n_classes = n_classes
         self.mode = mode
         self.global_mean = global_mean
@@ -148,6 +154,7 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         self.class_means = class_means
         self.ncc_accuracy = ncc_accuracy
         self.feature_rank = feature_rank
+        self.per_class = per_class
 
     def get_params(self, deep=True):
         """The constructor's parameters (as scikit-learn's ``get_params``)."""
@@ -589,6 +596,8 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         if self.ncc_accuracy:
             plan = replace(plan, ncc_labels=True)
             self._ncc_means = (origin, rel)
+        if self.per_class:
+            plan = replace(plan, per_class=True)
         self._second = SecondPass(self._be, plan)
         self._second_geometry = replace(geom, centred=None, gram=None)  # what NC1 reads of it (no K x d copy)
         self._shared_basis, self._shared_probes = plan.basis, plan.probes
@@ -649,7 +658,8 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
             fresh = make_plan(plan.means64, plan.basis, plan.amax, plan.dtype, W=match.w, b=match.bias,
                               full_gram=plan.full_gram, means_rel=plan.means_rel, probes=plan.probes,
                               origin=plan.origin, rel_rows=plan.rel_rows, w_key=plan.w_key)
-            self._second.plan = replace(fresh, centred_gram=plan.centred_gram, scale_exp=plan.scale_exp)
+            self._second.plan = replace(fresh, centred_gram=plan.centred_gram, scale_exp=plan.scale_exp,
+                                        ncc_labels=plan.ncc_labels, per_class=plan.per_class)
             self._second.release_tables()
         self._plan_key = _ClassifierKey(W, b)
 
@@ -778,6 +788,7 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
                 stats.correct_class_means(sp.centres(), shift)
             stats._within, stats._within_exp = within, sp.plan.scale_exp
             stats._gram, stats._gram_basis, stats._gram_exp = Q, sp.plan.basis, sp.plan.scale_exp
+            stats._gram_per_class = sp.per_class_scatter
             stats.gram_conventions = f"global_mean={self.global_mean!r}, between={self.between!r}"
             stats.nc1_geometry = self._second_geometry
             if sp.plan.classified:

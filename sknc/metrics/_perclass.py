@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._validation import as_feature_array
 from ..exceptions import NCWarning, UndefinedMetricError, warn_once
 from . import _collapse as C
 from ._report import geometry_of, statistics_and_geometry
@@ -50,27 +49,19 @@ def class_variability(features, y, *, global_mean="class", between="class", clas
     True
     """
     stats, geom, *_ = statistics_and_geometry(features, y, global_mean=global_mean, between=between,
-                                              class_means=class_means)
+                                              class_means=class_means, per_class=True)
     stats.require_class_means()
-    cls = _class_rows(stats)
-    X, _ = as_feature_array(features)
-    X = np.asarray(X)
-    if X.dtype.kind != "f":
-        X = X.astype(np.float64)
-    k = stats.groups.n_classes
-    C._require_rank(geom, "the per-class NC1")
-    # per class, sum_i ||(h_i - mu_k) V / sigma||^2 in row blocks (V, sigma: the basis and singular values of
-    # Sigma_B, in the geometry's units)
-    scale = np.ldexp(1.0, -geom.exp)
-    project = geom.basis / geom.singular_values
-    means = stats.means
-    sums = np.zeros(k)
-    rows = np.flatnonzero(cls >= 0)
-    for start in range(0, rows.size, 4096):
-        idx = rows[start : start + 4096]
-        centred = (np.asarray(X[idx], dtype=np.float64) - means[cls[idx]]) * scale
-        np.add.at(sums, cls[idx], np.einsum("ij,ij->i", centred @ project, centred @ project))
-    return _variability_frame(stats, geom, sums)
+    _class_rows(stats)
+    return _variability_frame(stats, geom, _per_class_projection(stats, geom))
+
+
+def _per_class_projection(stats, geom):
+    """Per class ``sum_i ||(h_i - mu_k) V / sigma||^2`` in the geometry's units (``V``, ``sigma``: the basis and
+    singular values NC1 reads), from the second pass's per-class scatter along the class means."""
+    nc1_geom = C.nc1_geometry(stats, geom)
+    C._require_rank(nc1_geom, "the per-class NC1")
+    values, exp = stats.weighted_projection_per_class(nc1_geom.basis, nc1_geom.singular_values)
+    return np.maximum(np.ldexp(values, 2 * (exp - nc1_geom.exp)), 0.0)
 
 
 def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
@@ -158,12 +149,12 @@ class PerClassMixin:
     def class_variability(self):
         """Each class's size, within-class variance and relative variability, from the state.
 
-        The columns ``n_samples``, ``within_variance`` and
-        ``relative_variability`` of :func:`sknc.metrics.class_variability`
-        (whose class-size weighted mean is ``nc1_trace_quotient``), from the
-        first pass (exact after the second). The per-class share of NC1 needs
-        each row's projection on the class means' span and is in-memory only:
-        :func:`sknc.metrics.class_variability`.
+        The columns of :func:`sknc.metrics.class_variability`:
+        ``n_samples``, ``within_variance`` and ``relative_variability`` (whose
+        class-size weighted mean is ``nc1_trace_quotient``) from the first
+        pass (exact after the second), and, for an accumulator built with
+        ``per_class=True``, each class's share of NC1 ``nc1`` from the second
+        pass (NaN, with an :class:`sknc.NCWarning`, until it has run).
 
         Examples
         --------
@@ -178,4 +169,13 @@ class PerClassMixin:
         """
         stats = self._statistics()
         stats.require_class_means()
-        return _variability_frame(stats, geometry_of(stats))
+        geom = geometry_of(stats, self.global_mean, self.between)
+        projected = None
+        if self.per_class:
+            try:
+                _class_rows(stats)
+                projected = _per_class_projection(stats, geom)
+            except UndefinedMetricError as exc:
+                projected = np.full(stats.groups.n_classes, np.nan)
+                warn_once(f"NCAccumulator.class_variability: NaN for nc1 ({exc}).", NCWarning, stacklevel=2)
+        return _variability_frame(stats, geom, projected)

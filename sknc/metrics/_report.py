@@ -162,7 +162,7 @@ def _check_conventions(global_mean, between, cdnv_power, rtol):
 
 def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class", between="class", rtol=None,
                             second_pass=True, n_threads=None, classes=None, return_match=False,
-                            class_means="auto", ncc_accuracy=False, feature_rank=False):
+                            class_means="auto", ncc_accuracy=False, feature_rank=False, per_class=False):
     """Statistics of in-memory features and the geometry of the requested convention.
 
     Everything about the inputs (features, labels, classifier) is checked before
@@ -195,7 +195,7 @@ def statistics_and_geometry(features, y, W=None, b=None, *, global_mean="class",
         return geom
 
     stats = array_statistics(X, groups, eps, basis_for=basis_for, W=w, b=bias, second_pass=second_pass,
-                             n_threads=n_threads, ncc_accuracy=ncc_accuracy)
+                             n_threads=n_threads, ncc_accuracy=ncc_accuracy, per_class=per_class)
     stats.ncc_requested = bool(ncc_accuracy)
     _gather_feature_scatter(stats, X, stats, feature_rank)
     geom = holder.get("geom")

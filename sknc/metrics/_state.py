@@ -57,6 +57,7 @@ def plan_digest(plan) -> str:
     h.update(repr(plan.w_key).encode())  # the classifier by its checksum: a restored pass has no W until it comes
     h.update(repr(plan.outside_key).encode())
     h.update(repr(plan.ncc_labels).encode())
+    h.update(repr(plan.per_class).encode())
     if plan.means_rel is None and plan.rel_rows is not None:  # means read from the first pass, in blocks
         for start in range(0, plan.n_classes, 4096):
             h.update(np.ascontiguousarray(plan.rel_rows(slice(start, start + 4096))).tobytes())

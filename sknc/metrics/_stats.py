@@ -398,6 +398,7 @@ class SecondPassPlan:
     w_key: object = None  # checksum of the classifier as given: a restored pass knows it before W comes again
     outside_key: object = None  # checksum of a classifier whose agreement is counted outside the pass (tag-wise)
     ncc_labels: bool = False  # count the rows whose nearest class mean is their own (beside the pass)
+    per_class: bool = False  # also keep, per class, the diagonal of the projected scatter (per-class NC1; K x r)
 
     @property
     def classified(self):
@@ -592,7 +593,7 @@ class SecondPass:
 
     #: the float64 sums a second pass adds up, on its backend (besides the counts, the agreement count and the
     #: largest squared row): merges, states, Dask and torch.distributed all add these and only these
-    SUMS = ("within", "resid", "Q", "probe_sums", "ncc_correct")
+    SUMS = ("within", "resid", "Q", "probe_sums", "ncc_correct", "Qk")
 
     def __init__(self, be, plan: SecondPassPlan, tables=None):
         self.be = be
@@ -604,6 +605,9 @@ class SecondPass:
         # per class, sum of the centred rows' coordinates in the basis (float64 rows only)
         self.resid = be.zeros((k, r) if self.track_resid else (0, r))
         self.Q = be.zeros((r, r) if plan.full_gram else r)
+        # per class, the squared coordinates of its centred rows in the basis (the per-class NC1; on request)
+        self.Qk = be.zeros((k, r) if plan.per_class else (0, r))
+        self.per_class_scatter = None  # Qk re-centred on the exact class means, set by finish()
         self.counts = np.zeros(k, dtype=np.int64)
         self.agree = 0
         self.max_row_sq = 0.0
@@ -669,6 +673,8 @@ class SecondPass:
         self._add_probes(cls, probes)
         pu64 = be.as_float64(pu, ws)
         self.Q += be.gram(pu64) if plan.full_gram else be.col_sq(pu64)
+        if plan.per_class:
+            self._add_per_class(pu64, cls)
         if self.track_resid:
             present, sums = be.segment_sum(pu64, cls, plan.n_classes, ws)
             _add_sums(self.resid, present, sums)
@@ -752,8 +758,14 @@ class SecondPass:
             self.agree += int(kern.agreement(both, r, ncc, t["dist"], t["logits"], cls, colsq))
         if plan.full_gram:
             self.Q += self.be.gram(_as64(pu, ws))
+        if plan.per_class:
+            self._add_per_class(_as64(pu, ws), cls)
         self.counts += np.bincount(cls_np, minlength=plan.n_classes)
         return self
+
+    def _add_per_class(self, pu64, cls):
+        present, sums = self.be.segment_sum(pu64 * pu64, cls, self.plan.n_classes, self.ws)
+        _add_sums(self.Qk, present, sums)
 
     def _add_probes(self, cls, probes):
         for j in range(self.plan.n_probes):
@@ -829,7 +841,8 @@ class SecondPass:
         """Host float64 results, centred on the exact class means.
 
         Returns ``(within, Q, agree, shift)``; ``within`` and ``Q`` are already
-        re-centred (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2`` with ``r`` the
+        re-centred (and so is ``per_class_scatter``, set here when the plan
+        keeps it) (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2`` with ``r`` the
         mean residual, in the pass's scale). float64 rows: ``shift[k]``
         (original units) is what the first pass's mean of class ``k`` was off
         by. float32 rows: ``shift`` is None, since every first pass sums them
@@ -852,6 +865,8 @@ class SecondPass:
             Q = Q - (proj / n[:, None]).T @ proj
         else:
             Q = np.maximum(Q - np.sum(proj**2 / n[:, None], axis=0), 0.0)
+        if self.plan.per_class:
+            self.per_class_scatter = np.maximum(be.to_numpy(self.Qk) - proj**2 / n[:, None], 0.0)
         shift = r_u @ self.plan.basis.T  # r_u refines the first pass's means
         with np.errstate(under="ignore"):  # negligible corrections of tiny features may underflow
             shift *= np.ldexp(1.0, self.plan.scale_exp)
@@ -868,6 +883,7 @@ class SecondPass:
         be, plan = self.be, self.plan
         within = be.to_numpy(self.within).astype(np.float64, copy=True)
         Q = be.to_numpy(self.Q).astype(np.float64, copy=True)
+        per_class = be.to_numpy(self.Qk).astype(np.float64, copy=True) if plan.per_class else None
         counts = self.counts.astype(np.float64)
         full = plan.full_gram
         for start in range(0, plan.n_classes, 4096):
@@ -883,8 +899,12 @@ class SecondPass:
                 Q -= r_u.T @ proj
             else:
                 Q -= np.sum(proj * r_u, axis=0)
+            if per_class is not None:
+                per_class[rows] -= proj * r_u
         if not full:
             Q = np.maximum(Q, 0.0)
+        if per_class is not None:
+            self.per_class_scatter = np.maximum(per_class, 0.0)
         return np.maximum(within, 0.0), Q, self._agree_count(), None
 
     def centres(self):
@@ -931,7 +951,7 @@ def probe_directions(d, n=_N_PROBES):
 
 
 def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means_rel=None, centred_gram=None,
-              probes=False, origin=None, rel_rows=None, w_key=None):
+              probes=False, origin=None, rel_rows=None, w_key=None, per_class=False):
     """A second-pass plan: scale from the largest centred magnitude, classifier scaled to unit size.
 
     ``centred_gram``: ``(G, e)``, the Gram of the centred class means divided by
@@ -956,7 +976,7 @@ def make_plan(means64, basis, amax, dtype, W=None, b=None, full_gram=True, means
                           means_rel, None if direct else centred_gram,
                           (probes if isinstance(probes, np.ndarray) else probe_directions(d) if probes else None),
                           float(amax), direct, None if origin is None else np.asarray(origin, dtype=np.float64),
-                          rel_rows, w_key)
+                          rel_rows, w_key, per_class=bool(per_class))
 
 
 def span_basis(means64):
@@ -988,6 +1008,7 @@ class Statistics:
         self.eps = eps
         self._within, self._within_exp = within, within_exp
         self._gram, self._gram_basis, self._gram_exp = gram, gram_basis, gram_exp
+        self._gram_per_class = None  # (K, r): per class, the diagonal of the projected scatter (when kept)
         self._scatter, self._scatter_exp, self._shift = scatter, scatter_exp, shift
         self.agree, self.n_agree = agree, n_agree
         self.second_pass_missing = second_pass_missing
@@ -1078,6 +1099,28 @@ class Statistics:
             raise UndefinedMetricError("within-class sums were not gathered (the second pass did not run)")
         return self._within, self._within_exp
 
+    def _diagonal_weights(self, V, sing):
+        """``w`` with ``sum_r (v_r^T S v_r) / sing_r^2 = w . diag(S_U)`` for the scatter ``S_U`` gathered in the
+        basis ``U`` of the second pass, or None when no such weights exist (then the whole ``S_U`` is needed).
+
+        With ``A = U^T V`` and ``B = A diag(1/sing^2) A^T`` the sum is ``tr(B S_U)``; it reads the diagonal only
+        when ``B`` is diagonal, which holds for the convention the pass was gathered for (rotations inside equal
+        singular values included), up to the second pass's tiny correction of the means.
+        """
+        inv = 1.0 / sing**2
+        m, G = V.shape[1], self._gram_basis
+        if m <= G.shape[1] and (V is G or np.array_equal(V, G[:, :m])):  # the pass's own basis: A = [I; 0]
+            w = np.zeros(G.shape[1])
+            w[:m] = inv
+            return w
+        A = G.T @ V
+        B = (A * inv) @ A.T
+        diag = np.diag(B)
+        off = np.abs(B - np.diag(diag))
+        if np.all(off <= 1e-6 * np.sqrt(np.outer(diag, diag)) + 1e-300):
+            return diag
+        return None
+
     def weighted_projection(self, V, sing):
         """``sum_r (v_r^T S v_r) / sing_r^2`` with ``S = sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T`` over singleton
         rows and ``V`` orthonormal directions in the span of the centred means, as ``(value, exp)``
@@ -1092,18 +1135,12 @@ class Statistics:
             if m <= G.shape[1] and (V is G or np.array_equal(V, G[:, :m])):  # the pass's own basis: A = [I; 0]
                 diag = np.diag(self._gram) if self._gram.ndim == 2 else self._gram
                 return float(diag[:m] @ inv), self._gram_exp
-            A = G.T @ V
-            if self._gram.ndim == 2:
+            if self._gram.ndim == 2:  # the whole projected scatter: any basis
+                A = G.T @ V
                 return float(np.einsum("ij,ij,j->", A, self._gram @ A, inv)), self._gram_exp
-            # Only the diagonal of S in the gathering basis U is known. With B = A diag(1/sing^2) A^T the sum is
-            # tr(B S_U); it equals sum_j B_jj S_jj when B is diagonal, which holds for the convention the pass
-            # was gathered for (rotations inside equal singular values included), up to the second pass's tiny
-            # correction of the means.
-            B = (A * inv) @ A.T
-            diag = np.diag(B)
-            off = np.abs(B - np.diag(diag))
-            if np.all(off <= 1e-6 * np.sqrt(np.outer(diag, diag)) + 1e-300):
-                return float(diag @ self._gram), self._gram_exp
+            w = self._diagonal_weights(V, sing)
+            if w is not None:
+                return float(w @ self._gram), self._gram_exp
             if self._scatter is None:
                 raise UndefinedMetricError(
                     "the second pass measured the within-class scatter for the accumulator's own "
@@ -1123,6 +1160,23 @@ class Statistics:
             "the within-class scatter along the class means needs the second pass over the data "
             "(NCAccumulator.update_second_pass) or an accumulator with mode='one_pass'"
         )
+
+    def weighted_projection_per_class(self, V, sing):
+        """:meth:`weighted_projection` per class, from the per-class diagonal the second pass kept on request:
+        ``(values (K,), exp)``."""
+        self.require_class_means()
+        if self._gram_per_class is None:
+            raise UndefinedMetricError(
+                "each class's share of NC1 needs its scatter along the class means, gathered by the second pass "
+                "(NCAccumulator(per_class=True) and update_second_pass)")
+        if V.shape[1] == 0:
+            return np.zeros(self.groups.n_classes), 0
+        w = self._diagonal_weights(V, sing)
+        if w is None:
+            raise UndefinedMetricError(
+                "the second pass measured each class's scatter for the accumulator's own conventions "
+                f"({self.gram_conventions}); pass those, or build the NCAccumulator with the conventions you want")
+        return self._gram_per_class @ w, self._gram_exp
 
     def agreement(self):
         if self.second_pass_problem:
@@ -1240,7 +1294,7 @@ def _give_back(state):
 
 
 def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=True, n_threads=None,
-                     ncc_accuracy=False):
+                     ncc_accuracy=False, per_class=False):
     """Two passes over an in-memory feature matrix (numpy, or a tensor on any device).
 
     ``X`` comes from :func:`~sknc._validation.as_feature_array` and ``groups``
@@ -1261,7 +1315,7 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     kern = compiled_loops(backend_for(X), X.dtype, groups.n_classes)
     threads_second = threads if groups.n_groups <= _THREADED_SECOND_MAX or kern is not None else 1
     kwargs = dict(basis_for=basis_for, W=W, b=b, second_pass=second_pass, threads=(threads, threads_second),
-                  kern=kern, ncc_accuracy=ncc_accuracy)
+                  kern=kern, ncc_accuracy=ncc_accuracy, per_class=per_class)
     if threads_second > 1:
         # BLAS stays on one thread from the first pass to the end of the second: the small decompositions
         # between the passes would otherwise wake its workers, which then spin on the cores the passes use
@@ -1270,7 +1324,8 @@ def array_statistics(X, groups, eps, *, basis_for, W=None, b=None, second_pass=T
     return _array_statistics(X, groups, eps, **kwargs)
 
 
-def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, kern, ncc_accuracy=False):
+def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, kern, ncc_accuracy=False,
+                      per_class=False):
     n, d = X.shape
     be = backend_for(X)
     n_threads, threads_second = threads
@@ -1328,14 +1383,14 @@ def _array_statistics(X, groups, eps, *, basis_for, W, b, second_pass, threads, 
     # the report's convention is final and the diagonal of the projected scatter in it is all NC1 reads
     full_gram = work == np.float64 and basis.shape[1] <= _FULL_GRAM_MAX
     second_pass_into(stats, X, sample_class, rows, basis, W=W, b=b, full_gram=full_gram,
-                     centred_gram=centred_gram, threads=threads_second, block=block)
+                     centred_gram=centred_gram, threads=threads_second, block=block, per_class=per_class)
     if ncc_accuracy:  # one more read: every row against every final class mean
         stats.ncc_correct = count_nearest_mean(stats, X, rows, sample_class)
     return stats
 
 
 def second_pass_into(stats, X, sample_class, rows, basis, *, W=None, b=None, full_gram=True, centred_gram=None,
-                     threads=1, block=None):
+                     threads=1, block=None, per_class=False):
     """Run the second pass over rows ``rows`` of ``X`` (all when None), row ``i`` centred on the mean of
     ``stats``'s class ``sample_class[i]``, and store its sums in ``stats``.
 
@@ -1376,7 +1431,7 @@ def second_pass_into(stats, X, sample_class, rows, basis, *, W=None, b=None, ful
     rel = stats.means_rel
     guess = _abs_max(rel - rel.mean(axis=0))
     plan = make_plan(means, basis, guess, work, W=W, b=b, full_gram=full_gram,
-                     means_rel=stats.means_rel, centred_gram=centred_gram)
+                     means_rel=stats.means_rel, centred_gram=centred_gram, per_class=per_class)
     sp = run_second(plan)
     # all-zero squares are exact collapse or an underflow: the magnitude scan below tells them apart
     if not sp.squares_in_range() or sp.max_row_sq == 0.0:
@@ -1390,13 +1445,14 @@ def second_pass_into(stats, X, sample_class, rows, basis, *, W=None, b=None, ful
             amax = max(amax, be.abs_max(c))
         if amax > 0:
             plan = make_plan(means, basis, amax, work, W=W, b=b, full_gram=full_gram,
-                             means_rel=stats.means_rel, centred_gram=centred_gram)
+                             means_rel=stats.means_rel, centred_gram=centred_gram, per_class=per_class)
             sp = run_second(plan)
     within, Q, agree, shift = sp.finish()
     if shift is not None:  # float32: the first pass's means are exact sums already
         stats.correct_class_means(sp.centres(), shift)
     stats._within, stats._within_exp = within, plan.scale_exp
     stats._gram, stats._gram_basis, stats._gram_exp = Q, basis, plan.scale_exp
+    stats._gram_per_class = sp.per_class_scatter
     if W is not None:
         stats.agree, stats.n_agree = agree, n2
     return stats
