@@ -109,6 +109,23 @@ def test_float32_stream_matches_float64(rng):
     _assert_reports_equal(full, acc.report(W, b), rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_plans_decomposition_serves_the_report_only_while_the_means_stay(rng, dtype):
+    H, y, W, b = _data(rng, d=40)
+    H = H.astype(dtype)
+    half = len(y) // 2
+    acc = sknc.NCAccumulator(mode="one_pass").update(H[:half], y[:half])
+    _assert_reports_equal(sknc.nc_report(H[:half], y[:half]), acc.report(), rel=1e-9)  # fills the cache
+    acc.update(H[half:], y[half:])  # new rows move the means: the cached decomposition must not be read
+    _assert_reports_equal(sknc.nc_report(H, y), acc.report(), rel=1e-9)
+    two = sknc.NCAccumulator(mode="two_pass").update(H, y)
+    two.update_second_pass(H, y, W, b)  # the plan decomposes the first pass's means
+    assert two._first.decompositions  # kept for the report
+    _assert_reports_equal(sknc.nc_report(H, y, W, b), two.report(W, b), rel=1e-6 if dtype == np.float32 else 1e-9)
+    two.merge(sknc.NCAccumulator(mode="two_pass").update(H[:0], y[:0]))  # an empty merge changes nothing
+    _assert_reports_equal(sknc.nc_report(H, y, W, b), two.report(W, b), rel=1e-6 if dtype == np.float32 else 1e-9)
+
+
 def test_report_conventions_against_the_accumulators_own(rng):
     # few classes: the second pass keeps the whole projected scatter, so any convention works at report time
     H, y, W, b = _data(rng, d=40)

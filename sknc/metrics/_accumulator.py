@@ -354,6 +354,7 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         fp = self._first
         fp.counts = fp.counts[:n_groups]
         fp.shift, fp.sums, fp.sq = fp.shift[:n_groups], fp.sums[:n_groups], fp.sq[:n_groups]
+        fp.decompositions = {}
 
     @staticmethod
     def _multiplicities(raw, multilabel):
@@ -545,7 +546,8 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         if not np.array_equal(idx, np.arange(len(idx))):
             rel = rel[idx]
         counts = self._first.counts[idx]
-        geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin)
+        geom = C.between_geometry(rel, counts, self.global_mean, self.between, None, self._eps, origin,
+                                  cache=self._first.decompositions)
         return groups, origin, rel, geom
 
     def _class_means_rows(self):
@@ -746,6 +748,7 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         counts = fp.counts[order]
         origin, rel = fp.means(order)
         stats = Statistics(groups, counts, (origin, rel), self._eps or float(np.finfo(np.float64).eps))
+        stats.decompositions = fp.decompositions  # the same means: the plan's decomposition serves the report
         stats.ncc_requested = bool(self.ncc_accuracy)
         if not stats.has_class_means:
             return stats

@@ -117,6 +117,9 @@ class FirstPass:
         self.seen_squares = False
         self.ws = acquire_workspace() if be.name == "numpy" else Workspace()
         self.kern = None  # the compiled loops, for raw float32 rows (set by the caller, see compiled_loops)
+        # decompositions of these means per convention (see between_geometry's cache): the second pass's plan
+        # and the report share them; every change of the sums or counts empties it
+        self.decompositions = {}
 
     def _be_dtype(self):
         if self.be.name == "numpy":
@@ -133,6 +136,7 @@ class FirstPass:
         k = shift_rows.shape[0]
         if k == 0:
             return
+        self.decompositions = {}
         cat = np.concatenate if be.name == "numpy" else be.torch.cat
         self.shift = cat([self.shift, shift_rows])
         self.shift_w = self.shift if self.dtype == np.float64 else be.asarray(be.to_numpy(self.shift), self._be_dtype())
@@ -147,6 +151,7 @@ class FirstPass:
         Raises ``ValueError`` (state unchanged) when the rows hold NaN or infinity.
         """
         be = self.be
+        self.decompositions = {}
         if self.raw:
             if self.kern is not None and x.dtype == np.float32:  # one compiled read of the rows, no float64 copy
                 self.kern.group_sums(x, ids, self.sums)
@@ -237,6 +242,7 @@ class FirstPass:
 
     def absorb(self, child, subset=None):
         """Add a child's statistics (same groups and shifts; ``subset`` as given to :meth:`child`)."""
+        self.decompositions = {}
         if subset is not None:
             idx = self.be.index(subset)
         if self.with_squares and child.seen_squares:
@@ -280,6 +286,7 @@ class FirstPass:
         ``single_groups`` marks other's multiplicity-1 groups (for the scatter).
         """
         be = self.be
+        self.decompositions = {}
         order = np.arange(other.n_groups) if order is None else np.asarray(order, dtype=np.intp)
         idx = be.index(order)
         o_sums = be.asarray(other.sums)
