@@ -206,3 +206,33 @@ def test_per_class_nc1_follows_the_accumulators_conventions(rng):
     expected = class_variability(H, y, global_mean="sample", between="sample")
     np.testing.assert_allclose(acc.class_variability().to_numpy(), expected.to_numpy(), rtol=1e-9)
     assert not np.allclose(expected["nc1"], class_variability(H, y)["nc1"])  # the convention matters here
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_tiled_cdnv_matrix_equals_the_whole_one(rng, dtype):
+    k, d = 23, 6
+    y = np.repeat(np.arange(k), 6)
+    H = (5.0 + rng.standard_normal((k, d))[y] + 0.3 * rng.standard_normal((len(y), d))).astype(dtype)
+    whole = cdnv_matrix(H, y)
+    tiled = cdnv_matrix(H, y, tile_bytes=8 * 5 * 5)  # 5-class tiles, ragged at the end
+    np.testing.assert_allclose(tiled.to_numpy(), whole.to_numpy(), rtol=1e-10)
+    assert np.isnan(np.diag(tiled.to_numpy())).all()
+    acc = sknc.NCAccumulator().update(H, y)
+    np.testing.assert_allclose(acc.cdnv_matrix(tile_bytes=8 * 4 * 4).to_numpy(), whole.to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(cdnv_matrix(H, y, power=2.0, tile_bytes=8 * 5 * 5).to_numpy(),
+                               cdnv_matrix(H, y, power=2.0).to_numpy(), rtol=1e-10)
+
+
+def test_coinciding_means_in_the_tiled_matrix_are_nan_and_named(rng):
+    k, d = 12, 5
+    y = np.repeat(np.arange(k), 8)
+    M = 3 * rng.standard_normal((k, d))
+    M[9] = M[4]  # classes 4 and 9 share a mean (different tiles of 5 classes)
+    H = M[y] + 0.1 * rng.standard_normal((len(y), d))
+    H[y == 9] = H[y == 4][rng.permutation(8)]  # the same points, so the same mean
+    with pytest.warns(sknc.NCWarning, match=r"1 pair\(s\) whose class means coincide \(first: 4 and 9\)"):
+        tiled = cdnv_matrix(H, y, tile_bytes=8 * 5 * 5)
+    with pytest.warns(sknc.NCWarning, match="first: 4 and 9"):
+        whole = cdnv_matrix(H, y)
+    assert np.isnan(tiled.loc[4, 9]) and np.isnan(tiled.loc[9, 4])
+    np.testing.assert_allclose(tiled.to_numpy(), whole.to_numpy(), rtol=1e-10)

@@ -366,6 +366,57 @@ def pairwise_sq_distances(vectors, gram=None):
     return np.maximum(dist, 0.0)
 
 
+def cross_sq_distances(A, B):
+    """``||a_i - b_j||^2`` between the rows of two sets (entries below 1 in magnitude, as ``geom.centred``):
+    the expanded product, with the pairs it cancels on recomputed from differences (as
+    :func:`pairwise_sq_distances`)."""
+    sq_a, sq_b = np.einsum("ij,ij->i", A, A), np.einsum("ij,ij->i", B, B)
+    dist = sq_a[:, None] + sq_b[None, :] - 2.0 * (A @ B.T)
+    i, j = np.nonzero(dist <= 1e-6 * (sq_a[:, None] + sq_b[None, :]))
+    step = max(1, (1 << 22) // max(1, A.shape[1]))
+    for start in range(0, i.size, step):
+        a, b = i[start : start + step], j[start : start + step]
+        diff = A[a] - B[b]
+        dist[a, b] = np.einsum("ij,ij->i", diff, diff)
+    return np.maximum(dist, 0.0)
+
+
+def cdnv_matrix_tiled(stats, geom, power=1.0, tile=2896):
+    """The pairwise CDNV in the data's units, filled one ``tile x tile`` block at a time, so that the
+    ``K x K`` result is the only array of its size (8.6 GB at ``K = 32 768``; :func:`cdnv_table` holds
+    several). Pairs whose means coincide (see :func:`cdnv_table`) are NaN. Returns ``(matrix, n_close,
+    first)``: how many such pairs, and the indices of the first.
+    """
+    within, wexp = stats.within_trace()
+    variances = within / stats.counts
+    vectors, vexp = scaled(geom.centred)
+    k = vectors.shape[0]
+    floor = (2.0 * geom.tolerance**2 / float(np.min(geom.weights)) if geom.weights.size else 0.0) * 4.0**-vexp
+    factor = np.exp2(2.0 * (wexp - power * (geom.exp + vexp)))
+    matrix = np.empty((k, k))
+    n_close, first = 0, None
+    for r0 in range(0, k, tile):
+        r = slice(r0, min(r0 + tile, k))
+        for c0 in range(0, k, tile):
+            c = slice(c0, min(c0 + tile, k))
+            dist = pairwise_sq_distances(vectors[r]) if r0 == c0 else cross_sq_distances(vectors[r], vectors[c])
+            block = matrix[r, c]
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                np.divide(variances[r, None] + variances[None, c], 2.0 * dist**power, out=block)
+            block *= factor
+            close = dist <= floor
+            if r0 == c0:
+                np.fill_diagonal(close, False)
+                np.fill_diagonal(block, np.nan)
+            if close.any():
+                n_close += int(close.sum())
+                if first is None:
+                    i, j = np.argwhere(close)[0]
+                    first = (r0 + int(i), c0 + int(j))
+                block[close] = np.nan
+    return matrix, n_close // 2, first
+
+
 def cdnv_table(stats, geom, power=1.0, gram=None):
     """The pairwise CDNV, scaled: ``(terms (K, K), e, close (K, K))`` with true values ``terms * 2**e``.
 

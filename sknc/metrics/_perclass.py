@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..exceptions import NCWarning, UndefinedMetricError, warn_once
 from . import _collapse as C
+from . import _pairwise as P
 from ._report import geometry_of, statistics_and_geometry
 
 __all__ = ["class_variability", "cdnv_matrix", "PerClassMixin"]
@@ -64,7 +65,7 @@ def _per_class_projection(stats, geom):
     return np.maximum(np.ldexp(values, 2 * (exp - nc1_geom.exp)), 0.0)
 
 
-def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
+def cdnv_matrix(features, y, *, power=1.0, class_means="auto", tile_bytes=None):
     """Class-distance normalised variance of every pair of classes, as a ``K x K`` frame.
 
     ``(sigma_a^2 + sigma_b^2) / (2 ||mu_a - mu_b||^(2 power))`` (Galanti et al.
@@ -72,7 +73,9 @@ def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
     diagonal is NaN and the mean of the off-diagonal entries is
     :func:`sknc.cdnv`. Large entries name the pairs that have not separated;
     a pair whose means coincide (to the data's resolution) is NaN, with an
-    :class:`sknc.NCWarning`.
+    :class:`sknc.NCWarning`. With more classes than fit one ``tile_bytes``
+    tile (default 64 MiB: ``K > 2896``) the frame is filled tile by tile and
+    is the only ``K x K`` array formed (``8 K^2`` bytes).
 
     Examples
     --------
@@ -84,22 +87,31 @@ def cdnv_matrix(features, y, *, power=1.0, class_means="auto"):
     (0.01, 0.0001)
     """
     stats, geom, *_ = statistics_and_geometry(features, y, class_means=class_means)
-    return _cdnv_frame(stats, geom, power, "cdnv_matrix")
+    return _cdnv_frame(stats, geom, power, "cdnv_matrix", tile_bytes)
 
 
-def _cdnv_frame(stats, geom, power, source):
+def _cdnv_frame(stats, geom, power, source, tile_bytes=None):
     """The pairwise CDNV of the statistics' classes as a labelled ``K x K`` frame (one table: the mean's)."""
     stats.require_class_means()
-    terms, e, close = C.cdnv_table(stats, geom, power, geom.gram)
-    matrix = terms * np.exp2(e)  # back to the data's units
-    if np.any(close):  # means that coincide to the data's resolution: their CDNV is undefined, not huge
+    classes = stats.groups.classes
+    if P.tiled(stats.groups.n_classes, tile_bytes):  # many classes: the frame is the only K x K array
+        matrix, n_close, first = C.cdnv_matrix_tiled(stats, geom, power, P.tile_size(tile_bytes))
+        names = None if first is None else [classes[i].item() if hasattr(classes[i], "item") else classes[i]
+                                             for i in first]
+    else:
+        terms, e, close = C.cdnv_table(stats, geom, power, geom.gram)
+        matrix = terms * np.exp2(e)  # back to the data's units
+        n_close = int(close.sum() // 2)
+        names = C.coincide_names(close, classes) if n_close else None
         matrix[close] = np.nan
-        names = C.coincide_names(close, stats.groups.classes)
-        warn_once(f"{source}: NaN for {int(close.sum() // 2)} pair(s) whose class means coincide (first: "
+    if n_close:  # means that coincide to the data's resolution: their CDNV is undefined, not huge
+        warn_once(f"{source}: NaN for {n_close} pair(s) whose class means coincide (first: "
                   f"{names[0]!r} and {names[1]!r}).", NCWarning, stacklevel=3)
-    matrix[~np.isfinite(matrix)] = np.nan
+    for start in range(0, matrix.shape[0], 1024):  # in row blocks: no K x K mask
+        block = matrix[start : start + 1024]
+        block[~np.isfinite(block)] = np.nan
     labels = pd.Index(stats.groups.classes, name="class")
-    return pd.DataFrame(matrix, index=labels, columns=labels)
+    return pd.DataFrame(matrix, index=labels, columns=labels, copy=False)  # (pandas 3 copies by default)
 
 
 def _variability_frame(stats, geom, projected=None):
@@ -121,7 +133,7 @@ def _variability_frame(stats, geom, projected=None):
 class PerClassMixin:
     """Per-class tables of an :class:`sknc.NCAccumulator`, from its additive state."""
 
-    def cdnv_matrix(self, power=1.0):
+    def cdnv_matrix(self, power=1.0, tile_bytes=None):
         """The pairwise CDNV of the classes seen so far, a ``K x K`` frame (see :func:`sknc.metrics.cdnv_matrix`).
 
         Needs the first pass only: the class means and each class's squared
@@ -144,7 +156,7 @@ class PerClassMixin:
         _check_conventions("class", "class", power, None)
         stats = self._statistics()
         stats.require_class_means()
-        return _cdnv_frame(stats, geometry_of(stats), power, "NCAccumulator.cdnv_matrix")
+        return _cdnv_frame(stats, geometry_of(stats), power, "NCAccumulator.cdnv_matrix", tile_bytes)
 
     def class_variability(self):
         """Each class's size, within-class variance and relative variability, from the state.
