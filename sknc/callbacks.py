@@ -76,6 +76,12 @@ class NCTracker(Callback):
         Multi-label data: single-label class means, or their estimate from
         every label set (see :func:`sknc.nc_report`); ``'auto'`` estimates
         them when some class has fewer than two single-label samples.
+    per_class : bool, default=False
+        Also record, per measurement, each class's share of NC1 and its
+        within-class variance as ``{class: value}`` dicts (history keys
+        ``class_nc1`` and ``class_within_variance``; see
+        :func:`sknc.metrics.class_variability`): which classes collapse last.
+        Needs ``passes=2``.
 
     Examples
     --------
@@ -92,7 +98,7 @@ class NCTracker(Callback):
     """
 
     def __init__(self, every=1, layer=None, on="train", metrics=None, passes=2, reduce="avg", X=None, y=None,
-                 prefix="", class_means="auto"):
+                 prefix="", class_means="auto", per_class=False):
         self.every = every
         self.layer = layer
         self.on = on
@@ -101,6 +107,7 @@ class NCTracker(Callback):
         self.reduce = reduce
         self.prefix = prefix
         self.class_means = class_means
+        self.per_class = per_class
         self._X, self._y = X, y
 
     def get_params(self, deep=True):  # keep the data out of the params that grid searches copy
@@ -116,6 +123,8 @@ class NCTracker(Callback):
             raise ValueError(f"on must be 'train', 'valid' or 'both'; got {self.on!r}.")
         if self.passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2; got {self.passes!r}.")
+        if self.per_class and self.passes != 2:
+            raise ValueError("per_class=True needs passes=2 (each class's share of NC1 comes from the second pass).")
         from .metrics._tagwise_means import check_class_means
 
         check_class_means(self.class_means)
@@ -143,10 +152,15 @@ class NCTracker(Callback):
                 if dataset is None:
                     raise ValueError("there is no validation split (set train_split)" if tag else "no training data")
                 data, labels = net.get_iterator(dataset, training=False), None
-            frame = model_nc_report(net.module_, data, labels, layers=self.layer, passes=self.passes,
-                                    reduce=self.reduce, forward=net.infer, class_means=self.class_means,
-                                    **report_options(self.metrics or ()))
+            options = report_options(self.metrics or ())
+            if self.per_class:
+                options["per_class"] = True
+            frame, accumulators = model_nc_report(net.module_, data, labels, layers=self.layer, passes=self.passes,
+                                                  reduce=self.reduce, forward=net.infer, class_means=self.class_means,
+                                                  return_accumulators=True, **options)
             report = frame.iloc[0]
+            if self.per_class:
+                self._record_per_class(net, prefix, next(iter(accumulators.values())))
         except (ValueError, RuntimeError, TypeError) as exc:  # a measurement never stops training
             warn_once(f"NCTracker: no NC metrics at epoch {len(net.history)} ({exc}); recording NaN.",
                       NCWarning, stacklevel=2)
@@ -159,6 +173,19 @@ class NCTracker(Callback):
         for key in keys:
             value = report.get(key, np.nan)
             net.history.record(prefix + key, float(value) if value is not None else np.nan)
+
+    def _record_per_class(self, net, prefix, acc):
+        """``class_nc1`` and ``class_within_variance`` as ``{class: value}``; NaN values with one warning when
+        the data leave them undefined (the accumulator says why)."""
+        try:
+            table = acc.class_variability()
+        except ValueError as exc:  # e.g. every sample has several labels: no class has samples of its own
+            warn_once(f"NCTracker: no per-class values at epoch {len(net.history)} ({exc}).", NCWarning,
+                      stacklevel=3)
+            return
+        labels = [c.item() if hasattr(c, "item") else c for c in table.index]
+        for column, key in (("nc1", "class_nc1"), ("within_variance", "class_within_variance")):
+            net.history.record(prefix + key, dict(zip(labels, table[column].astype(float).tolist())))
 
 
 class CosineLR(Callback):

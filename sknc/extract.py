@@ -587,7 +587,7 @@ def _warn_few_dims(taps, layer, reductions, report):
 
 def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=None, reduce="avg", batch_size=256,
                     passes=2, forward=None, progress=False, return_features=False, distributed=False,
-                    **conventions):
+                    return_accumulators=False, **conventions):
     """NC of a torch model's layers: one row per layer, one column per metric.
 
     The model runs in eval mode under ``no_grad`` on its own device (CUDA
@@ -651,6 +651,11 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
         Show progress (tqdm when installed).
     return_features : bool, default=False
         Also return ``{layer: features}`` (then they are held in memory).
+    return_accumulators : bool, default=False
+        Also return ``{layer: NCAccumulator}`` after both passes: each
+        layer's per-class tables (``acc.cdnv_matrix()``,
+        ``acc.class_variability()``, with ``per_class=True`` each class's
+        share of NC1), its state, or a report under other conventions.
     distributed : bool or torch.distributed.ProcessGroup, default=False
         Each rank of an initialised ``torch.distributed`` group (the world, or
         the group given) streams its own shard (e.g. a DataLoader over a
@@ -668,7 +673,9 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
     -------
     pandas.DataFrame
         Index: the layers in the order given; columns: ``n_dims`` and the
-        report keys. With ``return_features``, ``(frame, features)``.
+        report keys. With ``return_features``, ``(frame, features)``; with
+        ``return_accumulators``, ``(frame, accumulators)``; with both,
+        ``(frame, features, accumulators)``.
 
     Examples
     --------
@@ -693,8 +700,8 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
     layers, reductions = _check_call(model, X, layers, reduce, batch_size, passes)
     classifiers = _classifiers(model, layers, W, b)
     mode = "two_pass" if passes == 2 else "one_pass"
-    own = {key: conventions[key] for key in ("global_mean", "between", "class_means", "ncc_accuracy", "feature_rank")
-           if key in conventions}
+    own = {key: conventions[key] for key in ("global_mean", "between", "class_means", "ncc_accuracy", "feature_rank",
+                                             "per_class") if key in conventions}
     accumulators = {layer: NCAccumulator(mode=mode, classes=classes, **own) for layer in layers}
     features = {layer: [] for layer in layers} if return_features else None
     taps = _Taps(model, layers, reductions)
@@ -743,9 +750,12 @@ def model_nc_report(model, X, y=None, *, layers=None, W=None, b=None, classes=No
         _warn_few_dims(taps, layer, reductions, rows[layer])
     frame = pd.DataFrame(rows).T.infer_objects()
     frame.index.name = "layer"
+    extra = []
     if return_features:
-        return frame, {layer: np.concatenate(parts) for layer, parts in features.items()}
-    return frame
+        extra.append({layer: np.concatenate(parts) for layer, parts in features.items()})
+    if return_accumulators:
+        extra.append(accumulators)
+    return (frame, *extra) if extra else frame
 
 
 def _classifiers(model, layers, W, b):

@@ -60,6 +60,26 @@ def test_tracker_measures_the_opt_in_keys_it_is_asked_for():
         assert net.history[-1, key] == pytest.approx(expected[key], rel=1e-6), key
 
 
+def test_tracker_records_each_classs_share_of_nc1():
+    X, Y = multilabel_blobs(seed=4)
+    y = Y.argmax(1)
+    module = _plain_module()
+    net = NeuralNetClassifier(module, max_epochs=3, lr=0.1, train_split=None, verbose=0,
+                              callbacks=[NCTracker(per_class=True, every=2)]).fit(X, y)
+    with torch.no_grad():
+        H = module[1](module[0](torch.as_tensor(X))).numpy()
+    table = sknc.metrics.class_variability(H, y)
+    recorded = net.history[-1, "class_nc1"]
+    assert sorted(recorded) == sorted(table.index.tolist())
+    for label, value in recorded.items():
+        assert value == pytest.approx(table.loc[label, "nc1"], rel=1e-6)
+        assert net.history[-1, "class_within_variance"][label] == pytest.approx(table.loc[label, "within_variance"],
+                                                                               rel=1e-6)
+    assert "class_nc1" not in net.history[0]  # measured every 2 epochs (and at the last)
+    with pytest.raises(ValueError, match="per_class=True needs passes=2"):
+        NCTracker(per_class=True, passes=1).initialize()
+
+
 def test_tracked_nc_columns_of_palclassifier():
     X, Y = multilabel_blobs(seed=1)
     clf = PALClassifier(hidden_sizes=(32,), feature_dim=8, max_epochs=6, track_nc=2, device="cpu",

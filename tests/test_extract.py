@@ -82,6 +82,21 @@ def test_every_layer_gets_ncc_accuracy_and_the_features_ranks(model_and_data):
         assert frame.loc[layer, "features_stable_rank"] == pytest.approx(np.sum(s**2) / s[0] ** 2, rel=1e-6)
 
 
+def test_the_layers_accumulators_give_the_per_class_tables(model_and_data):
+    model, X, y = model_and_data
+    layers = ["conv", "fc:input"]
+    frame, feats, accs = model_nc_report(model, X, y, layers=layers, per_class=True, return_features=True,
+                                         return_accumulators=True)
+    assert list(accs) == layers and list(frame.index) == layers
+    for layer in layers:
+        np.testing.assert_allclose(accs[layer].class_variability().to_numpy(),
+                                   sknc.metrics.class_variability(feats[layer], y).to_numpy(), rtol=1e-6)
+        np.testing.assert_allclose(accs[layer].cdnv_matrix().to_numpy(),
+                                   sknc.metrics.cdnv_matrix(feats[layer], y).to_numpy(), rtol=1e-6)
+    only = model_nc_report(model, X, y, return_accumulators=True)
+    assert isinstance(only, tuple) and len(only) == 2 and isinstance(only[1]["fc:input"], sknc.NCAccumulator)
+
+
 def test_default_layer_and_classifier(model_and_data):
     model, X, y = model_and_data
     assert default_layer(model) == "fc:input"

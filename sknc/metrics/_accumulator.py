@@ -856,7 +856,7 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
         ``ncc_agreement``) are NaN, with an :class:`sknc.NCWarning` saying so,
         until it has run.
         """
-        fixed_options = ("class_means", "ncc_accuracy", "feature_rank")
+        fixed_options = ("class_means", "ncc_accuracy", "feature_rank", "per_class")
         unknown = set(conventions) - set(_CONVENTIONS) - set(fixed_options)
         if unknown:
             raise TypeError(f"unknown report option(s): {sorted(unknown)}; choose from "
