@@ -112,7 +112,10 @@ def scenario_accumulators(rank):
 def scenario_float32_and_empty_shard(rank):
     H, y, W, b = _data(np.float32)
     part = slice(0, len(y)) if rank == 0 else slice(0, 0)  # rank 1 has no rows at all
-    return _two_pass(sknc.NCAccumulator(mode="two_pass"), H[part], y[part], W, b)
+    # the features' scatter and the per-class sums too: the rank without rows adopts them empty
+    acc = sknc.NCAccumulator(mode="two_pass", feature_rank=True, per_class=True)
+    report = _two_pass(acc, H[part], y[part], W, b)
+    return report, acc.class_variability()
 
 
 def scenario_mismatch(rank):
@@ -229,8 +232,11 @@ def test_float32_rows_and_a_rank_without_rows(tmp_path):
     results = _spawn(tmp_path, "float32_and_empty_shard")
     assert all("ok" in r for r in results), [r.get("trace") for r in results]
     H, y, W, b = _data(np.float32)
-    _close(results[0]["ok"], sknc.nc_report(H, y, W, b), rel=1e-9)
-    assert results[0]["ok"].equals(results[1]["ok"])
+    report, table = results[0]["ok"]
+    assert "features_effective_rank" in report.index
+    _close(report, sknc.nc_report(H, y, W, b, feature_rank=True), rel=1e-9)
+    np.testing.assert_allclose(table.to_numpy(), sknc.metrics.class_variability(H, y).to_numpy(), rtol=1e-6)
+    assert results[1]["ok"][0].equals(report)  # identical on the rank that had no rows
 
 
 @pytest.mark.slow
