@@ -180,8 +180,7 @@ class NCTracker(Callback):
         try:
             table = acc.class_variability()
         except ValueError as exc:  # e.g. every sample has several labels: no class has samples of its own
-            warn_once(f"NCTracker: no per-class values at epoch {len(net.history)} ({exc}).", NCWarning,
-                      stacklevel=3)
+            warn_once(f"NCTracker: no per-class values ({exc}).", NCWarning, stacklevel=3)  # once, not per epoch
             return
         labels = [c.item() if hasattr(c, "item") else c for c in table.index]
         for column, key in (("nc1", "class_nc1"), ("within_variance", "class_within_variance")):
