@@ -76,6 +76,19 @@ def test_tracker_records_each_classs_share_of_nc1():
         assert net.history[-1, "class_within_variance"][label] == pytest.approx(table.loc[label, "within_variance"],
                                                                                rel=1e-6)
     assert "class_nc1" not in net.history[0]  # measured every 2 epochs (and at the last)
+    # label sets without single-label samples: no class has samples of its own; one warning, training goes on
+    rows = np.arange(120)
+    Y2 = np.zeros((120, 3), dtype=int)
+    Y2[rows, rows % 3] = 1
+    Y2[rows, (rows + 1) % 3] = 1
+    X2 = np.random.default_rng(0).standard_normal((120, 5)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # as a user sees them (not "always", which repeats every warning)
+        clf = PALClassifier(hidden_sizes=(16,), max_epochs=3, device="cpu", random_state=0, decision_rule="threshold",
+                            callbacks=[("nc", NCTracker(per_class=True))]).fit(X2, Y2)
+    said = [w for w in caught if "no per-class values" in str(w.message)]
+    assert len(said) == 1 and "several classes" in str(said[0].message)
+    assert np.isfinite(clf.history_["nc1"]).all() and "class_nc1" not in clf.history_
     with pytest.raises(ValueError, match="per_class=True needs passes=2"):
         NCTracker(per_class=True, passes=1).initialize()
 
