@@ -408,23 +408,27 @@ def _parse_settings(items, valid):
 def _scoring(names, multilabel):
     from sklearn.metrics import get_scorer, get_scorer_names
 
-    from .scoring import NC_METRICS, multilabel_scorers, nc_scorer
+    from .scoring import NC_METRICS, OPT_IN_METRICS, multilabel_scorers, nc_scorers
 
+    known = {**NC_METRICS, **OPT_IN_METRICS}
     quality = multilabel_scorers() if multilabel else {}
     default_quality = list(quality) if multilabel else ["accuracy"]
     names = names.split(",") if names else ["nc1", "nc2_h", "nc2_w", "nc3", "nc4", *default_quality]
+    names = [n.strip() for n in names if n.strip()]
+    metrics = [name[4:] if name.startswith("neg_") and name[4:] in known else name for name in names]
+    # the NC scorers of one search share one report per split (with every option their keys need)
+    shared = nc_scorers([m for m in metrics if m in known])
     scoring = {}
-    for name in (n.strip() for n in names if n.strip()):
-        metric = name[4:] if name.startswith("neg_") and name[4:] in NC_METRICS else name
-        if metric in NC_METRICS:
-            scorer = nc_scorer(metric)
-            scoring[scorer.__name__] = scorer
+    for name, metric in zip(names, metrics):
+        if metric in known:
+            score_name = metric if known[metric] else f"neg_{metric}"
+            scoring[score_name] = shared[score_name]
         elif name in quality:
             scoring[name] = quality[name]
         elif name in get_scorer_names():
             scoring[name] = get_scorer(name)
         else:
-            raise _UsageError(f"--scoring: unknown score {name!r}; use NC metrics {sorted(NC_METRICS)}, "
+            raise _UsageError(f"--scoring: unknown score {name!r}; use NC metrics {sorted(known)}, "
                               f"{sorted(multilabel_scorers())} or a scikit-learn scorer name.")
     return scoring
 

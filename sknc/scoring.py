@@ -43,6 +43,7 @@ from .metrics import nc_report
 
 __all__ = [
     "NC_METRICS",
+    "OPT_IN_METRICS",
     "nc_scorer",
     "nc_scorers",
     "nc_report_scorer",

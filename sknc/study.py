@@ -21,7 +21,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from .scoring import NC_METRICS
+from .scoring import NC_METRICS, OPT_IN_METRICS
 
 __all__ = [
     "HistoryScorer",
@@ -167,7 +167,8 @@ def _params(frame):
 
 def _metric_of(score):
     """``neg_nc1`` -> (``nc1``, -1): scores of NC metrics where smaller is more collapsed are negated."""
-    if score.startswith("neg_") and score[4:] in NC_METRICS and not NC_METRICS[score[4:]]:
+    higher_is_better = {**NC_METRICS, **OPT_IN_METRICS}
+    if score.startswith("neg_") and score[4:] in higher_is_better and not higher_is_better[score[4:]]:
         return score[4:], -1.0
     return score, 1.0
 

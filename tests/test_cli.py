@@ -178,9 +178,12 @@ def test_study_command_on_the_users_data(tmp_path, capsys):
     assert np.allclose(again["nc1_train"], table["nc1_train"], rtol=1e-6)
     # a table with a named target column
     assert main(["study", "--grid", str(grid), "--data", str(tmp_path / "data.csv"), "--target", "digit",
-                 "--epochs", "2", "--track-every", "2", "--cv", "2", "--scoring", "nc1,accuracy",
-                 "--out", str(tmp_path / "csv")]) == 0
-    assert len(pd.read_csv(tmp_path / "csv" / "study.csv")) == 4
+                 "--epochs", "2", "--track-every", "2", "--cv", "2",
+                 "--scoring", "nc1,ncc_accuracy,features_effective_rank,accuracy", "--out", str(tmp_path / "csv")]) == 0
+    named = pd.read_csv(tmp_path / "csv" / "study.csv")
+    assert len(named) == 4
+    # opt-in keys as scores: one shared report per split with their options; ranks shown as ranks (positive)
+    assert named["ncc_accuracy_test"].between(0, 1).all() and (named["features_effective_rank_train"] >= 1).all()
     capsys.readouterr()
 
 

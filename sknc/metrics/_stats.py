@@ -848,9 +848,9 @@ class SecondPass:
         """Host float64 results, centred on the exact class means.
 
         Returns ``(within, Q, agree, shift)``; ``within`` and ``Q`` are already
-        re-centred (and so is ``per_class_scatter``, set here when the plan
-        keeps it) (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2`` with ``r`` the
-        mean residual, in the pass's scale). float64 rows: ``shift[k]``
+        re-centred (``sum ||c - r||^2 = sum ||c||^2 - n ||r||^2`` with ``r`` the
+        mean residual, in the pass's scale), and so is ``per_class_scatter``,
+        set here when the plan keeps it. float64 rows: ``shift[k]``
         (original units) is what the first pass's mean of class ``k`` was off
         by. float32 rows: ``shift`` is None, since every first pass sums them
         exactly in float64; the mean residual is then minus the known float32
