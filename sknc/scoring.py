@@ -73,8 +73,9 @@ NC_METRICS = {
     "tagwise_angle_ratio": False,
 }
 
-# opt-in report keys (one more read of the features each; see sknc.metrics.report_options): scored by name
-# through nc_scorer / nc_scorers, not by nc_report_scorer. A lower rank is more collapse, as a lower NC1.
+#: Opt-in report keys (one more read of the features each; see :func:`sknc.metrics.report_options`) -> True
+#: when higher is better: scored by name through :func:`sknc.nc_scorer` and :func:`sknc.nc_scorers`, not by
+#: :func:`sknc.nc_report_scorer`. A lower rank is more collapse, as a lower NC1.
 OPT_IN_METRICS = {
     "ncc_accuracy": True,
     "features_effective_rank": False,
