@@ -171,13 +171,14 @@ class PerClassMixin:
         Examples
         --------
         >>> import numpy as np
-        >>> import sknc
-        >>> rng = np.random.default_rng(0)
-        >>> y = np.repeat(np.arange(3), 40)
-        >>> H = 4 * np.eye(3)[y] + np.array([0.1, 0.1, 1.0])[y][:, None] * rng.standard_normal((120, 3))
-        >>> table = sknc.NCAccumulator().update(H, y).class_variability()
-        >>> int(table["within_variance"].idxmax()), list(table.columns)
-        (2, ['n_samples', 'within_variance', 'relative_variability'])
+        >>> from sknc import NCAccumulator
+        >>> noise = np.random.default_rng(0).standard_normal((120, 3))
+        >>> y = np.arange(120) % 3
+        >>> H = 4 * np.eye(3)[y] + np.array([0.1, 0.1, 1.0])[y][:, None] * noise  # class 2 spread out
+        >>> acc = NCAccumulator(per_class=True).update(H, y).update_second_pass(H, y)
+        >>> table = acc.class_variability()
+        >>> int(table["nc1"].idxmax()), list(table.columns)
+        (2, ['n_samples', 'within_variance', 'nc1', 'relative_variability'])
         """
         stats = self._statistics()
         stats.require_class_means()
