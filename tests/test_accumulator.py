@@ -169,7 +169,8 @@ def test_pickled_accumulator_keeps_going(rng):
 def test_torch_backend_on_the_host_equals_numpy(rng, monkeypatch):
     """The device code path (TorchOps), run on the CPU: statistics stay tensors, results equal numpy's."""
     H, y, W, b = _data(rng, d=40)
-    reference = sknc.NCAccumulator(mode="two_pass")
+    options = dict(mode="two_pass", feature_rank=True, per_class=True)  # the d x d and K x r sums as tensors too
+    reference = sknc.NCAccumulator(**options)
     reference.update(H, y).update_second_pass(H, y, W, b)
     expected = reference.report(W, b)
 
@@ -178,15 +179,19 @@ def test_torch_backend_on_the_host_equals_numpy(rng, monkeypatch):
         return t, float(torch.finfo(t.dtype).eps)
 
     monkeypatch.setattr(_accumulator, "as_feature_array", keep_tensor)
-    acc = sknc.NCAccumulator(mode="two_pass")
+    acc = sknc.NCAccumulator(**options)
     T = torch.as_tensor(H)
     for p in np.array_split(np.arange(len(y)), 3):
         acc.update(T[p], y[p])
-    assert isinstance(acc._first.sums, torch.Tensor)
+    assert isinstance(acc._first.sums, torch.Tensor) and isinstance(acc._first.total, torch.Tensor)
     for p in np.array_split(np.arange(len(y)), 3):
         acc.update_second_pass(T[p], y[p], W, b)
+    assert isinstance(acc._second.Qk, torch.Tensor)
     clone = pickle.loads(pickle.dumps(acc))  # a device-backed accumulator pickles
     _assert_reports_equal(expected, clone.report(W, b))
+    assert "features_effective_rank" in expected.index
+    np.testing.assert_allclose(acc.class_variability().to_numpy(), reference.class_variability().to_numpy(),
+                               rtol=1e-9)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
