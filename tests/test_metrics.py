@@ -873,6 +873,48 @@ def test_tiled_second_pass_with_a_classifier_of_absent_classes(rng, dtype, monke
                                               nan_ok=True), key
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("regime", ["collapsed", "noisy", "far"])
+def test_tiled_nc4_from_the_classifiers_bounds_decides_as_both_products(rng, compiled, dtype, regime, monkeypatch):
+    # many classes: when W is close to a multiple of the centred means, only the classes the classifier's scores
+    # cannot rule out get an NCC score; row by row the decisions must be those of both full products, and NC4
+    # that of the untiled tables
+    from sknc.metrics import _pairwise
+    from sknc.metrics._kernels import forced
+
+    k, d, n_per = 60, 12, 12
+    y = np.repeat(np.arange(k), n_per)
+    M = rng.standard_normal((k, d))
+    noise, spread = {"collapsed": (0.4, 0.2), "noisy": (0.8, 1.0), "far": (0.4, 0.2)}[regime]
+    H = (20.0 + M[y] + noise * rng.standard_normal((len(y), d))).astype(dtype)
+    # near collapse the classifier is about a multiple of the centred means, with the bias that centres the data
+    W = (3.0 * (M - M.mean(0)) if regime != "far" else rng.standard_normal((k, d))) + spread * rng.standard_normal((k, d))
+    b = -W @ np.full(d, 20.0) + 0.1 * rng.standard_normal(k)
+    whole = sknc.nc_report(H, y, W, b)  # untiled: both decisions from the K x K tables
+    monkeypatch.setattr(_pairwise, "PAIRWISE_TILE_BYTES", 8 * 7 * 7)
+    with forced(compiled):
+        acc = sknc.NCAccumulator(mode="two_pass").update(H, y)
+        for part in np.array_split(np.arange(len(y)), 3):
+            acc.update_second_pass(H[part], y[part], W, b)
+        sp = acc._second
+        assert sp.plan.direct
+        bounds = sp.t.get("bounds")
+        assert (bounds is None) == (regime == "far")  # far from the means: both products
+        if bounds is not None:
+            centred = (H - sp.plan._means_as(sp.plan.dtype)[y]).astype(sp.plan.dtype)
+            full_ncc, full_clf = sp._decide_full(centred, y)
+            decided = sp._decide_bounded(centred, y, bounds)
+            assert decided is not None
+            np.testing.assert_array_equal(decided[0], full_ncc)
+            np.testing.assert_array_equal(decided[1], full_clf)
+            if regime == "noisy":  # many rows nearest another class's mean: the open classes decide them
+                assert np.mean(full_ncc != y) > 0.05
+        streamed = acc.report(W, b)
+    for key in ("nc4", "ncc_agreement"):
+        assert streamed[key] == pytest.approx(whole[key], abs=1e-12), key
+
+
 def test_sampled_pairs_estimate_the_pairwise_keys(rng):
     H, y, W, b = _many(rng, 400, 16)
     exact = sknc.nc_report(H, y, W, b)

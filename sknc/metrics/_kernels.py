@@ -94,6 +94,10 @@ def _warm_up(loops):
     g, v = np.eye(2), np.ones(2)
     loops.pair_tile(g, True, v, v, v, v, 3, True, v, v, 0.0, v, v, True, v, v, 1.0, 0.0, np.zeros(6),
                     np.zeros((4, 2), dtype=np.int64))
+    best, arg, rows = np.full(3, -np.inf, dtype=np.float32), np.zeros(3, dtype=np.int64), np.zeros(4, dtype=np.int64)
+    loops.tile_decide(out[:, :2].copy(), np.ones(3, dtype=np.float32), np.ones(2, dtype=np.float32),
+                      np.ones(2, dtype=np.float32), np.ones(3, dtype=np.float32), ids.astype(np.int64), 0, best, arg,
+                      rows, rows.copy(), 0)
 
 
 @contextmanager
@@ -247,6 +251,31 @@ def _build(cache=True):
                     acc[2] += (v_i[i] + v_j[j]) / den
         return n_sus
 
+    @plain
+    def tile_decide(z, xn, c, a, shift, cls, j0, best, arg, rows, cols, count):
+        # one pass over a tile z of classifier scores (columns j0...): per row the largest score and its first
+        # index (best, arg, strictly better than earlier tiles), and the classes other than the row's own with
+        # z_ij + xn_i c_j - a_j + shift_i >= 0 appended to (rows, cols) from position count; returns the new
+        # count, or -1 when the lists are full
+        n, t = z.shape
+        for i in range(n):
+            top = best[i]
+            where = arg[i]
+            for j in range(t):
+                v = z[i, j]
+                if v > top:
+                    top = v
+                    where = j0 + j
+                if np.float64(v) + np.float64(xn[i]) * c[j] - a[j] + shift[i] >= 0.0 and j0 + j != cls[i]:
+                    if count >= rows.shape[0]:
+                        return -1
+                    rows[count] = i
+                    cols[count] = j0 + j
+                    count += 1
+            best[i] = top
+            arg[i] = where
+        return count
+
     return _Kernels(group_sums=group_sums, centred_abs_max=centred_abs_max, centre_sum_square=centre_sum_square,
                     centre_square=centre_square, column_squares=column_squares, agreement=agreement,
-                    pair_tile=pair_tile)
+                    pair_tile=pair_tile, tile_decide=tile_decide)

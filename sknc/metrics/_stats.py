@@ -544,7 +544,10 @@ class SecondPassPlan:
             rows = slice(start, start + 4096)
             table[d, k + start : k + min(start + 4096, k)] = (
                 (np.asarray(self.W[rows], dtype=np.float64) @ centre + self.b[rows]) * (w_s * s))
-        return {"to_global": be.asarray(to_global, work), "decide": be.asarray(table, work)}
+        out = {"to_global": be.asarray(to_global, work), "decide": be.asarray(table, work)}
+        if be.name == "numpy":
+            out["bounds"] = _ncc_bounds(table, k, d)
+        return out
 
     def _be_dtype(self, be):
         if be.name == "numpy":
@@ -563,6 +566,60 @@ class SecondPassPlan:
         dist = pairwise_sq_distances(centred * (np.ldexp(1.0, -e) / s), gram)
         dist *= np.ldexp(s * s, 2 * e)  # in place: K x K temporaries are tens of MB with K in the thousands
         return dist
+
+
+_PRUNE_MAX_RESIDUAL = 0.5  # W's share off the span of alpha * means beyond which the bounds prune too little
+_PRUNE_MAX_CANDIDATES = 16  # per row: beyond this a block takes the full product with the means instead
+
+
+def _ncc_bounds(table, k, d):
+    """What lets the tiled NC4 skip the product with the class means when the classifier nearly is them.
+
+    With ``w_j = alpha m_j + e_j`` (``m_j`` the scaled centred mean, ``w_j`` the
+    scaled classifier row, ``alpha`` their least-squares ratio) the NCC score
+    ``||m_j||^2 - 2 x.m_j`` equals ``||m_j||^2 - 2 (z_j - beta_j - x.e_j) / alpha``
+    for the classifier score ``z_j = x.w_j + beta_j``, and ``|x.e_j| <=
+    ||x|| ||e_j||``. So a class can be the nearest mean only when ``z_j >= a_j -
+    (alpha / 2) T - ||x|| c_j``, ``T`` an upper bound of the row's smallest NCC
+    score (its own class's, plus rounding). ``a_j`` and ``c_j`` include the
+    worst-case rounding of every product of length ``d + 1`` in the tables'
+    dtype (4 (d + 2) eps per magnitude), so the classes left out are exactly the
+    ones the full product would not pick. None when the classifier is too far
+    from the means for this to pay.
+    """
+    eps = float(np.finfo(table.dtype).eps)
+    gamma = 4.0 * (d + 2) * eps
+    sq = table[d, :k].astype(np.float64)
+    beta = table[d, k:].astype(np.float64)
+    blocks = [slice(start, min(start + 4096, k)) for start in range(0, k, 4096)]
+    # m_j = -table[:d, j] / 2 and w_j = table[:d, k + j], read in float64 column blocks (no K x d float64 array)
+    dot = norm_w = 0.0
+    mn, wn = np.empty(k), np.empty(k)
+    for cols in blocks:
+        m = table[:d, cols].astype(np.float64) * -0.5
+        w = table[:d, k + cols.start : k + cols.stop].astype(np.float64)
+        dot += float(np.einsum("ij,ij->", w, m))
+        mn[cols] = np.sqrt(np.einsum("ij,ij->j", m, m))
+        wn[cols] = np.sqrt(np.einsum("ij,ij->j", w, w))
+        norm_w += float(np.sum(wn[cols] ** 2))
+    mm = float(np.sum(mn**2))
+    if not (mm > 0 and dot > 0 and norm_w > 0):
+        return None
+    alpha = dot / mm
+    rho = np.empty(k)
+    for cols in blocks:
+        e = table[:d, k + cols.start : k + cols.stop].astype(np.float64)
+        e += (0.5 * alpha) * table[:d, cols].astype(np.float64)  # w_j - alpha m_j
+        rho[cols] = np.sqrt(np.einsum("ij,ij->j", e, e))
+    if float(np.sum(rho**2)) > _PRUNE_MAX_RESIDUAL * norm_w:
+        return None
+    rho *= 1.0 + 1e-12  # its own float64 rounding
+    a = 0.5 * alpha * (1.0 - gamma) * sq + beta - gamma * np.abs(beta)
+    c = rho + gamma * (wn + alpha * mn)
+    # in the tables' dtype, rounded the safe way (a down, c up: more candidates, never fewer)
+    a = np.nextafter(a.astype(table.dtype), np.asarray(-np.inf, dtype=table.dtype))
+    c = np.nextafter(c.astype(table.dtype), np.asarray(np.inf, dtype=table.dtype))
+    return {"alpha": alpha, "a": a, "c": c, "gamma": gamma, "mn": mn, "sq": sq}
 
 
 def _rounded_sq_distances(centred, err=None, base=None):
@@ -698,6 +755,95 @@ class SecondPass:
 
     def _agree_tiled(self, c, cls):
         """Rows where the nearest class mean is the classifier's choice, from products in class tiles."""
+        bounds = self.t.get("bounds")
+        decided = None if bounds is None else self._decide_bounded(c, cls, bounds)
+        arg_ncc, arg_clf = self._decide_full(c, cls) if decided is None else decided
+        if self.be.name == "torch":
+            return int((arg_ncc == arg_clf).sum().item())
+        return int(np.count_nonzero(arg_ncc == arg_clf))
+
+    def _decide_bounded(self, c, cls, bounds):
+        """:meth:`_agree_tiled` with one product per tile (the classifier's) when ``W`` nearly is a multiple of the
+        centred means: the classifier's scores bound every NCC score (see :func:`_ncc_bounds`), and only the
+        classes the bound cannot rule out are scored exactly, besides the row's own class. The same decisions
+        as the full products, ``(nearest mean, classifier)`` per row; None when too many classes stay open (the
+        caller then takes both products)."""
+        t, k = self.t, self.plan.n_classes
+        n, d = c.shape
+        cls = np.asarray(cls, dtype=np.intp)
+        table = t["decide"]
+        xs = np.empty((n, d + 1), dtype=c.dtype)
+        xs[:, :d] = c
+        xs[:, :d] += t["to_global"][cls]
+        xs[:, d] = 1
+        x64 = xs[:, :d].astype(np.float64)
+        xn = np.sqrt(np.einsum("ij,ij->i", x64, x64))
+        del x64
+        gamma, alpha = bounds["gamma"], bounds["alpha"]
+        # the own class's NCC score, and T: above the smallest NCC score the full product would compute
+        own = np.einsum("ij,ji->i", xs, table[:, cls])
+        err = gamma * (2.0 * xn * bounds["mn"][cls] + bounds["sq"][cls])
+        limit = own.astype(np.float64) + 2.0 * err
+        limit += gamma * np.abs(limit)
+        shift = (0.5 * alpha * limit).astype(table.dtype)  # (alpha / 2) T, per row
+        xn_w = xn.astype(table.dtype)
+        tile = max(1, _TILE_BYTES // (4 * max(n, 1)))
+        from ._kernels import kernels
+
+        kern = kernels()
+        if kern is not None:  # one compiled pass per tile: the classifier's decision and the open classes
+            best_clf = np.full(n, -np.inf, dtype=table.dtype)
+            arg_clf = np.zeros(n, dtype=np.int64)
+            rows_c = np.empty(_PRUNE_MAX_CANDIDATES * n, dtype=np.int64)
+            cols_c = np.empty_like(rows_c)
+            count = 0
+            cls64 = cls.astype(np.int64)
+            for j0 in range(0, k, tile):
+                j1 = min(j0 + tile, k)
+                count = kern.tile_decide(xs @ table[:, k + j0 : k + j1], xn_w, bounds["c"][j0:j1],
+                                         bounds["a"][j0:j1], shift, cls64, j0, best_clf, arg_clf, rows_c, cols_c,
+                                         count)
+                if count < 0:
+                    return None
+            rows_c, cols_c = [rows_c[:count]], [cols_c[:count]]
+        else:
+            best_clf = arg_clf = None
+            rows_c, cols_c = [], []
+            n_open = 0
+            for j0 in range(0, k, tile):
+                j1 = min(j0 + tile, k)
+                clf = xs @ table[:, k + j0 : k + j1]
+                a_c = clf.argmax(axis=1)
+                v_c = clf[np.arange(n), a_c]
+                if best_clf is None:
+                    best_clf, arg_clf = v_c, a_c + j0
+                else:  # strictly better only: the first index wins ties, as numpy's argmax does
+                    better = v_c > best_clf
+                    best_clf, arg_clf = np.where(better, v_c, best_clf), np.where(better, a_c + j0, arg_clf)
+                # a class stays open when z_j + ||x|| c_j - a_j + (alpha / 2) T >= 0
+                clf += np.multiply.outer(xn_w, bounds["c"][j0:j1])
+                clf -= bounds["a"][j0:j1]
+                clf += shift[:, None]
+                r, j = np.nonzero(clf >= 0)
+                keep = (j + j0) != cls[r]
+                r, j = r[keep], j[keep] + j0
+                n_open += r.size
+                if n_open > _PRUNE_MAX_CANDIDATES * n:
+                    return None
+                rows_c.append(r)
+                cols_c.append(j)
+        rows_c, cols_c = np.concatenate(rows_c), np.concatenate(cols_c)
+        # the exact NCC scores of the open classes; per row the smallest, the first index on ties
+        vals = np.einsum("ij,ji->i", xs[rows_c], table[:, cols_c]) if rows_c.size else np.empty(0, dtype=xs.dtype)
+        r_all = np.concatenate([np.arange(n), rows_c])
+        j_all = np.concatenate([cls, cols_c])
+        v_all = np.concatenate([own, vals])
+        order = np.lexsort((j_all, v_all, r_all))
+        first = np.flatnonzero(np.r_[True, r_all[order][1:] != r_all[order][:-1]])
+        return j_all[order][first], arg_clf
+
+    def _decide_full(self, c, cls):
+        """The NCC and classifier decisions of every row from both products, in class tiles."""
         be, t, k = self.be, self.t, self.plan.n_classes
         torch = be.torch if be.name == "torch" else None
         n, d = c.shape
@@ -732,9 +878,7 @@ class SecondPass:
                 else:
                     best_ncc, arg_ncc = np.where(better_n, v_n, best_ncc), np.where(better_n, a_n + j0, arg_ncc)
                     best_clf, arg_clf = np.where(better_c, v_c, best_clf), np.where(better_c, a_c + j0, arg_clf)
-        if torch is not None:
-            return int((arg_ncc == arg_clf).sum().item())
-        return int(np.count_nonzero(arg_ncc == arg_clf))
+        return arg_ncc, arg_clf
 
     def _add_compiled(self, x, cls, cls_np, strict):
         """:meth:`add` for float32 rows on the host, through the compiled loops."""
