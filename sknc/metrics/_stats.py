@@ -583,9 +583,9 @@ def _ncc_bounds(table, k, d):
     (alpha / 2) T - ||x|| c_j``, ``T`` an upper bound of the row's smallest NCC
     score (its own class's, plus rounding). ``a_j`` and ``c_j`` include the
     worst-case rounding of every product of length ``d + 1`` in the tables'
-    dtype (4 (d + 2) eps per magnitude), so the classes left out are exactly the
-    ones the full product would not pick. None when the classifier is too far
-    from the means for this to pay.
+    dtype (4 (d + 2) eps per magnitude), so no class the full product could
+    pick is left out. None when the classifier is too far from the means for
+    this to pay.
     """
     eps = float(np.finfo(table.dtype).eps)
     gamma = 4.0 * (d + 2) * eps
@@ -765,9 +765,10 @@ class SecondPass:
     def _decide_bounded(self, c, cls, bounds):
         """:meth:`_agree_tiled` with one product per tile (the classifier's) when ``W`` nearly is a multiple of the
         centred means: the classifier's scores bound every NCC score (see :func:`_ncc_bounds`), and only the
-        classes the bound cannot rule out are scored exactly, besides the row's own class. The same decisions
-        as the full products, ``(nearest mean, classifier)`` per row; None when too many classes stay open (the
-        caller then takes both products)."""
+        classes the bound cannot rule out are scored exactly, besides the row's own class. The decisions of the
+        full products, ``(nearest mean, classifier)`` per row (a row whose two nearest means differ by less than
+        the products' rounding may go either way, as it may with another tile width); None when too many
+        classes stay open (the caller then takes both products)."""
         t, k = self.t, self.plan.n_classes
         n, d = c.shape
         cls = np.asarray(cls, dtype=np.intp)
