@@ -16,8 +16,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import untensor
-from .metrics import class_means as _class_means
 from .metrics._collapse import nc5_value
+from .metrics._report import statistics_and_geometry
 
 __all__ = ["NCOutlierDetector", "nc5"]
 
@@ -46,12 +46,19 @@ def nc5(features, y, ood_features, *, class_means="auto"):
     >>> round(nc5(H, [0, 0, 1, 1], ood), 12)
     0.0
     """
-    means = _class_means(features, y, class_means=class_means)
-    centre = means.mean(axis=0)
+    stats, geom = _id_geometry(features, y, class_means)
     ood = np.asarray(untensor(ood_features), dtype=np.float64)
-    if ood.ndim != 2 or ood.shape[1] != means.shape[1]:
-        raise ValueError(f"ood_features must be 2-D with {means.shape[1]} columns; got shape {ood.shape}.")
-    return nc5_value(means - centre, centre, ood.mean(axis=0))
+    if ood.ndim != 2 or ood.shape[1] != stats.n_dims:
+        raise ValueError(f"ood_features must be 2-D with {stats.n_dims} columns; got shape {ood.shape}.")
+    return nc5_value(geom.centred, geom.global_mean, ood.mean(axis=0))  # as nc_report's nc5 key
+
+
+def _id_geometry(features, y, class_means):
+    """The in-distribution class means and their geometry (mean of class means as the centre), from the metrics'
+    own first pass: the same means, centre and span as ``nc_report``'s."""
+    stats, geom, *_ = statistics_and_geometry(features, y, class_means=class_means, second_pass=False)
+    stats.require_class_means()
+    return stats, geom
 
 
 class NCOutlierDetector(OutlierMixin, BaseEstimator):
@@ -115,14 +122,12 @@ class NCOutlierDetector(OutlierMixin, BaseEstimator):
         if y is None:
             raise ValueError("NCOutlierDetector needs the labels y of the in-distribution features.")
         X = validate_data(self, untensor(X), dtype=np.float64)
-        means = _class_means(X, untensor(y), class_means=self.class_means)
-        self.center_ = means.mean(axis=0)
-        self.means_ = means - self.center_
-        _, sing, vt = np.linalg.svd(self.means_, full_matrices=False)
-        keep = sing > max(self.means_.shape) * np.finfo(np.float64).eps * (sing[0] if sing.size else 0.0)
-        if not keep.any():
+        stats, geom = _id_geometry(X, untensor(y), self.class_means)
+        if geom.rank == 0:
             raise ValueError("all class means coincide: there is no span of class means to score against.")
-        self.basis_ = vt[keep].T
+        self.center_ = geom.global_mean
+        self.means_ = stats.means - self.center_
+        self.basis_ = geom.basis  # the directions NC1 reads (the metrics' rank tolerance)
         self.offset_ = float(np.quantile(self.score_samples(X), self.contamination))
         return self
 
