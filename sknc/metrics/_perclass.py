@@ -118,7 +118,6 @@ def _variability_frame(stats, geom, projected=None):
     """Per-class ``n_samples``, ``within_variance``, ``relative_variability`` and, given each class's
     ``sum_i ||(h_i - mu_k) V / sigma||^2`` (``projected``, in the geometry's units), ``nc1``."""
     stats.require_class_means()
-    _class_rows(stats)  # one class per sample, or a clear refusal
     within, wexp = stats.within_trace()
     counts = stats.counts
     columns = {"n_samples": counts.astype(np.int64)}
@@ -183,10 +182,10 @@ class PerClassMixin:
         stats = self._statistics()
         stats.require_class_means()
         geom = geometry_of(stats, self.global_mean, self.between)
+        _class_rows(stats)  # one class per sample, or a clear refusal (before any NaN column)
         projected = None
         if self.per_class:
             try:
-                _class_rows(stats)
                 projected = _per_class_projection(stats, geom)
             except UndefinedMetricError as exc:
                 projected = np.full(stats.groups.n_classes, np.nan)
