@@ -22,7 +22,7 @@ from ._state import StateMixin, plan_digest
 from ._report import _CONVENTIONS, _check_conventions, _shown, align_classifier, geometry_of, report_from
 from ._stats import _FULL_GRAM_MAX, FirstPass, SecondPass, Statistics, _block_rows, compiled_loops, make_plan
 from ._stats import _give_back as _stats_give_back
-from ._stats import _gram_of, nearest_mean_correct
+from ._stats import _gram_of, nearest_mean_correct, nearest_mean_table
 from . import _tagwise_means as TM
 
 __all__ = ["NCAccumulator"]
@@ -597,7 +597,7 @@ class NCAccumulator(StateMixin, DistributedMixin, PerClassMixin):
                          rel_rows=self._class_means_rows(), w_key=key.sums if key.sums[0] is not None else None)
         if self.ncc_accuracy:
             plan = replace(plan, ncc_labels=True)
-            self._ncc_means = (origin, rel)
+            self._ncc_means = (origin, nearest_mean_table(rel))  # built once, read by every batch
         if self.per_class:
             plan = replace(plan, per_class=True)
         self._second = SecondPass(self._be, plan)

@@ -1064,18 +1064,25 @@ class SecondPass:
         return self.plan._means_as(self.plan.dtype).astype(np.float64)
 
 
-def nearest_mean_correct(x64, cls, means_rel):
-    """How many float64 rows ``x64`` (relative to the means' origin) lie nearest to their own class's mean."""
+def nearest_mean_table(means_rel):
+    """``(-2 M^T, ||mu_k||^2)`` of the class means relative to their origin: built once per pass for
+    :func:`nearest_mean_correct`."""
+    return np.ascontiguousarray(-2.0 * means_rel.T), np.einsum("ij,ij->i", means_rel, means_rel)
+
+
+def nearest_mean_correct(x64, cls, table):
+    """How many float64 rows ``x64`` (relative to the means' origin) lie nearest to their own class's mean
+    (``table`` from :func:`nearest_mean_table`)."""
     # ||x - mu_k||^2 = ||x||^2 - 2 x.mu_k + ||mu_k||^2: the row term orders nothing
-    scores = x64 @ (-2.0 * means_rel.T)
-    scores += np.einsum("ij,ij->i", means_rel, means_rel)
+    scores = x64 @ table[0]
+    scores += table[1]
     return int(np.count_nonzero(np.argmin(scores, axis=1) == cls))
 
 
 def count_nearest_mean(stats, X, rows, sample_class):
     """The nearest-class-mean accuracy count of rows ``rows`` of ``X`` (all when None), in float64 row blocks."""
     be = backend_for(X)
-    means_rel, origin = stats.means_rel, stats.origin
+    table, origin = nearest_mean_table(stats.means_rel), stats.origin
     n = X.shape[0] if rows is None else rows.size
     correct = 0
     for start in range(0, n, 4096):
@@ -1084,7 +1091,7 @@ def count_nearest_mean(stats, X, rows, sample_class):
         x = be.to_numpy(block).astype(np.float64)
         x -= origin
         cls = sample_class[start:stop] if rows is None else sample_class[rows[start:stop]]
-        correct += nearest_mean_correct(x, cls, means_rel)
+        correct += nearest_mean_correct(x, cls, table)
     return correct
 
 
